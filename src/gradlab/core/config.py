@@ -1,0 +1,337 @@
+"""Validation of every parameter before anything runs.
+
+``validate_parameters`` checks the whole ``parameters`` dict (data, grid, train, report) and
+raises one ``ConfigError`` listing every problem as ``key.path[i] = value: what is allowed``.
+"""
+
+import itertools
+import os
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gradlab.core.data import DATASETS, INPUT_NORMS
+from gradlab.core.grid import AXES, RunSpec, Study
+from gradlab.core.registry import lookup
+
+
+class ConfigError(ValueError):
+    """Bad parameters: each problem names its key path, the bad value and what is allowed."""
+
+    def __init__(self, problems: Sequence[tuple[str, Any, str]]) -> None:
+        self.problems = list(problems)
+        lines = [f"  {path} = {value!r}: {reason}" for path, value, reason in self.problems]
+        count = f"{len(lines)} problem{'s' * (len(lines) != 1)}"
+        super().__init__(f"invalid parameters ({count}):\n" + "\n".join(lines))
+
+
+_MISSING = "<missing>"
+
+
+def _path(prefix: str, loc: Sequence[int | str]) -> str:
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _problems(prefix: str, error: ValidationError) -> list[tuple[str, Any, str]]:
+    problems = []
+    for item in error.errors():
+        reason = item["msg"].removeprefix("Value error, ")
+        value = _MISSING if item["type"] == "missing" else item.get("input")
+        if item["type"] == "extra_forbidden":
+            reason = "unknown key (a typo?)"
+        problems.append((_path(prefix, item["loc"]), value, reason))
+    return problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class SplitConfig(_Strict):
+    """Fractions of each dataset held out; the rest is the train split."""
+
+    val: float = Field(gt=0, lt=1)
+    test: float = Field(ge=0, lt=1)
+
+
+def _input_norm(name: str) -> str:
+    lookup(INPUT_NORMS, name, "input_norm")
+    return name
+
+
+class DataConfig(_Strict):
+    """``params:data``."""
+
+    seed: int = Field(ge=0)
+    split: SplitConfig
+    input_norms: list[
+        Annotated[
+            str, AfterValidator(lambda name: lookup(INPUT_NORMS, name, "input_norm") and name)
+        ]
+    ] = Field(min_length=1)
+    datasets: dict[str, dict[str, Any] | None] = Field(min_length=1)
+
+
+class TrainConfig(_Strict):
+    """``params:train``: how the grid is executed, not what is trained (that is the run spec)."""
+
+    workers: int | str = "auto"
+    device: str = "auto"
+    force: bool = False
+    divergence_factor: float = Field(default=1e4, gt=1)
+    probe_batch_size: int = Field(default=256, gt=0)
+    store: str = Field(min_length=1)
+    mlflow_layer_every: int = Field(default=1, gt=0)
+
+    @field_validator("workers")
+    @classmethod
+    def _positive(cls, workers: int | str) -> int | str:
+        if workers != "auto" and not (isinstance(workers, int) and workers >= 1):
+            raise ValueError("expected 'auto' or an integer >= 1")
+        return workers
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        kind = device.split(":", maxsplit=1)[0]
+        if kind not in {"auto", "cpu", "cuda", "mps"}:
+            raise ValueError("expected one of ['auto', 'cpu', 'cuda', 'cuda:N', 'mps']")
+        return device
+
+    @property
+    def n_workers(self) -> int:
+        """``workers`` with ``auto`` resolved to the number of cores."""
+        return os.cpu_count() or 1 if self.workers == "auto" else int(self.workers)
+
+
+class ReportConfig(_Strict):
+    """``params:report``."""
+
+    dpi: int = Field(default=100, ge=50, le=400)
+    max_layers_violin: int = Field(default=8, gt=0)
+
+
+class GridConfig(_Strict):
+    """``params:grid``, validated: a baseline, named studies and the seeds."""
+
+    baseline: RunSpec
+    studies: tuple[Study, ...]
+    seeds: tuple[int, ...]
+
+
+class Parameters(_Strict):
+    """Every section of ``parameters``, validated."""
+
+    data: DataConfig
+    grid: GridConfig
+    train: TrainConfig
+    report: ReportConfig
+
+
+def _validate_datasets(data: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+    problems: list[tuple[str, Any, str]] = []
+    datasets = data.get("datasets")
+    if not isinstance(datasets, Mapping):
+        return problems  # DataConfig reports the type
+    for name, kwargs in datasets.items():
+        try:
+            kind = lookup(DATASETS, name, "dataset")
+        except ValueError as error:
+            problems.append((f"data.datasets.{name}", name, str(error)))
+            continue
+        try:
+            kind.params.model_validate(kwargs or {})
+        except ValidationError as error:
+            problems += _problems(f"data.datasets.{name}", error)
+    return problems
+
+
+def _validate_grid(
+    grid: Any, data: DataConfig | None
+) -> tuple[GridConfig | None, list[tuple[str, Any, str]]]:
+    if not isinstance(grid, Mapping):
+        return None, [("grid", grid, "expected a mapping with baseline, studies and seeds")]
+    problems: list[tuple[str, Any, str]] = [
+        (f"grid.{key}", grid[key], "unknown key (a typo?); expected baseline, studies, seeds")
+        for key in grid
+        if key not in {"baseline", "studies", "seeds"}
+    ]
+    seeds = grid.get("seeds", _MISSING)
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        problems.append(("grid.seeds", seeds, "expected a non-empty list of integers >= 0"))
+    elif len(set(seeds)) != len(seeds):
+        problems.append(("grid.seeds", seeds, "seeds must be distinct"))
+
+    raw_baseline = grid.get("baseline", _MISSING)
+    baseline = None
+    if not isinstance(raw_baseline, Mapping):
+        problems.append(("grid.baseline", raw_baseline, "expected a mapping of run-spec fields"))
+    elif "seed" in raw_baseline:
+        problems.append(("grid.baseline.seed", raw_baseline["seed"], "seeds come from grid.seeds"))
+    else:
+        try:
+            baseline = RunSpec(**raw_baseline)
+        except ValidationError as error:
+            problems += _problems("grid.baseline", error)
+
+    studies: list[Study] = []
+    raw_studies = grid.get("studies", _MISSING)
+    if not isinstance(raw_studies, Mapping) or not raw_studies:
+        problems.append(("grid.studies", raw_studies, "expected a non-empty mapping of studies"))
+        raw_studies = {}
+    for name, raw in raw_studies.items():
+        # against the defaults when the baseline is broken, so study typos still show up now
+        study, study_problems = _validate_study(
+            f"grid.studies.{name}", name, raw, baseline or RunSpec()
+        )
+        problems += study_problems
+        if study is not None:
+            studies.append(study)
+
+    if data is not None and baseline is not None:
+        problems += _cross_check(baseline, studies, data)
+    if problems or baseline is None:
+        return None, problems
+    return GridConfig(baseline=baseline, studies=tuple(studies), seeds=tuple(seeds)), []
+
+
+def _validate_study(
+    prefix: str, name: str, raw: Any, baseline: RunSpec
+) -> tuple[Study | None, list[tuple[str, Any, str]]]:
+    if not isinstance(raw, Mapping):
+        return None, [(prefix, raw, "expected a mapping: question and one or more axes")]
+    problems: list[tuple[str, Any, str]] = []
+    question = raw.get("question", _MISSING)
+    if not isinstance(question, str) or not question.strip():
+        problems.append((f"{prefix}.question", question, "expected the question the study asks"))
+    axes = {k: v for k, v in raw.items() if k != "question"}
+    if not axes:
+        problems.append((prefix, dict(raw), f"a study varies at least one axis of {list(AXES)}"))
+    for axis, values in axes.items():
+        if axis not in AXES:
+            reason = (
+                "seeds come from grid.seeds"
+                if axis == "seed"
+                else f"not a run-spec field; expected one of {list(AXES)}"
+            )
+            problems.append((f"{prefix}.{axis}", values, reason))
+        elif not isinstance(values, list) or not values:
+            problems.append((f"{prefix}.{axis}", values, "expected a non-empty list of values"))
+        else:
+            for i, value in enumerate(values):
+                try:
+                    RunSpec(**{**baseline.model_dump(), axis: value, "init_std": 1.0})
+                except ValidationError as error:
+                    problems += [
+                        (f"{prefix}.{axis}[{i}]", value, reason)
+                        for path, _, reason in _problems("", error)
+                        if path == f".{axis}"
+                    ]
+    if problems:
+        return None, problems
+    study = Study(name=name, question=question, axes={k: tuple(v) for k, v in axes.items()})
+    problems = _check_combinations(prefix, study, baseline)
+    return (None, problems) if problems else (study, [])
+
+
+def _check_combinations(prefix: str, study: Study, baseline: RunSpec) -> list[tuple[str, Any, str]]:
+    """Cross-field rules (e.g. init 'normal' needs init_std) that only a full combination shows."""
+    for combo in itertools.product(*study.axes.values()):
+        overrides = dict(zip(study.axes, combo, strict=True))
+        try:
+            RunSpec(**{**baseline.model_dump(), **overrides})
+        except ValidationError as error:
+            return [(prefix, overrides, reason) for _, _, reason in _problems("", error)]
+    return []
+
+
+def _cross_check(
+    baseline: RunSpec, studies: Sequence[Study], data: DataConfig
+) -> list[tuple[str, Any, str]]:
+    """Every dataset and input_norm a run asks for must be one the data stage produces."""
+    problems = []
+    produced = {"dataset": sorted(data.datasets), "input_norm": sorted(data.input_norms)}
+    for axis, allowed in produced.items():
+        if getattr(baseline, axis) not in allowed:
+            reason = f"not produced by the data stage (data.{axis}s); expected one of {allowed}"
+            problems.append((f"grid.baseline.{axis}", getattr(baseline, axis), reason))
+        for study in studies:
+            for i, value in enumerate(study.axes.get(axis, ())):
+                if value not in allowed:
+                    reason = f"not produced by the data stage; expected one of {allowed}"
+                    problems.append((f"grid.studies.{study.name}.{axis}[{i}]", value, reason))
+    return problems
+
+
+SECTIONS = ("data", "grid", "train", "report")
+
+
+def validate_parameters(params: Mapping[str, Any]) -> Parameters:
+    """Validate the whole ``parameters`` dict, collecting every problem before raising.
+
+    Args:
+        params: Kedro's ``parameters`` (``--params`` overrides already merged in).
+    Returns:
+        The typed, validated parameters.
+    Raises:
+        ConfigError: listing each bad key path, its value and what is allowed.
+    """
+    problems: list[tuple[str, Any, str]] = [
+        (key, params[key], f"unknown parameters section; expected one of {list(SECTIONS)}")
+        for key in params
+        if key not in SECTIONS
+    ]
+    sections: dict[str, Any] = {}
+    for key, model in (("data", DataConfig), ("train", TrainConfig), ("report", ReportConfig)):
+        try:
+            sections[key] = model.model_validate(params.get(key, {}))
+        except ValidationError as error:
+            problems += _problems(key, error)
+    if isinstance(params.get("data"), Mapping):
+        problems += _validate_datasets(params["data"])
+    grid, grid_problems = _validate_grid(params.get("grid", _MISSING), sections.get("data"))
+    problems += grid_problems
+    if problems:
+        raise ConfigError(problems)
+    return Parameters(grid=grid, **sections)
+
+
+def _parse(key: str, model: type[BaseModel], value: Any) -> Any:
+    try:
+        return model.model_validate(value)
+    except ValidationError as error:
+        raise ConfigError(_problems(key, error)) from None
+
+
+def parse_data(data: Mapping[str, Any]) -> DataConfig:
+    """Validate ``params:data`` alone (for nodes run outside a validated session)."""
+    config = _parse("data", DataConfig, data)
+    if problems := _validate_datasets(data):
+        raise ConfigError(problems)
+    return config
+
+
+def parse_train(train: Mapping[str, Any]) -> TrainConfig:
+    """Validate ``params:train`` alone."""
+    return _parse("train", TrainConfig, train)
+
+
+def parse_report(report: Mapping[str, Any]) -> ReportConfig:
+    """Validate ``params:report`` alone."""
+    return _parse("report", ReportConfig, report)
+
+
+def parse_grid(grid: Mapping[str, Any], data: DataConfig) -> GridConfig:
+    """Validate ``params:grid`` against the datasets and input norms ``data`` produces."""
+    config, problems = _validate_grid(grid, data)
+    if problems:
+        raise ConfigError(problems)
+    return config

@@ -1,0 +1,160 @@
+"""Run specs and the grid: a baseline spec plus named studies, each varying one or two axes.
+
+A run spec is a frozen, validated record of every knob. Its id is a short hash of its canonical
+JSON form, so the same spec has the same id in every process and on every machine: results are
+cached, skipped and resumed by id.
+"""
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gradlab.core.data import DATASETS, INPUT_NORMS
+from gradlab.core.inits import INITS
+from gradlab.core.models import ACTIVATIONS, NORM_LAYERS
+from gradlab.core.optim import OPTIMIZERS, SCHEDULES
+from gradlab.core.registry import lookup
+
+# Which registry validates each named axis: the same tables the train stage builds from.
+REGISTRIES: dict[str, tuple[Mapping[str, Any], str]] = {
+    "dataset": (DATASETS, "dataset"),
+    "input_norm": (INPUT_NORMS, "input_norm"),
+    "activation": (ACTIVATIONS, "activation"),
+    "init": (INITS, "init"),
+    "norm_layer": (NORM_LAYERS, "norm_layer"),
+    "optimizer": (OPTIMIZERS, "optimizer"),
+    "schedule": (SCHEDULES, "schedule"),
+}
+
+
+class RunSpec(BaseModel):
+    """Every knob of one training run."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    dataset: str = "poly"
+    input_norm: str = "zscore"
+    activation: str = "tanh"
+    init: str = "default"
+    init_std: float | None = Field(default=None, gt=0)  # used by init "normal" only
+    norm_layer: str = "none"
+    depth: int = Field(default=8, gt=0, le=256)
+    width: int = Field(default=64, gt=0, le=8192)
+    optimizer: str = "sgd"
+    lr: float = Field(default=0.05, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: str = "constant"
+    clip: float | None = Field(default=None, gt=0)  # max global gradient norm; None = no clipping
+    batch_size: int = Field(default=64, gt=0)
+    epochs: int = Field(default=10, gt=0)
+    seed: int = Field(default=0, ge=0)
+    log_every: int = Field(default=10, gt=0)
+
+    @field_validator(*REGISTRIES)
+    @classmethod
+    def _registered(cls, name: str, info: Any) -> str:
+        table, kind = REGISTRIES[info.field_name]
+        lookup(table, name, kind)
+        return name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unused_std(cls, data: Any) -> Any:
+        # init_std means nothing to other inits: dropping it keeps one id per distinct run
+        if isinstance(data, dict) and data.get("init", "default") != "normal":
+            return {k: v for k, v in data.items() if k != "init_std"}
+        return data
+
+    @model_validator(mode="after")
+    def _std_for_normal(self) -> "RunSpec":
+        if self.init == "normal" and self.init_std is None:
+            raise ValueError("init 'normal' needs init_std > 0 (the weights' standard deviation)")
+        return self
+
+    @property
+    def run_id(self) -> str:
+        """Ten hex digits of the SHA-256 of the canonical form."""
+        return hashlib.sha256(self.canonical().encode()).hexdigest()[:10]
+
+    def canonical(self) -> str:
+        """Sorted-key compact JSON of every field: the spec's identity."""
+        return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def init_name(self) -> str:
+        """The init with its parameter, e.g. ``normal(1.0)``."""
+        return f"normal({self.init_std:g})" if self.init == "normal" else self.init
+
+    @property
+    def label(self) -> str:
+        """A readable name: the axes a reader scans first, then those that differ from default."""
+        parts = [self.activation, self.init_name, self.optimizer, f"d{self.depth}", self.input_norm]
+        if self.norm_layer != "none":
+            parts.append(self.norm_layer)
+        if self.schedule != "constant":
+            parts.append(self.schedule)
+        if self.clip is not None:
+            parts.append(f"clip{self.clip:g}")
+        parts += [f"lr{self.lr:g}", self.dataset, f"s{self.seed}"]
+        return "·".join(parts)
+
+
+AXES: tuple[str, ...] = tuple(name for name in RunSpec.model_fields if name != "seed")
+
+
+class Study(BaseModel):
+    """A question and the axes it varies around the baseline (their product is its run set)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    question: str
+    axes: dict[str, tuple[Any, ...]]
+
+
+def expand(baseline: RunSpec, studies: Sequence[Study], seeds: Sequence[int]) -> pd.DataFrame:
+    """Expand studies × seeds into one row per distinct run.
+
+    Args:
+        baseline: The spec every study starts from.
+        studies: The studies; each value combination of a study's axes replaces the baseline's.
+        seeds: Every combination is run once per seed.
+    Returns:
+        One row per run, de-duplicated by id, in first-seen order: ``run_id``, ``label``,
+        ``studies`` (comma-separated names), ``init_name`` and every spec field.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for study in studies:
+        for combo in itertools.product(*study.axes.values()):
+            for seed in seeds:
+                overrides = dict(zip(study.axes, combo, strict=True), seed=seed)
+                spec = baseline.model_copy(update=overrides)
+                spec = RunSpec(**spec.model_dump())  # re-validate and re-canonicalize
+                row = rows.setdefault(
+                    spec.run_id,
+                    {
+                        "run_id": spec.run_id,
+                        "label": spec.label,
+                        "studies": [],
+                        "init_name": spec.init_name,
+                        **spec.model_dump(),
+                    },
+                )
+                if study.name not in row["studies"]:
+                    row["studies"].append(study.name)
+    table = pd.DataFrame(list(rows.values()))
+    table["studies"] = table["studies"].map(",".join)
+    return table
+
+
+def specs_from_table(table: pd.DataFrame) -> list[RunSpec]:
+    """Rebuild the run specs of a ``run_specs`` or ``runs`` table (the inverse of ``expand``)."""
+    fields = table[list(RunSpec.model_fields)].astype(object)
+    records = fields.where(fields.notna(), None).to_dict("records")
+    # lax: parquet may hand back 8.0 for 8 or numpy scalars; the values were validated on the way in
+    return [RunSpec.model_validate(record, strict=False) for record in records]

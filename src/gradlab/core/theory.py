@@ -1,0 +1,594 @@
+"""Mean-field theory of signal and gradient propagation through a randomly initialized MLP.
+
+A hidden layer computes ``h_l = W_l φ(h_{l−1}) + b_l`` (``φ(h_0)`` read as the input ``x``) with
+``Var[W_l] = σ_w²(l) / fan_in`` and ``Var[b_l] = σ_b²(l)``. In the wide limit each pre-activation
+unit is Gaussian with variance ``q_l``, and with ``z ~ N(0, 1)``:
+
+* length map:      ``q_l = σ_w²(l) · E_z[φ(√q_{l−1} z)²] + σ_b²(l)``, ``q_1 = σ_w²(1) · q_in + σ_b²(1)``
+* its fixed point: ``q* = σ_w² · E_z[φ(√q* z)²] + σ_b²``
+* gradient map:    ``χ₁(q) = σ_w² · E_z[φ'(√q z)²]``, the factor by which one layer multiplies the
+  mean squared back-propagated gradient, ``E[(∂L/∂h_l)²] = χ₁ · E[(∂L/∂h_{l+1})²]``
+* depth scale:     ``ξ = −1 / ln χ₁(q*)``, so ``E[(∂L/∂h_l)²] ∝ exp(−(L − l) / ξ)`` deep in a net.
+
+``χ₁(q*) < 1`` is the ordered phase (gradients vanish towards the input), ``χ₁(q*) > 1`` the
+chaotic one (they explode), and ``χ₁(q*) = 1`` the critical line ("edge of chaos").
+
+Gaussian expectations use Gauss quadrature on each half-line ``z < 0`` and ``z > 0`` separately:
+φ' of relu, leaky_relu, elu and selu jumps at 0, where a rule over the whole line (e.g. odd-order
+Gauss–Hermite, which has a node on 0) loses its accuracy. Each half is exact for polynomials of
+degree < 2·128, so the expectations are accurate to ~1e-12 for ``q ≲ 100``.
+
+References:
+    B. Poole, S. Lahiri, M. Raghu, J. Sohl-Dickstein, S. Ganguli. Exponential expressivity in deep
+    neural networks through transient chaos. NeurIPS 2016.
+    S. S. Schoenholz, J. Gilmer, S. Ganguli, J. Sohl-Dickstein. Deep information propagation.
+    ICLR 2017.
+    X. Glorot, Y. Bengio. Understanding the difficulty of training deep feedforward neural
+    networks. AISTATS 2010.
+    K. He, X. Zhang, S. Ren, J. Sun. Delving deep into rectifiers. ICCV 2015.
+    W. Gautschi. Orthogonal Polynomials: Computation and Approximation, §2.2 (discretized Stieltjes
+    procedure). Oxford University Press, 2004.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import linalg, special
+
+from gradlab.core.registry import lookup
+
+Array = NDArray[np.float64]
+
+# Nodes per half-line of the Gaussian quadrature.
+_HALF_NODES = 128
+# q is searched in [_Q_MIN, _Q_MAX]; beyond them the fixed point is reported as 0 or inf.
+_Q_MIN = 1e-200
+_Q_MAX = 1e100
+_LOG_Q_MIN = math.log(_Q_MIN)
+_LOG_Q_MAX = math.log(_Q_MAX)
+_MAX_LOG_STEP = 8.0 * math.log(4.0)
+# |L(q0)/q0 − 1| below this counts as starting on a fixed point (relu with σ_w² = 2, σ_b² = 0):
+# the quadrature's own rounding is ~1e-15.
+_FIXED_POINT_RTOL = 1e-12
+_MAX_SOLVER_STEPS = 100
+
+_LEAKY_SLOPE = 0.01
+_SELU_ALPHA = 1.6732632423543772
+_SELU_SCALE = 1.0507009873554805
+
+
+# Derivatives at exactly 0 take the left branch (φ'(0) = 0 for relu), as torch's autograd does.
+def _sigmoid(x: Array) -> Array:
+    return special.expit(x)
+
+
+def _sigmoid_grad(x: Array) -> Array:
+    s = special.expit(x)
+    return s * (1.0 - s)
+
+
+def _tanh_grad(x: Array) -> Array:
+    return 1.0 - np.tanh(x) ** 2
+
+
+def _relu(x: Array) -> Array:
+    return np.maximum(x, 0.0)
+
+
+def _relu_grad(x: Array) -> Array:
+    return np.where(x > 0.0, 1.0, 0.0)
+
+
+def _leaky_relu(x: Array) -> Array:
+    return np.where(x > 0.0, x, _LEAKY_SLOPE * x)
+
+
+def _leaky_relu_grad(x: Array) -> Array:
+    return np.where(x > 0.0, 1.0, _LEAKY_SLOPE)
+
+
+def _elu(x: Array) -> Array:
+    # expm1 of min(x, 0): the unused branch must not overflow for large positive x
+    return np.where(x > 0.0, x, np.expm1(np.minimum(x, 0.0)))
+
+
+def _elu_grad(x: Array) -> Array:
+    return np.where(x > 0.0, 1.0, np.exp(np.minimum(x, 0.0)))
+
+
+def _selu(x: Array) -> Array:
+    return _SELU_SCALE * np.where(x > 0.0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
+
+
+def _selu_grad(x: Array) -> Array:
+    return _SELU_SCALE * np.where(x > 0.0, 1.0, _SELU_ALPHA * np.exp(np.minimum(x, 0.0)))
+
+
+def _gelu(x: Array) -> Array:
+    return x * special.ndtr(x)
+
+
+def _gelu_grad(x: Array) -> Array:
+    return special.ndtr(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def _softsign(x: Array) -> Array:
+    return x / (1.0 + np.abs(x))
+
+
+def _softsign_grad(x: Array) -> Array:
+    return 1.0 / (1.0 + np.abs(x)) ** 2
+
+
+def _identity(x: Array) -> Array:
+    return np.asarray(x, dtype=float)
+
+
+def _identity_grad(x: Array) -> Array:
+    return np.ones_like(x, dtype=float)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation φ and its derivative φ', both vectorised over numpy arrays."""
+
+    phi: Callable[[Array], Array]
+    dphi: Callable[[Array], Array]
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "sigmoid": Activation(_sigmoid, _sigmoid_grad),
+    "tanh": Activation(np.tanh, _tanh_grad),
+    "relu": Activation(_relu, _relu_grad),
+    "leaky_relu": Activation(_leaky_relu, _leaky_relu_grad),
+    "elu": Activation(_elu, _elu_grad),
+    "selu": Activation(_selu, _selu_grad),
+    "gelu": Activation(_gelu, _gelu_grad),
+    "softsign": Activation(_softsign, _softsign_grad),
+    "identity": Activation(_identity, _identity_grad),
+}
+
+# Gains g with fan_in · Var[W] = g² for kaiming and orthogonal init: torch.nn.init.calculate_gain
+# where it has one; for elu, gelu and softsign (which it lacks) g = 1 / sqrt(E_z[φ(z)²]), the rule
+# that gives relu its √2, computed with gaussian_expectation (tests/core/test_theory.py recomputes
+# them).
+GAINS: dict[str, float] = {
+    "sigmoid": 1.0,
+    "tanh": 5.0 / 3.0,
+    "relu": math.sqrt(2.0),
+    "leaky_relu": math.sqrt(2.0 / (1.0 + _LEAKY_SLOPE**2)),
+    "selu": 3.0 / 4.0,
+    "identity": 1.0,
+    "elu": 1.2451983007007064,
+    "gelu": 1.5335304411955328,
+    "softsign": 2.337533363108541,
+}
+
+INITS: tuple[str, ...] = (
+    "default",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "orthogonal",
+    "lecun_normal",
+    "normal",
+    "lsuv",
+)
+
+
+def get_activation(name: str) -> Activation:
+    """Look up an activation of ``ACTIVATIONS`` by name.
+
+    Args:
+        name: A key of ``ACTIVATIONS``.
+    Returns:
+        The activation's φ and φ'.
+    Raises:
+        ValueError: For an unknown name; the message lists the valid ones.
+    """
+    return lookup(ACTIVATIONS, name, "activation")
+
+
+@cache
+def _half_line_rule(n: int) -> tuple[Array, Array]:
+    """Gauss rule with n nodes for the weight exp(−z²/2)/√(2π) on z > 0 (total weight 1/2).
+
+    Discretized Stieltjes procedure (Gautschi 2004, §2.2): the half-normal measure is replaced by
+    composite Gauss–Legendre (40 nodes on each unit interval), whose recurrence coefficients follow
+    by Lanczos with full reorthogonalization; the nodes are the Jacobi matrix's eigenvalues and the
+    weights Christoffel numbers from the recurrence, which stay accurate where they are tiny.
+    """
+    z_max = math.ceil(math.sqrt(8.0 * n)) + 12  # the degree-2n integrands are negligible past here
+    x, w = special.roots_legendre(40)
+    z = (np.arange(z_max)[:, None] + 0.5 * (x + 1.0)).ravel()
+    w = np.tile(0.5 * w, z_max) * np.exp(-0.5 * z * z)
+    basis = np.zeros((z.size, n + 1))
+    basis[:, 0] = np.sqrt(w / w.sum())
+    alpha = np.zeros(n)
+    beta = np.zeros(n)
+    for k in range(n):
+        alpha[k] = basis[:, k] @ (z * basis[:, k])
+        u = z * basis[:, k]
+        for _ in range(2):  # twice is enough to keep the basis orthonormal to rounding
+            u -= basis[:, : k + 1] @ (basis[:, : k + 1].T @ u)
+        beta[k] = np.linalg.norm(u)
+        basis[:, k + 1] = u / beta[k]
+    nodes = linalg.eigh_tridiagonal(alpha, beta[:-1], eigvals_only=True)
+    # Christoffel numbers: weight_j ∝ 1 / Σ_k p_k(node_j)² with orthonormal p_k
+    p_prev, p = np.zeros(n), np.ones(n)
+    total = np.ones(n)
+    for k in range(n - 1):
+        p_prev, p = p, ((nodes - alpha[k]) * p - (beta[k - 1] if k else 0.0) * p_prev) / beta[k]
+        total += p * p
+    weights = 1.0 / total
+    return nodes, 0.5 * weights / weights.sum()
+
+
+def _gauss_rule() -> tuple[Array, Array]:
+    nodes, weights = _half_line_rule(_HALF_NODES)
+    return np.concatenate([-nodes[::-1], nodes]), np.concatenate([weights[::-1], weights])
+
+
+def _as_output(values: Array) -> float | Array:
+    return float(values) if values.ndim == 0 else values
+
+
+def gaussian_expectation(fn: Callable[[Array], Array], q: ArrayLike = 1.0) -> float | Array:
+    """Expectation of ``fn(√q z)`` over ``z ~ N(0, 1)``, i.e. of ``fn(h)`` over ``h ~ N(0, q)``.
+
+    ``E_z[f(√q z)] = Σ_j w_j (f(−√q z_j) + f(√q z_j))`` with a Gauss rule on the half-line
+    ``z > 0``, so a kink or jump of f at 0 costs no accuracy.
+
+    Args:
+        fn: A numpy-vectorised function.
+        q: Variance(s) ≥ 0; an array gives one expectation per entry.
+    Returns:
+        The expectation, a float for scalar ``q`` and otherwise an array of ``q``'s shape.
+    """
+    q = np.asarray(q, dtype=float)
+    if np.any(q < 0.0):
+        raise ValueError(f"q must be >= 0, got min {q.min()}")
+    nodes, weights = _gauss_rule()
+    return _as_output(fn(np.sqrt(q)[..., None] * nodes) @ weights)
+
+
+def length_map(
+    activation: str, q: ArrayLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike
+) -> float | Array:
+    """Pre-activation variance of the next hidden layer: ``σ_w² · E_z[φ(√q z)²] + σ_b²``.
+
+    Args:
+        activation: A key of ``ACTIVATIONS``.
+        q: Pre-activation variance of this layer.
+        sigma_w2: ``fan_in · Var[W]`` of the next layer.
+        sigma_b2: ``Var[b]`` of the next layer.
+    Returns:
+        ``q`` of the next layer (broadcast over the arguments).
+    """
+    phi = get_activation(activation).phi
+    second_moment = np.asarray(gaussian_expectation(lambda h: phi(h) ** 2, q))
+    return _as_output(np.asarray(sigma_w2) * second_moment + np.asarray(sigma_b2))
+
+
+def chi1(activation: str, q: ArrayLike, sigma_w2: ArrayLike) -> float | Array:
+    """Gradient map ``χ₁(q) = σ_w² · E_z[φ'(√q z)²]``.
+
+    ``q = 0`` and ``q = inf`` are read as the limits ``q → 0⁺`` and ``q → ∞``: for relu at ``q = 0``
+    that is ``σ_w² / 2`` (the mean of the one-sided slopes squared), not ``σ_w² φ'(0)²``.
+
+    Args:
+        activation: A key of ``ACTIVATIONS``.
+        q: Pre-activation variance of the layer whose φ' the gradient passes through.
+        sigma_w2: ``fan_in · Var[W]`` of the layer above it (whose ``Wᵀ`` the gradient passes).
+    Returns:
+        χ₁ (broadcast over the arguments).
+    """
+    dphi = get_activation(activation).dphi
+    q = np.clip(np.asarray(q, dtype=float), _Q_MIN, _Q_MAX)
+    mean_sq_slope = np.asarray(gaussian_expectation(lambda h: dphi(h) ** 2, q))
+    return _as_output(np.asarray(sigma_w2) * mean_sq_slope)
+
+
+def fixed_point(
+    activation: str, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q0: ArrayLike = 1.0
+) -> float | Array:
+    """Fixed point ``q* = σ_w² · E_z[φ(√q* z)²] + σ_b²`` that iterating the length map reaches.
+
+    For every tabulated φ the length map ``L`` is non-decreasing in q, so the iterates
+    ``q_{l+1} = L(q_l)`` from ``q0`` move monotonically to the first fixed point in the direction of
+    ``L(q0) − q0``. Iterating converges only like ``1/l`` at criticality (tanh with σ_w² = 1,
+    σ_b² = 0: ``q_l ≈ 1/(2l)``), so that fixed point is found directly: q steps geometrically from
+    ``q0`` (×4 or ÷4) until ``L(q)/q − 1`` changes sign, then an Illinois regula falsi solves
+    ``L(q) = q`` in that bracket.
+
+    Args:
+        activation: A key of ``ACTIVATIONS``.
+        sigma_w2: ``fan_in · Var[W]`` of the (identical) layers.
+        sigma_b2: ``Var[b]`` of the layers.
+        q0: The starting pre-activation variance (> 0).
+    Returns:
+        q*, broadcast over the arguments: 0.0 if the iterates decay to 0 (e.g. relu with σ_w² < 2,
+        σ_b² = 0), ``inf`` if they grow without bound (an unbounded φ with e.g. σ_w² > 1 for
+        identity or σ_w² > 2 for relu), NaN where an argument is NaN.
+    """
+    phi = get_activation(activation).phi
+    sw, sb, q_start = (
+        np.array(a, dtype=float) for a in np.broadcast_arrays(sigma_w2, sigma_b2, q0)
+    )
+    shape = sw.shape
+    sw, sb, q_start = sw.ravel(), sb.ravel(), q_start.ravel()
+    if np.any(q_start <= 0.0):
+        raise ValueError("q0 must be > 0")
+
+    def excess(q: Array, idx: NDArray[np.intp]) -> Array:
+        # L(q)/q − 1: scale-free, so one tolerance serves q* = 1e-12 and q* = 1e6 alike
+        second_moment = np.asarray(gaussian_expectation(lambda h: phi(h) ** 2, q))
+        return (sw[idx] * second_moment + sb[idx]) / q - 1.0
+
+    result = np.full(sw.shape, np.nan)
+    todo = np.flatnonzero(np.isfinite(sw) & np.isfinite(sb) & np.isfinite(q_start))
+    r0 = excess(q_start[todo], todo)
+    at_start = np.abs(r0) <= _FIXED_POINT_RTOL
+    result[todo[at_start]] = q_start[todo[at_start]]
+
+    # bracket: walk ln q away from ln q0 in the direction the iterates move, with steps of
+    # ln 4, 2 ln 4, 4 ln 4, … (at most _MAX_LOG_STEP), so escaping to 0 or inf takes few steps
+    todo, r_near = todo[~at_start], r0[~at_start]
+    s_near = np.log(q_start[todo])
+    step = np.where(r_near > 0.0, 1.0, -1.0) * math.log(4.0)
+    empty = np.array([])
+    brackets = [(np.array([], dtype=np.intp), empty, empty, empty, empty)]
+    while todo.size:
+        s_far = s_near + step
+        r_far = excess(np.exp(s_far), todo)
+        escaped = (s_far > _LOG_Q_MAX) | (s_far < _LOG_Q_MIN)
+        result[todo[escaped]] = np.where(step[escaped] > 0.0, np.inf, 0.0)
+        crossed = ~escaped & (r_far * r_near <= 0.0)
+        brackets.append(tuple(v[crossed] for v in (todo, s_near, r_near, s_far, r_far)))
+        walking = ~(escaped | crossed)
+        todo, s_near, r_near = todo[walking], s_far[walking], r_far[walking]
+        step = np.clip(2.0 * step[walking], -_MAX_LOG_STEP, _MAX_LOG_STEP)
+
+    # solve r(ln q) = 0 in each bracket [a, b] by Illinois regula falsi on ln q
+    idx, a, fa, b, fb = (np.concatenate(parts) for parts in zip(*brackets, strict=True))
+    for _ in range(_MAX_SOLVER_STEPS):
+        if not idx.size:
+            break
+        c = b - fb * (b - a) / (fb - fa)
+        fc = excess(np.exp(c), idx)
+        flipped = fc * fb < 0.0
+        # Illinois: halve the retained end's value so the bracket closes from both sides
+        a, fa = np.where(flipped, b, a), np.where(flipped, fb, 0.5 * fa)
+        b, fb = c, fc
+        done = (fc == 0.0) | (np.abs(b - a) <= 1e-13)
+        result[idx[done]] = np.exp(c[done])
+        idx, a, fa, b, fb = (v[~done] for v in (idx, a, fa, b, fb))
+    result[idx] = np.exp(b)  # only where rounding noise in L(q) − q stalls the solver
+    return _as_output(result.reshape(shape))
+
+
+def depth_scale(chi: ArrayLike) -> float | Array:
+    """Signed depth scale ``ξ = −1 / ln χ₁`` (natural log) of the mean squared gradient.
+
+    ``E[(∂L/∂h_l)²] ∝ exp(−(L − l) / ξ)``: ``ξ > 0`` when ``χ₁ < 1`` (vanishing towards the input),
+    ``ξ < 0`` when ``χ₁ > 1`` (exploding), ``ξ = inf`` at ``χ₁ = 1`` and ``ξ = 0`` at ``χ₁ = 0``.
+    The RMS gradient changes with the scale ``2ξ``: its log-slope over layers is ``1 / (2ξ)``.
+
+    Args:
+        chi: χ₁ value(s) ≥ 0.
+    Returns:
+        ξ, broadcast over ``chi``.
+    """
+    chi = np.asarray(chi, dtype=float)
+    with np.errstate(divide="ignore"):
+        xi = np.where(chi == 1.0, np.inf, -1.0 / np.log(chi))
+    return _as_output(xi)
+
+
+def init_variances(
+    init: str, activation: str, fan_in: int, fan_out: int, std: float | None = None
+) -> tuple[float, float]:
+    """``(σ_w², σ_b²) = (fan_in · Var[W], Var[b])`` that an init scheme gives one Linear layer.
+
+    * ``default`` (``nn.Linear``: W, b ~ U(−1/√fan_in, 1/√fan_in)): ``(1/3, 1/(3 fan_in))``
+    * ``xavier_uniform``, ``xavier_normal``: ``(2 fan_in / (fan_in + fan_out), 0)``
+    * ``kaiming_uniform``, ``kaiming_normal``: ``(gain², 0)`` with ``GAINS[activation]``
+    * ``orthogonal``: ``(gain² · min(1, fan_in / fan_out), 0)``: a tall matrix's orthonormal
+      columns give Var[W] = 1 / fan_out
+    * ``lecun_normal``: ``(1, 0)``
+    * ``normal`` (N(0, std²)): ``(std² · fan_in, 0)``
+    * ``lsuv``: ``(nan, 0)``: LSUV rescales the weights to the data, so there is no a-priori
+      prediction
+
+    Args:
+        init: A name of ``INITS``.
+        activation: A key of ``ACTIVATIONS``.
+        fan_in: Input features of the layer.
+        fan_out: Output features of the layer.
+        std: Weight standard deviation; required by ``normal`` only.
+    Returns:
+        ``(σ_w², σ_b²)``.
+    Raises:
+        ValueError: For an unknown init or activation, or ``normal`` without ``std``.
+    """
+    lookup(dict.fromkeys(INITS), init, "init")
+    gain = lookup(GAINS, activation, "activation")
+    if fan_in < 1 or fan_out < 1:
+        raise ValueError(f"fan_in and fan_out must be >= 1, got {fan_in} and {fan_out}")
+    if init == "default":
+        return 1.0 / 3.0, 1.0 / (3.0 * fan_in)
+    if init in ("xavier_uniform", "xavier_normal"):
+        return 2.0 * fan_in / (fan_in + fan_out), 0.0
+    if init in ("kaiming_uniform", "kaiming_normal"):
+        return gain**2, 0.0
+    if init == "orthogonal":
+        return gain**2 * min(1.0, fan_in / fan_out), 0.0
+    if init == "lecun_normal":
+        return 1.0, 0.0
+    if init == "normal":
+        if std is None:
+            raise ValueError("init 'normal' needs std (the weights' standard deviation)")
+        return std**2 * fan_in, 0.0
+    return math.nan, 0.0  # lsuv
+
+
+def layer_variances(
+    activation: str, q_in: float, sigma_w2: Sequence[float], sigma_b2: Sequence[float]
+) -> Array:
+    """Pre-activation variances ``q_1 … q_L`` of the hidden layers.
+
+    ``q_1 = σ_w²(1) · q_in + σ_b²(1)`` (the input is not passed through φ), then
+    ``q_l = σ_w²(l) · E_z[φ(√q_{l−1} z)²] + σ_b²(l)``.
+
+    Args:
+        activation: A key of ``ACTIVATIONS``.
+        q_in: Mean squared input coordinate, ``mean_i x_i²``.
+        sigma_w2: ``σ_w²`` of hidden layers 1 … L.
+        sigma_b2: ``σ_b²`` of hidden layers 1 … L.
+    Returns:
+        ``[q_1, …, q_L]``.
+    """
+    q = [sigma_w2[0] * q_in + sigma_b2[0]]
+    for sw, sb in zip(sigma_w2[1:], sigma_b2[1:], strict=True):
+        q.append(float(length_map(activation, q[-1], sw, sb)))
+    return np.array(q)
+
+
+def gradient_rms_profile(steps: ArrayLike) -> Array:
+    """RMS back-propagated gradient ``RMS(∂L/∂h_l)`` of hidden layers 1 … L, 1 at layer L.
+
+    ``RMS_l = sqrt(Π_{k=l}^{L−1} steps_k)``, where ``steps_k = E[(∂L/∂h_k)²] / E[(∂L/∂h_{k+1})²]
+    = σ_w²(k+1) · E_z[φ'(√q_k z)²] · n_{k+1} / n_k``: the layer's χ₁, times a width ratio that is
+    1 between hidden layers of equal width n.
+
+    Args:
+        steps: The L − 1 factors, for k = 1 … L − 1.
+    Returns:
+        The L normalized RMS values.
+    """
+    steps = np.asarray(steps, dtype=float)
+    # the product over k ≥ l is a reversed cumulative product
+    mean_sq = np.append(np.cumprod(steps[::-1])[::-1], 1.0)
+    return np.sqrt(mean_sq)
+
+
+def log_slope(rms: ArrayLike) -> float:
+    """Least-squares slope of ``ln RMS_l`` (natural log) against the layer index l.
+
+    Positive when gradients shrink towards the input (vanishing), negative when they grow
+    (exploding); ``1 / (2ξ)`` deep inside a net at its fixed point. The same fit serves predicted
+    and measured profiles.
+
+    Args:
+        rms: RMS gradient of hidden layers 1 … L (any normalization).
+    Returns:
+        The slope per layer; NaN for fewer than two layers.
+    """
+    y = np.log(np.asarray(rms, dtype=float))
+    if y.size < 2:
+        return math.nan
+    x = np.arange(y.size) - (y.size - 1) / 2.0
+    return float(x @ (y - y.mean()) / (x @ x))
+
+
+@dataclass(frozen=True, eq=False)
+class ProfilePrediction:
+    """Mean-field prediction for an MLP at initialization; the arrays run over hidden layers 1 … L.
+
+    Attributes:
+        q: Pre-activation variances ``q_l``.
+        chi1: ``σ_w²(l+1) · E_z[φ'(√q_l z)²]``; the last entry uses the output layer's σ_w².
+        grad_rms: Predicted ``RMS(∂L/∂h_l)``, normalized to 1 at the last hidden layer.
+        log_slope: Least-squares slope of ``ln grad_rms`` against l (natural log).
+        first_last_ratio: ``grad_rms[0] / grad_rms[-1]``.
+        q_fixed_point: q* of the hidden layers' length map, iterated from ``q_1``.
+        chi1_fixed_point: χ₁ at q* with the hidden layers' σ_w².
+        depth_scale: ``−1 / ln chi1_fixed_point`` (see ``depth_scale``).
+    """
+
+    q: Array
+    chi1: Array
+    grad_rms: Array
+    log_slope: float
+    first_last_ratio: float
+    q_fixed_point: float
+    chi1_fixed_point: float
+    depth_scale: float
+
+
+def predict_profile(
+    activation: str, init: str, widths: Sequence[int], q_in: float, std: float | None = None
+) -> ProfilePrediction:
+    """Predict q, χ₁ and the back-propagated gradient RMS of every hidden layer at init.
+
+    With ``widths = [d_in, n_1, …, n_L, d_out]`` and hidden pre-activations ``h_1 … h_L``,
+    ``∂L/∂h_l = φ'(h_l) ⊙ W_{l+1}ᵀ ∂L/∂h_{l+1}``, so per unit
+    ``E[(∂L/∂h_l)²] = σ_w²(l+1) · E_z[φ'(√q_l z)²] · (n_{l+1} / n_l) · E[(∂L/∂h_{l+1})²]``.
+    The output layer's σ_w² only scales the gradient arriving at h_L, so it drops out of the
+    profile normalized to 1 there. The fixed point uses a hidden ``n_L → n_L`` layer's variances.
+
+    Args:
+        activation: A key of ``ACTIVATIONS``.
+        init: A name of ``INITS``.
+        widths: ``[d_in, n_1, …, n_L, d_out]``, at least one hidden layer.
+        q_in: Mean squared input coordinate, ``mean_i x_i²``; ``q_1 = σ_w²(1) q_in + σ_b²(1)``.
+        std: Weight standard deviation for ``init="normal"``.
+    Returns:
+        The prediction; all NaN for ``lsuv``.
+    """
+    widths = [int(n) for n in widths]
+    if len(widths) < 3 or min(widths) < 1:
+        raise ValueError(f"widths must be [d_in, n_1, ..., n_L, d_out] with sizes >= 1: {widths}")
+    sigma_w2, sigma_b2 = np.array(
+        [init_variances(init, activation, n_in, n_out, std) for n_in, n_out in zip(widths, widths[1:])]
+    ).T
+    q = layer_variances(activation, q_in, sigma_w2[:-1], sigma_b2[:-1])
+    chi = np.asarray(chi1(activation, q, sigma_w2[1:]))
+    hidden = np.array(widths[1:-1], dtype=float)
+    grad_rms = gradient_rms_profile(chi[:-1] * hidden[1:] / hidden[:-1])
+
+    sw_hidden, sb_hidden = init_variances(init, activation, widths[-2], widths[-2], std)
+    if math.isnan(q[0]) or math.isnan(sw_hidden):
+        q_star = math.nan
+    else:
+        q_star = float(fixed_point(activation, sw_hidden, sb_hidden, q0=q[0]))
+    chi_star = float(chi1(activation, q_star, sw_hidden))
+    for values in (q, chi, grad_rms):
+        values.setflags(write=False)
+    return ProfilePrediction(
+        q=q,
+        chi1=chi,
+        grad_rms=grad_rms,
+        log_slope=log_slope(grad_rms),
+        first_last_ratio=float(grad_rms[0] / grad_rms[-1]),
+        q_fixed_point=q_star,
+        chi1_fixed_point=chi_star,
+        depth_scale=float(depth_scale(chi_star)),
+    )
+
+
+def chi1_grid(
+    activation: str, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q0: float = 1.0
+) -> Array:
+    """χ₁ at the fixed point over a (σ_w², σ_b²) grid: the phase diagram of Poole et al. (2016).
+
+    ``grid[i, j] = χ₁(q*(σ_w2[j], σ_b2[i]), σ_w2[j])``, the ``meshgrid(sigma_w2, sigma_b2)`` layout
+    that ``matplotlib.pyplot.contour(sigma_w2, sigma_b2, grid, levels=[1])`` takes; the level 1
+    contour is the order-to-chaos transition.
+
+    Args:
+        activation: A key of ``ACTIVATIONS``.
+        sigma_w2: 1-D array of σ_w² values (x axis).
+        sigma_b2: 1-D array of σ_b² values (y axis).
+        q0: Where the length map's iteration starts (matters only where q* is not unique).
+    Returns:
+        Array of shape ``(len(sigma_b2), len(sigma_w2))``.
+    """
+    sw, sb = np.meshgrid(np.asarray(sigma_w2, dtype=float), np.asarray(sigma_b2, dtype=float))
+    q_star = fixed_point(activation, sw, sb, q0=q0)
+    return np.asarray(chi1(activation, q_star, sw))

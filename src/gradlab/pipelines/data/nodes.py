@@ -1,0 +1,70 @@
+"""Data stage nodes: thin adapters over ``gradlab.core.data``."""
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from gradlab.core import data as core
+from gradlab.core.config import parse_data
+
+
+def _load(partition: pd.DataFrame | Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    # A PartitionedDataset hands over loaders; an in-memory catalog hands over frames.
+    return partition() if callable(partition) else partition
+
+
+def generate_datasets(data: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Generate every dataset named in ``data.datasets``.
+
+    Args:
+        data: ``params:data``.
+    Returns:
+        One table per dataset name (features ``x_*`` and target ``y``).
+    """
+    config = parse_data(data)
+    return {
+        name: core.DATASETS[name].generate(config.seed, core.DATASETS[name].params(**(kw or {})))
+        for name, kw in config.datasets.items()
+    }
+
+
+def split_datasets(
+    raw_datasets: Mapping[str, Any], data: dict[str, Any]
+) -> dict[str, pd.DataFrame]:
+    """Shuffle each dataset and label its rows train / val / test.
+
+    Args:
+        raw_datasets: The generated tables, by dataset name.
+        data: ``params:data`` (seed and split fractions).
+    Returns:
+        The split tables, by dataset name.
+    """
+    config = parse_data(data)
+    return {
+        name: core.split(_load(frame), config.seed, config.split.val, config.split.test)
+        for name, frame in raw_datasets.items()
+    }
+
+
+def normalize_datasets(
+    split_datasets: Mapping[str, Any], data: dict[str, Any]
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Apply every input normalization, fitted on each dataset's train split only.
+
+    Args:
+        split_datasets: The split tables, by dataset name.
+        data: ``params:data`` (``input_norms``).
+    Returns:
+        The model inputs keyed ``<dataset>/<input_norm>``, and the fitted statistics
+        (dataset, input_norm, feature, shift, scale).
+    """
+    config = parse_data(data)
+    inputs, stats = {}, []
+    for name, partition in split_datasets.items():
+        frame = _load(partition)
+        for norm in config.input_norms:
+            inputs[f"{name}/{norm}"], fitted = core.normalize(frame, core.INPUT_NORMS[norm])
+            stats.append(fitted.assign(dataset=name, input_norm=norm))
+    columns = ["dataset", "input_norm", "feature", "shift", "scale"]
+    return inputs, pd.concat(stats, ignore_index=True)[columns]

@@ -1,0 +1,112 @@
+"""Every parameter is validated before anything runs; errors name the key path and the choices."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gradlab.core.config import ConfigError, validate_parameters
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
+
+
+def base_parameters() -> dict:
+    params: dict = {}
+    for path in sorted(CONF.glob("parameters_*.yml")):
+        params.update(yaml.safe_load(path.read_text()))
+    params["train"]["store"] = "data/06_models/runs"  # ${globals:...} is resolved by Kedro
+    return params
+
+
+def test_default_parameters_are_valid():
+    parsed = validate_parameters(base_parameters())
+    assert len(parsed.grid.studies) >= 6
+    assert parsed.grid.baseline.depth == 8
+
+
+def _set(params: dict, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+
+
+BAD = [
+    # (key path to set, bad value, expected path in the message, expected words)
+    ("grid.baseline.activation", "swish", "grid.baseline.activation", "expected one of"),
+    ("grid.baseline.depth", 0, "grid.baseline.depth", "greater than 0"),
+    ("grid.baseline.width", -4, "grid.baseline.width", "greater than 0"),
+    ("grid.baseline.lr", 0.0, "grid.baseline.lr", "greater than 0"),
+    ("grid.baseline.batch_size", 0, "grid.baseline.batch_size", "greater than 0"),
+    ("grid.baseline.epochs", -1, "grid.baseline.epochs", "greater than 0"),
+    ("grid.baseline.depth", "eight", "grid.baseline.depth", "valid integer"),
+    ("grid.baseline.lr", "fast", "grid.baseline.lr", "valid number"),
+    ("grid.baseline.optimiser", "adam", "grid.baseline.optimiser", "unknown key"),
+    ("grid.baseline.init", "he", "grid.baseline.init", "expected one of"),
+    ("grid.baseline.schedule", "linear", "grid.baseline.schedule", "expected one of"),
+    ("grid.baseline.norm_layer", "groupnorm", "grid.baseline.norm_layer", "expected one of"),
+    ("grid.baseline.dataset", "mnist", "grid.baseline.dataset", "expected one of"),
+    ("grid.studies.activation_init.activation", ["tanh", "relu", "swish"],
+     "grid.studies.activation_init.activation[2]", "expected one of"),
+    ("grid.studies.optimizer.optimizer", ["sgd", "adamm"],
+     "grid.studies.optimizer.optimizer[1]", "expected one of"),
+    ("grid.studies.activation_depth.depth", [2, 0], "grid.studies.activation_depth.depth[1]",
+     "greater than 0"),
+    ("grid.studies.activation_depth.dpeth", [2], "grid.studies.activation_depth.dpeth",
+     "not a run-spec field"),
+    ("grid.studies.activation_depth.activation", [], "grid.studies.activation_depth.activation",
+     "non-empty list"),
+    ("grid.studies.empty", {"question": "nothing varies?"}, "grid.studies.empty",
+     "varies at least one axis"),
+    ("grid.studies", {}, "grid.studies", "non-empty"),
+    ("grid.seeds", [], "grid.seeds", "non-empty list"),
+    ("grid.seeds", [0, 0], "grid.seeds", "distinct"),
+    ("grid.baseline.input_norm", "robust", "grid.baseline.input_norm", "expected one of"),
+    ("data.input_norms", ["raw", "zcore"], "data.input_norms[1]", "expected one of"),
+    ("data.split.val", 1.5, "data.split.val", "less than 1"),
+    ("data.datasets.poly.n_samples", -10, "data.datasets.poly.n_samples", "greater than 0"),
+    ("data.datasets.poly.degre", 3, "data.datasets.poly.degre", "unknown key"),
+    ("data.datasets.mnist", {}, "data.datasets.mnist", "expected one of"),
+    ("train.workers", 0, "train.workers", "'auto' or an integer"),
+    ("train.device", "tpu", "train.device", "expected one of"),
+    ("train.force", "yes", "train.force", "valid boolean"),
+    ("train.divergence_factor", 0.5, "train.divergence_factor", "greater than 1"),
+    ("report.dpi", 10, "report.dpi", "greater than or equal to 50"),
+    ("gird", {}, "gird", "unknown parameters section"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "path", "words"), BAD, ids=[b[2] for b in BAD])
+def test_validate_parameters_rejects_bad_value_naming_its_path(key, value, path, words):
+    params = copy.deepcopy(base_parameters())
+    _set(params, key, value)
+    with pytest.raises(ConfigError) as caught:
+        validate_parameters(params)
+    message = str(caught.value)
+    assert f"  {path} = " in message, message
+    assert words in message, message
+
+
+def test_study_normal_init_without_std_is_rejected():
+    params = base_parameters()
+    params["grid"]["studies"]["activation_init"].pop("init_std")
+    with pytest.raises(ConfigError, match=r"grid\.studies\.activation_init = .*init_std"):
+        validate_parameters(params)
+
+
+def test_dataset_not_produced_by_data_stage_is_rejected():
+    params = base_parameters()
+    params["data"]["datasets"].pop("digits")
+    with pytest.raises(ConfigError, match=r"grid\.studies\.dataset\.dataset\[2\] = 'digits'"):
+        validate_parameters(params)
+
+
+def test_all_problems_are_reported_at_once():
+    params = base_parameters()
+    params["grid"]["baseline"]["depth"] = 0
+    params["train"]["workers"] = -1
+    with pytest.raises(ConfigError) as caught:
+        validate_parameters(params)
+    assert len(caught.value.problems) == 2, caught.value

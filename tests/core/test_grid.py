@@ -1,0 +1,91 @@
+"""Run specs, their ids and labels, and grid expansion."""
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from gradlab.core.grid import RunSpec, Study, expand, specs_from_table
+
+# Pinned: a change here means every cached result and MLflow link would silently go stale.
+BASELINE_ID = "8af07615cf"
+
+
+def test_run_id_is_pinned_for_the_default_spec():
+    assert RunSpec().run_id == BASELINE_ID
+
+
+def test_run_id_is_stable_across_python_processes():
+    code = "from gradlab.core.grid import RunSpec; print(RunSpec(activation='relu', lr=0.1).run_id)"
+    ids = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed)},
+        ).stdout.strip()
+        for seed in (1, 2)
+    }
+    assert ids == {RunSpec(activation="relu", lr=0.1).run_id}
+
+
+def test_run_id_changes_with_every_field():
+    base = RunSpec()
+    changed = [
+        base.model_copy(update={"depth": 9}),
+        base.model_copy(update={"lr": 0.02}),
+        base.model_copy(update={"seed": 1}),
+        base.model_copy(update={"clip": 1.0}),
+    ]
+    ids = {base.run_id} | {RunSpec(**spec.model_dump()).run_id for spec in changed}
+    assert len(ids) == 5
+
+
+def test_init_std_is_dropped_when_init_ignores_it():
+    assert RunSpec(init="xavier_uniform", init_std=1.0).run_id == RunSpec(init="xavier_uniform").run_id
+    assert RunSpec(init="normal", init_std=1.0).init_std == 1.0
+
+
+def test_normal_init_without_std_is_rejected():
+    with pytest.raises(ValidationError, match="init_std"):
+        RunSpec(init="normal")
+
+
+def test_label_is_readable():
+    spec = RunSpec(activation="relu", init="normal", init_std=0.01, depth=16, schedule="cosine")
+    assert spec.label == "relu·normal(0.01)·sgd·d16·zscore·cosine·lr0.05·poly·s0"
+
+
+def test_expand_deduplicates_runs_shared_by_studies():
+    studies = [
+        Study(name="a", question="?", axes={"activation": ("tanh", "relu")}),
+        Study(name="b", question="?", axes={"depth": (8, 4)}),
+    ]
+    table = expand(RunSpec(), studies, seeds=(0, 1))
+    # a: tanh·d8, relu·d8; b: tanh·d8 (the baseline, shared), tanh·d4 → 3 specs × 2 seeds
+    assert len(table) == 6, table[["label", "studies"]]
+    assert table["run_id"].is_unique
+    shared = table.loc[table["run_id"] == RunSpec(seed=0).run_id, "studies"].item()
+    assert shared == "a,b"
+
+
+def test_expand_merges_init_std_duplicates():
+    study = Study(
+        name="init",
+        question="?",
+        axes={"init": ("default", "normal"), "init_std": (0.01, 1.0)},
+    )
+    table = expand(RunSpec(), [study], seeds=(0,))
+    assert sorted(table["init_name"]) == ["default", "normal(0.01)", "normal(1)"]
+
+
+def test_specs_from_table_round_trips(tmp_path):
+    study = Study(name="s", question="?", axes={"clip": (1.0, 2.0), "init": ("default",)})
+    table = expand(RunSpec(), [study], seeds=(0, 3))
+    table.to_parquet(tmp_path / "t.parquet")
+    import pandas as pd
+
+    specs = specs_from_table(pd.read_parquet(tmp_path / "t.parquet"))
+    assert [s.run_id for s in specs] == table["run_id"].tolist()
