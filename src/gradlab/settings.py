@@ -1,11 +1,17 @@
 """Kedro project settings."""
 
-from gradlab.hooks import ValidateParametersHook
+import warnings
+
+from gradlab.hooks import MlflowOwnerHook, ValidateParametersHook
 
 # Validation runs before any node, on the parameters with ``--params`` merged in.
-HOOKS = (ValidateParametersHook(),)
+HOOKS = (ValidateParametersHook(), MlflowOwnerHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
 }
+
+# Library-internal deprecation chatter that a gradlab user can do nothing about.
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")

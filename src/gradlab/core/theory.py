@@ -4,7 +4,8 @@ A hidden layer computes ``h_l = W_l φ(h_{l−1}) + b_l`` (``φ(h_0)`` read as t
 ``Var[W_l] = σ_w²(l) / fan_in`` and ``Var[b_l] = σ_b²(l)``. In the wide limit each pre-activation
 unit is Gaussian with variance ``q_l``, and with ``z ~ N(0, 1)``:
 
-* length map:      ``q_l = σ_w²(l) · E_z[φ(√q_{l−1} z)²] + σ_b²(l)``, ``q_1 = σ_w²(1) · q_in + σ_b²(1)``
+* length map:      ``q_l = σ_w²(l) · E_z[φ(√q_{l−1} z)²] + σ_b²(l)`` for l ≥ 2, and
+  ``q_1 = σ_w²(1) · q_in + σ_b²(1)`` with ``q_in = mean_i x_i²`` (the input is not passed through φ)
 * its fixed point: ``q* = σ_w² · E_z[φ(√q* z)²] + σ_b²``
 * gradient map:    ``χ₁(q) = σ_w² · E_z[φ'(√q z)²]``, the factor by which one layer multiplies the
   mean squared back-propagated gradient, ``E[(∂L/∂h_l)²] = χ₁ · E[(∂L/∂h_{l+1})²]``
@@ -16,7 +17,8 @@ chaotic one (they explode), and ``χ₁(q*) = 1`` the critical line ("edge of ch
 Gaussian expectations use Gauss quadrature on each half-line ``z < 0`` and ``z > 0`` separately:
 φ' of relu, leaky_relu, elu and selu jumps at 0, where a rule over the whole line (e.g. odd-order
 Gauss–Hermite, which has a node on 0) loses its accuracy. Each half is exact for polynomials of
-degree < 2·128, so the expectations are accurate to ~1e-12 for ``q ≲ 100``.
+degree < 2·128: the expectations of the tabulated φ² and φ'² are accurate to ~1e-14 for q ≤ 10,
+~1e-12 at q = 100 and ~1e-8 at q = 1000, where a saturating φ(√q z) changes within |z| ≲ 1/√q.
 
 References:
     B. Poole, S. Lahiri, M. Raghu, J. Sohl-Dickstein, S. Ganguli. Exponential expressivity in deep
@@ -51,9 +53,9 @@ _Q_MAX = 1e100
 _LOG_Q_MIN = math.log(_Q_MIN)
 _LOG_Q_MAX = math.log(_Q_MAX)
 _MAX_LOG_STEP = 8.0 * math.log(4.0)
-# |L(q0)/q0 − 1| below this counts as starting on a fixed point (relu with σ_w² = 2, σ_b² = 0):
-# the quadrature's own rounding is ~1e-15.
-_FIXED_POINT_RTOL = 1e-12
+# Relative differences below this are beyond the quadrature's accuracy (its rounding is ~1e-15):
+# |L(q)/q − 1| that small counts as a fixed point, |χ₁ − 1| that small as critical.
+_CRITICAL_TOL = 1e-12
 _MAX_SOLVER_STEPS = 100
 
 _LEAKY_SLOPE = 0.01
@@ -167,18 +169,6 @@ GAINS: dict[str, float] = {
     "gelu": 1.5335304411955328,
     "softsign": 2.337533363108541,
 }
-
-INITS: tuple[str, ...] = (
-    "default",
-    "xavier_uniform",
-    "xavier_normal",
-    "kaiming_uniform",
-    "kaiming_normal",
-    "orthogonal",
-    "lecun_normal",
-    "normal",
-    "lsuv",
-)
 
 
 def get_activation(name: str) -> Activation:
@@ -299,68 +289,77 @@ def fixed_point(
 ) -> float | Array:
     """Fixed point ``q* = σ_w² · E_z[φ(√q* z)²] + σ_b²`` that iterating the length map reaches.
 
-    For every tabulated φ the length map ``L`` is non-decreasing in q, so the iterates
-    ``q_{l+1} = L(q_l)`` from ``q0`` move monotonically to the first fixed point in the direction of
-    ``L(q0) − q0``. Iterating converges only like ``1/l`` at criticality (tanh with σ_w² = 1,
-    σ_b² = 0: ``q_l ≈ 1/(2l)``), so that fixed point is found directly: q steps geometrically from
-    ``q0`` (×4 or ÷4) until ``L(q)/q − 1`` changes sign, then an Illinois regula falsi solves
-    ``L(q) = q`` in that bracket.
+    For every tabulated φ, ``φ(x)² + φ(−x)²`` is non-decreasing in |x|, so the length map ``L`` is
+    non-decreasing in q and the iterates ``q_{l+1} = L(q_l)`` from ``q0`` move monotonically to the
+    first fixed point in the direction of ``L(q0) − q0``. Iterating converges only like ``1/l`` at
+    criticality (tanh with σ_w² = 1, σ_b² = 0: ``q_l ≈ 1/(2l)``), so that fixed point is found
+    directly: ln q steps away from ``ln q0`` (by ln 4, 2 ln 4, 4 ln 4, …, at most 8 ln 4) until
+    ``L(q)/q − 1`` changes sign, then Illinois regula falsi solves ``L(q) = q`` in that bracket.
+    ``|L(q)/q − 1| ≤ 1e-12``, below the quadrature's accuracy, counts as no sign: ``q0`` is returned
+    when it is already that close to fixed (relu with σ_w² = 2, σ_b² = 0 keeps any q), and iterates
+    that approach ``L(q) = q`` only asymptotically go to 0 or inf (tanh with σ_w² = 1, σ_b² = 0
+    gives 0).
 
     Args:
         activation: A key of ``ACTIVATIONS``.
         sigma_w2: ``fan_in · Var[W]`` of the (identical) layers.
         sigma_b2: ``Var[b]`` of the layers.
-        q0: The starting pre-activation variance (> 0).
+        q0: The starting pre-activation variance (≥ 0).
     Returns:
         q*, broadcast over the arguments: 0.0 if the iterates decay to 0 (e.g. relu with σ_w² < 2,
         σ_b² = 0), ``inf`` if they grow without bound (an unbounded φ with e.g. σ_w² > 1 for
         identity or σ_w² > 2 for relu), NaN where an argument is NaN.
     """
     phi = get_activation(activation).phi
+    shape = np.broadcast_shapes(np.shape(sigma_w2), np.shape(sigma_b2), np.shape(q0))
     sw, sb, q_start = (
-        np.array(a, dtype=float) for a in np.broadcast_arrays(sigma_w2, sigma_b2, q0)
+        np.array(np.broadcast_to(a, shape), dtype=float).ravel() for a in (sigma_w2, sigma_b2, q0)
     )
-    shape = sw.shape
-    sw, sb, q_start = sw.ravel(), sb.ravel(), q_start.ravel()
-    if np.any(q_start <= 0.0):
-        raise ValueError("q0 must be > 0")
+    if np.any(q_start < 0.0):
+        raise ValueError(f"q0 must be >= 0, got min {q_start.min()}")
 
-    def excess(q: Array, idx: NDArray[np.intp]) -> Array:
-        # L(q)/q − 1: scale-free, so one tolerance serves q* = 1e-12 and q* = 1e6 alike
-        second_moment = np.asarray(gaussian_expectation(lambda h: phi(h) ** 2, q))
-        return (sw[idx] * second_moment + sb[idx]) / q - 1.0
+    def length(q: Array, idx: NDArray[np.intp]) -> Array:
+        return sw[idx] * np.asarray(gaussian_expectation(lambda h: phi(h) ** 2, q)) + sb[idx]
 
-    result = np.full(sw.shape, np.nan)
-    todo = np.flatnonzero(np.isfinite(sw) & np.isfinite(sb) & np.isfinite(q_start))
-    r0 = excess(q_start[todo], todo)
-    at_start = np.abs(r0) <= _FIXED_POINT_RTOL
+    # q0 = 0 stays put if L(0) = 0 and is otherwise left for q_1 = L(0) > 0
+    from_zero = np.flatnonzero(q_start == 0.0)
+    q_start[from_zero] = length(q_start[from_zero], from_zero)
+    result = np.where(q_start == 0.0, 0.0, np.nan)
+    todo = np.flatnonzero(np.isfinite(sw) & np.isfinite(sb) & np.isfinite(q_start) & (q_start > 0))
+    # L(q)/q − 1 is scale-free: one tolerance serves q* = 1e-12 and q* = 1e6 alike
+    r_near = length(q_start[todo], todo) / q_start[todo] - 1.0
+    at_start = np.abs(r_near) <= _CRITICAL_TOL
     result[todo[at_start]] = q_start[todo[at_start]]
 
-    # bracket: walk ln q away from ln q0 in the direction the iterates move, with steps of
-    # ln 4, 2 ln 4, 4 ln 4, … (at most _MAX_LOG_STEP), so escaping to 0 or inf takes few steps
-    todo, r_near = todo[~at_start], r0[~at_start]
+    todo, r_near = todo[~at_start], r_near[~at_start]
+    direction = np.sign(r_near)
     s_near = np.log(q_start[todo])
-    step = np.where(r_near > 0.0, 1.0, -1.0) * math.log(4.0)
+    s_far = s_near.copy()
+    step = math.log(4.0)
     empty = np.array([])
     brackets = [(np.array([], dtype=np.intp), empty, empty, empty, empty)]
     while todo.size:
-        s_far = s_near + step
-        r_far = excess(np.exp(s_far), todo)
+        s_far = s_far + direction * step
+        r_far = length(np.exp(s_far), todo) / np.exp(s_far) - 1.0
         escaped = (s_far > _LOG_Q_MAX) | (s_far < _LOG_Q_MIN)
-        result[todo[escaped]] = np.where(step[escaped] > 0.0, np.inf, 0.0)
-        crossed = ~escaped & (r_far * r_near <= 0.0)
+        result[todo[escaped]] = np.where(direction[escaped] > 0.0, np.inf, 0.0)
+        crossed = ~escaped & (direction * r_far < -_CRITICAL_TOL)
         brackets.append(tuple(v[crossed] for v in (todo, s_near, r_near, s_far, r_far)))
+        # the bracket's near end is the last point still clearly short of the fixed point
+        short = direction * r_far > _CRITICAL_TOL
+        s_near, r_near = np.where(short, s_far, s_near), np.where(short, r_far, r_near)
         walking = ~(escaped | crossed)
-        todo, s_near, r_near = todo[walking], s_far[walking], r_far[walking]
-        step = np.clip(2.0 * step[walking], -_MAX_LOG_STEP, _MAX_LOG_STEP)
+        todo, direction = todo[walking], direction[walking]
+        s_near, r_near, s_far = s_near[walking], r_near[walking], s_far[walking]
+        step = min(2.0 * step, _MAX_LOG_STEP)
 
-    # solve r(ln q) = 0 in each bracket [a, b] by Illinois regula falsi on ln q
+    # solve L(q)/q = 1 for s = ln q in each bracket [a, b] by Illinois regula falsi
     idx, a, fa, b, fb = (np.concatenate(parts) for parts in zip(*brackets, strict=True))
     for _ in range(_MAX_SOLVER_STEPS):
         if not idx.size:
             break
         c = b - fb * (b - a) / (fb - fa)
-        fc = excess(np.exp(c), idx)
+        fc = length(np.exp(c), idx) / np.exp(c) - 1.0
         flipped = fc * fb < 0.0
         # Illinois: halve the retained end's value so the bracket closes from both sides
         a, fa = np.where(flipped, b, a), np.where(flipped, fb, 0.5 * fa)
@@ -376,8 +375,9 @@ def depth_scale(chi: ArrayLike) -> float | Array:
     """Signed depth scale ``ξ = −1 / ln χ₁`` (natural log) of the mean squared gradient.
 
     ``E[(∂L/∂h_l)²] ∝ exp(−(L − l) / ξ)``: ``ξ > 0`` when ``χ₁ < 1`` (vanishing towards the input),
-    ``ξ < 0`` when ``χ₁ > 1`` (exploding), ``ξ = inf`` at ``χ₁ = 1`` and ``ξ = 0`` at ``χ₁ = 0``.
-    The RMS gradient changes with the scale ``2ξ``: its log-slope over layers is ``1 / (2ξ)``.
+    ``ξ < 0`` when ``χ₁ > 1`` (exploding), ``ξ = inf`` for ``|χ₁ − 1| ≤ 1e-12`` (critical to the
+    quadrature's accuracy, so relu with σ_w² = 2 gives inf) and ``ξ = 0`` at ``χ₁ = 0``. The RMS
+    gradient changes with the scale ``2ξ``: its log-slope over layers is ``1 / (2ξ)``.
 
     Args:
         chi: χ₁ value(s) ≥ 0.
@@ -386,7 +386,7 @@ def depth_scale(chi: ArrayLike) -> float | Array:
     """
     chi = np.asarray(chi, dtype=float)
     with np.errstate(divide="ignore"):
-        xi = np.where(chi == 1.0, np.inf, -1.0 / np.log(chi))
+        xi = np.where(np.abs(chi - 1.0) <= _CRITICAL_TOL, np.inf, -1.0 / np.log(chi))
     return _as_output(xi)
 
 
@@ -406,8 +406,8 @@ def init_variances(
       prediction
 
     Args:
-        init: A name of ``INITS``.
-        activation: A key of ``ACTIVATIONS``.
+        init: One of the schemes above.
+        activation: A key of ``GAINS``.
         fan_in: Input features of the layer.
         fan_out: Output features of the layer.
         std: Weight standard deviation; required by ``normal`` only.
@@ -416,25 +416,25 @@ def init_variances(
     Raises:
         ValueError: For an unknown init or activation, or ``normal`` without ``std``.
     """
-    lookup(dict.fromkeys(INITS), init, "init")
     gain = lookup(GAINS, activation, "activation")
     if fan_in < 1 or fan_out < 1:
         raise ValueError(f"fan_in and fan_out must be >= 1, got {fan_in} and {fan_out}")
-    if init == "default":
-        return 1.0 / 3.0, 1.0 / (3.0 * fan_in)
-    if init in ("xavier_uniform", "xavier_normal"):
-        return 2.0 * fan_in / (fan_in + fan_out), 0.0
-    if init in ("kaiming_uniform", "kaiming_normal"):
-        return gain**2, 0.0
-    if init == "orthogonal":
-        return gain**2 * min(1.0, fan_in / fan_out), 0.0
-    if init == "lecun_normal":
-        return 1.0, 0.0
-    if init == "normal":
-        if std is None:
-            raise ValueError("init 'normal' needs std (the weights' standard deviation)")
-        return std**2 * fan_in, 0.0
-    return math.nan, 0.0  # lsuv
+    if init == "normal" and std is None:
+        raise ValueError("init 'normal' needs std (the weights' standard deviation)")
+    xavier = 2.0 * fan_in / (fan_in + fan_out)
+    sigma_w2 = {
+        "default": 1.0 / 3.0,
+        "xavier_uniform": xavier,
+        "xavier_normal": xavier,
+        "kaiming_uniform": gain**2,
+        "kaiming_normal": gain**2,
+        "orthogonal": gain**2 * min(1.0, fan_in / fan_out),
+        "lecun_normal": 1.0,
+        "normal": math.nan if std is None else std**2 * fan_in,
+        "lsuv": math.nan,
+    }
+    sigma_b2 = 1.0 / (3.0 * fan_in) if init == "default" else 0.0
+    return lookup(sigma_w2, init, "init"), sigma_b2
 
 
 def layer_variances(
@@ -453,6 +453,8 @@ def layer_variances(
     Returns:
         ``[q_1, …, q_L]``.
     """
+    if q_in < 0.0:
+        raise ValueError(f"q_in must be >= 0, got {q_in}")
     q = [sigma_w2[0] * q_in + sigma_b2[0]]
     for sw, sb in zip(sigma_w2[1:], sigma_b2[1:], strict=True):
         q.append(float(length_map(activation, q[-1], sw, sb)))
@@ -534,18 +536,21 @@ def predict_profile(
 
     Args:
         activation: A key of ``ACTIVATIONS``.
-        init: A name of ``INITS``.
+        init: A scheme of ``init_variances``.
         widths: ``[d_in, n_1, …, n_L, d_out]``, at least one hidden layer.
         q_in: Mean squared input coordinate, ``mean_i x_i²``; ``q_1 = σ_w²(1) q_in + σ_b²(1)``.
         std: Weight standard deviation for ``init="normal"``.
     Returns:
-        The prediction; all NaN for ``lsuv``.
+        The prediction; for ``lsuv`` every entry is NaN but the normalizing ``grad_rms[-1] = 1``.
     """
     widths = [int(n) for n in widths]
     if len(widths) < 3 or min(widths) < 1:
         raise ValueError(f"widths must be [d_in, n_1, ..., n_L, d_out] with sizes >= 1: {widths}")
     sigma_w2, sigma_b2 = np.array(
-        [init_variances(init, activation, n_in, n_out, std) for n_in, n_out in zip(widths, widths[1:])]
+        [
+            init_variances(init, activation, n_in, n_out, std)
+            for n_in, n_out in zip(widths, widths[1:])
+        ]
     ).T
     q = layer_variances(activation, q_in, sigma_w2[:-1], sigma_b2[:-1])
     chi = np.asarray(chi1(activation, q, sigma_w2[1:]))
@@ -553,10 +558,7 @@ def predict_profile(
     grad_rms = gradient_rms_profile(chi[:-1] * hidden[1:] / hidden[:-1])
 
     sw_hidden, sb_hidden = init_variances(init, activation, widths[-2], widths[-2], std)
-    if math.isnan(q[0]) or math.isnan(sw_hidden):
-        q_star = math.nan
-    else:
-        q_star = float(fixed_point(activation, sw_hidden, sb_hidden, q0=q[0]))
+    q_star = float(fixed_point(activation, sw_hidden, sb_hidden, q0=q[0]))
     chi_star = float(chi1(activation, q_star, sw_hidden))
     for values in (q, chi, grad_rms):
         values.setflags(write=False)
@@ -572,9 +574,7 @@ def predict_profile(
     )
 
 
-def chi1_grid(
-    activation: str, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q0: float = 1.0
-) -> Array:
+def chi1_grid(activation: str, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q0: float = 1.0) -> Array:
     """χ₁ at the fixed point over a (σ_w², σ_b²) grid: the phase diagram of Poole et al. (2016).
 
     ``grid[i, j] = χ₁(q*(σ_w2[j], σ_b2[i]), σ_w2[j])``, the ``meshgrid(sigma_w2, sigma_b2)`` layout

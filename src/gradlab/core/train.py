@@ -1,0 +1,433 @@
+"""Train one run spec: the loop, its probes, divergence, and the result as plain tables.
+
+``train_run(spec, data, options)`` is a picklable function of its arguments, so any executor
+(in-process, a process pool, later a cluster) can run it and get identical numbers on CPU.
+"""
+
+import logging
+import math
+import random
+import time
+import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from gradlab.core import probes
+from gradlab.core.data import feature_columns
+from gradlab.core.grid import RunSpec
+from gradlab.core.inits import initialize
+from gradlab.core.models import MLP
+from gradlab.core.optim import OPTIMIZERS, SCHEDULES
+from gradlab.core.registry import lookup
+from gradlab.core.verdict import first_last_ratio, verdict
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("finished", "diverged", "failed")
+METRIC_NAMES = {"regression": "val_r2", "classification": "val_accuracy"}
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Normalized train and validation tensors of one (dataset, input_norm), on the CPU."""
+
+    task: str  # "regression" or "classification"
+    n_outputs: int
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, task: str) -> "TaskData":
+        """Split a model-input table (features ``x_*``, target ``y``, ``split``) into tensors."""
+        columns = feature_columns(frame)
+        parts = {}
+        for name in ("train", "val"):
+            rows = frame[frame["split"] == name]
+            x = torch.tensor(rows[columns].to_numpy(np.float32))
+            if task == "regression":
+                y = torch.tensor(rows["y"].to_numpy(np.float32))
+            else:
+                y = torch.tensor(rows["y"].to_numpy(np.int64))
+            parts[name] = (x, y)
+        n_outputs = 1 if task == "regression" else int(frame["y"].max()) + 1
+        return cls(task, n_outputs, *parts["train"], *parts["val"])
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what: that is the spec)."""
+
+    device: str = "cpu"
+    divergence_factor: float = 1e4  # loss above this multiple of the first loss: diverged
+    probe_batch_size: int = 256
+    distribution_size: int = 64  # values kept per layer and quantity at each checkpoint
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced; tables are long format, one row per observation."""
+
+    run_id: str
+    status: str  # one of STATUSES
+    summary: dict[str, Any]
+    history: pd.DataFrame  # epoch, metric, value
+    layer_stats: pd.DataFrame  # phase, step, layer, quantity, value
+    distributions: pd.DataFrame  # phase, step, layer, quantity, value
+    state_dict: dict[str, Tensor] = field(repr=False)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks cuda, else mps, else cpu; anything else is taken as given."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (for anything that does not take an explicit generator)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _loss_fn(task: str) -> nn.Module:
+    return nn.MSELoss() if task == "regression" else nn.CrossEntropyLoss()
+
+
+def _prediction(out: Tensor, task: str) -> Tensor:
+    return out.squeeze(-1) if task == "regression" else out  # (B, 1) -> (B,) for MSE
+
+
+@torch.no_grad()
+def _evaluate(model: MLP, data: TaskData, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Validation loss and metric (R² or accuracy), left on the device."""
+    model.eval()
+    out = _prediction(model(x), data.task)
+    loss = _loss_fn(data.task)(out, y)
+    if data.task == "regression":
+        metric = 1.0 - (out - y).pow(2).sum() / (y - y.mean()).pow(2).sum()
+    else:
+        metric = (out.argmax(1) == y).float().mean()
+    model.train()
+    return loss, metric
+
+
+class _Recorder:
+    """Collects probe tensors; builds the long tables once, at the end of the run."""
+
+    def __init__(self, depth: int, traits: probes.ActivationTraits, sample_size: int, seed: int):
+        self.depth, self.traits, self.sample_size = depth, traits, sample_size
+        self.stats: list[tuple[str, int, list[float]]] = []
+        self.samples: list[tuple[str, int, str, int, Tensor]] = []
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def probe(
+        self, cap: probes.Capture, model: MLP, loss: Tensor
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Statistics available after backward, before the optimizer step (and clipping)."""
+        weights = [layer.weight for layer in model.all_linears()]
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        hidden = probes.hidden_stats(cap, self.traits)
+        weight = probes.weight_grad_stats([w.grad for w in weights])
+        global_ = torch.stack([probes.global_grad_norm(grads), loss.detach()])
+        return torch.cat([hidden.flatten(), weight.flatten(), global_]), global_[0], weights
+
+    def keep_samples(self, phase: str, step: int, cap: probes.Capture, model: MLP) -> None:
+        """Keep a fixed-size random subset of each layer's values for distribution plots."""
+        per_layer = {"grad_preact": cap.grads, "preact": cap.preacts, "act": cap.acts}
+        per_layer["grad_weight"] = [layer.weight.grad for layer in model.all_linears()]
+        for quantity, tensors in per_layer.items():
+            for layer, tensor in enumerate(tensors, start=1):
+                flat = tensor.flatten()
+                idx = probes.sample_indices(flat.numel(), self.sample_size, self.generator)
+                self.samples.append((phase, step, quantity, layer, flat[idx.to(flat.device)]))
+
+    def add(self, phase: str, step: int, stats: list[float], update: list[float]) -> None:
+        """Keep one probe step: ``probe()``'s values, then the update ratios (empty at init)."""
+        self.stats.append((phase, step, stats, update or [math.nan] * (self.depth + 1)))
+
+    def layer_stats(self) -> pd.DataFrame:
+        depth, n_hidden = self.depth, self.depth * len(probes.HIDDEN_QUANTITIES)
+        n_weight = len(probes.WEIGHT_QUANTITIES) - 1  # update_ratio comes after the step
+        layer = np.concatenate(
+            [
+                np.repeat(np.arange(1, depth + 1), len(probes.HIDDEN_QUANTITIES)),
+                np.repeat(np.arange(1, depth + 2), len(probes.WEIGHT_QUANTITIES)),
+                np.zeros(len(probes.GLOBAL_QUANTITIES), dtype=int),
+            ]
+        )
+        quantity = np.array(
+            list(probes.HIDDEN_QUANTITIES) * depth
+            + list(probes.WEIGHT_QUANTITIES) * (depth + 1)
+            + list(probes.GLOBAL_QUANTITIES)
+        )
+        frames = []
+        for phase, step, stats, update in self.stats:
+            weight = np.asarray(stats[n_hidden:-2]).reshape(depth + 1, n_weight)
+            weight = np.concatenate([weight, np.asarray(update)[:, None]], axis=1)
+            value = np.concatenate([stats[:n_hidden], weight.flatten(), stats[-2:]])
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "phase": phase,
+                        "step": step,
+                        "layer": layer,
+                        "quantity": quantity,
+                        "value": value,
+                    }
+                )
+            )
+        return pd.concat(frames, ignore_index=True) if frames else _empty_long()
+
+    def distributions(self) -> pd.DataFrame:
+        frames = [
+            pd.DataFrame(
+                {
+                    "phase": phase,
+                    "step": step,
+                    "layer": layer,
+                    "quantity": quantity,
+                    "value": values.float().cpu().numpy(),
+                }
+            )
+            for phase, step, quantity, layer, values in self.samples
+        ]
+        return pd.concat(frames, ignore_index=True) if frames else _empty_long()
+
+
+def _empty_long() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "phase": pd.Series(dtype=str),
+            "step": pd.Series(dtype=np.int64),
+            "layer": pd.Series(dtype=np.int64),
+            "quantity": pd.Series(dtype=str),
+            "value": pd.Series(dtype=np.float64),
+        }
+    )
+
+
+def _first_bad(losses: list[float], first_loss: float, factor: float) -> int | None:
+    """Index of the first loss that is NaN/Inf or above ``factor`` times the first loss."""
+    limit = factor * abs(first_loss)
+    return next((i for i, v in enumerate(losses) if not math.isfinite(v) or v > limit), None)
+
+
+def train_run(spec: RunSpec, data: TaskData, options: RunOptions = RunOptions()) -> RunResult:
+    """Train one MLP as ``spec`` says, probing it at init and every ``spec.log_every`` steps.
+
+    Never raises for a run that diverges (status ``diverged``) or fails (status ``failed``, the
+    traceback in ``summary["error"]``): one run must not stop the grid.
+
+    Args:
+        spec: The run spec.
+        data: Train and validation tensors for ``spec.dataset`` / ``spec.input_norm``.
+        options: Device, divergence threshold, probe batch size.
+    Returns:
+        The run's summary, history, layer statistics, distribution samples and final weights.
+    """
+    start = time.perf_counter()
+    try:
+        return _train(spec, data, options, start)
+    except Exception:  # a bug or a numerical error in one run is that run's result
+        log.exception("run %s (%s) failed", spec.run_id, spec.label)
+        summary = {"error": traceback.format_exc(), "wall_s": time.perf_counter() - start}
+        empty = _empty_long()
+        return RunResult(spec.run_id, "failed", summary, empty, empty, empty, {})
+
+
+def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> RunResult:
+    seed_everything(spec.seed)
+    device = resolve_device(options.device)
+    generator = torch.Generator().manual_seed(spec.seed)
+    d_in = data.x_train.shape[1]
+    n_train = len(data.x_train)
+
+    probe_rows = torch.randperm(n_train, generator=generator)[: options.probe_batch_size]
+    model = MLP(d_in, data.n_outputs, spec.depth, spec.width, spec.activation, spec.norm_layer)
+    initialize(
+        model,
+        spec.init,
+        spec.activation,
+        spec.init_std or 0.0,
+        generator,
+        data_batch=data.x_train[probe_rows],
+    )
+    model.to(device).train()
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_val, y_val = data.x_val.to(device), data.y_val.to(device)
+    loss_fn = _loss_fn(data.task)
+
+    optimizer = lookup(OPTIMIZERS, spec.optimizer, "optimizer")(
+        model.parameters(), spec.lr, spec.weight_decay
+    )
+    steps_per_epoch = math.ceil(n_train / spec.batch_size)
+    total_steps = spec.epochs * steps_per_epoch
+    scheduler = lookup(SCHEDULES, spec.schedule, "schedule")(
+        optimizer, total_steps, steps_per_epoch
+    )
+    recorder = _Recorder(
+        spec.depth, probes.ACTIVATION_TRAITS[spec.activation], options.distribution_size, spec.seed
+    )
+
+    # Phase "init": one forward/backward on the fixed probe batch, no step. BatchNorm's running
+    # statistics are put back so that probing leaves the model as it was.
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    x_probe, y_probe = x_train[probe_rows.to(device)], y_train[probe_rows.to(device)]
+    with probes.capture(model.acts) as cap:
+        loss = loss_fn(_prediction(model(x_probe), data.task), y_probe)
+        loss.backward()
+    stats, _, _ = recorder.probe(cap, model, loss)
+    recorder.add("init", 0, stats.tolist(), [])
+    recorder.keep_samples("init", 0, cap, model)
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    del cap
+
+    checkpoints = {0, total_steps // 2 // spec.log_every * spec.log_every}
+    checkpoints.add((total_steps - 1) // spec.log_every * spec.log_every)
+    losses = torch.zeros(total_steps, device=device)  # per-step loss, read at log steps only
+    history: list[tuple[int, str, float]] = []
+    grad_norms: list[float] = []
+    first_loss: float | None = None
+    checked = 0  # losses[:checked] have been checked for divergence
+    diverged_step: int | None = None
+    step = 0
+
+    for epoch in range(1, spec.epochs + 1):
+        order = torch.randperm(n_train, generator=generator).to(device)
+        epoch_start = step
+        for batch in range(steps_per_epoch):
+            rows = order[batch * spec.batch_size : (batch + 1) * spec.batch_size]
+            x, y = x_train[rows], y_train[rows]  # (B, d_in), (B,)
+            probing = step % spec.log_every == 0
+            with probes.capture(model.acts) if probing else nullcontext() as cap:
+                loss = loss_fn(_prediction(model(x), data.task), y)  # hooks exist before forward
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            losses[step] = loss.detach()
+            if probing:
+                stats, grad_norm, weights = recorder.probe(cap, model, loss)
+                before = [w.detach().clone() for w in weights]
+                if step in checkpoints:
+                    recorder.keep_samples("train", step, cap, model)
+            if spec.clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
+            optimizer.step()
+            scheduler.step()
+            if probing:
+                update = probes.update_ratios(before, [w.detach() for w in weights])
+                # the one host sync of this log step: statistics and the losses since last time
+                values = torch.cat([stats, update, losses[checked : step + 1]]).tolist()
+                n_stats, n_update = len(stats), len(update)
+                recorder.add("train", step, values[:n_stats], values[n_stats : n_stats + n_update])
+                grad_norms.append(values[n_stats - 2])
+                recent = values[n_stats + n_update :]
+                first_loss = recent[0] if first_loss is None else first_loss  # step 0 is probed
+                bad = _first_bad(recent, first_loss, options.divergence_factor)
+                if bad is None and not math.isfinite(grad_norms[-1]):
+                    bad = len(recent) - 1
+                if bad is not None:
+                    diverged_step = checked + bad
+                checked = step + 1
+            step += 1
+            if diverged_step is not None:
+                break
+        if diverged_step is not None:
+            break
+        val_loss, val_metric = _evaluate(model, data, x_val, y_val)
+        epoch_values = torch.cat(
+            [
+                torch.stack([losses[epoch_start:step].mean(), val_loss, val_metric]),
+                losses[checked:step],
+            ]
+        ).tolist()
+        bad = _first_bad(epoch_values[3:], first_loss, options.divergence_factor)
+        if bad is None and not all(math.isfinite(v) for v in epoch_values[:2]):
+            bad = step - 1 - checked
+        if bad is not None:
+            diverged_step = checked + bad
+            break
+        checked = step
+        lr = optimizer.param_groups[0]["lr"]
+        grad_norm = float(np.mean(grad_norms)) if grad_norms else math.nan
+        grad_norms.clear()
+        names = ("train_loss", "val_loss", "val_metric", "lr", "grad_norm")
+        history += [
+            (epoch, name, value)
+            for name, value in zip(names, (*epoch_values[:3], lr, grad_norm), strict=True)
+        ]
+
+    layer_stats = recorder.layer_stats()
+    status = "diverged" if diverged_step is not None else "finished"
+    summary = _summary(spec, data, history, layer_stats, status, diverged_step, step, start)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return RunResult(
+        spec.run_id,
+        status,
+        summary,
+        pd.DataFrame(history, columns=["epoch", "metric", "value"]),
+        layer_stats,
+        recorder.distributions(),
+        state,
+    )
+
+
+def _summary(
+    spec: RunSpec,
+    data: TaskData,
+    history: list[tuple[int, str, float]],
+    layer_stats: pd.DataFrame,
+    status: str,
+    diverged_step: int | None,
+    steps: int,
+    start: float,
+) -> dict[str, Any]:
+    last = {name: value for _, name, value in history}  # the last epoch wins
+    wall = time.perf_counter() - start
+
+    def at(phase: str, quantity: str) -> np.ndarray:
+        rows = layer_stats[(layer_stats["phase"] == phase) & (layer_stats["quantity"] == quantity)]
+        if rows.empty:
+            return np.array([])
+        rows = rows[rows["step"] == rows["step"].max()]
+        return rows.sort_values("layer")["value"].to_numpy()
+
+    init_ratio = first_last_ratio(at("init", "grad_preact_rms"))
+    end_ratio = first_last_ratio(at("train", "grad_preact_rms"))
+    saturation = at("train", "act_saturation")
+    dead = at("train", "act_dead_frac")
+    end_saturation = float(np.mean(saturation)) if len(saturation) else math.nan
+    end_dead = float(np.mean(dead)) if len(dead) else math.nan
+    return {
+        "status": status,
+        "diverged_step": diverged_step,
+        "verdict": verdict(init_ratio, end_ratio, end_saturation, end_dead, status == "diverged"),
+        "metric_name": METRIC_NAMES[data.task],
+        "final_train_loss": last.get("train_loss", math.nan),
+        "final_val_loss": last.get("val_loss", math.nan),
+        "final_val_metric": last.get("val_metric", math.nan),
+        "epochs_done": max((epoch for epoch, _, _ in history), default=0),
+        "steps": steps,
+        "wall_s": wall,
+        "steps_per_s": steps / wall if wall > 0 else math.nan,
+        "init_grad_ratio": init_ratio,
+        "end_grad_ratio": end_ratio,
+        "end_saturation": end_saturation,
+        "end_dead_frac": end_dead,
+        "error": None,
+    }
