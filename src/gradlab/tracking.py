@@ -3,8 +3,9 @@
 Everything is sent with ``MlflowClient.log_batch`` in chunks (≤ 1,000 metrics a call): one
 ``log_metric`` per point costs ~4 ms against sqlite, a batch of 1,000 about as much as ten.
 Metric names: per epoch ``train_loss``, ``val_loss``, ``val_r2``/``val_accuracy``, ``lr``,
-``grad_norm``; per probe step ``<quantity>/layer_NN`` (see ``gradlab.core.probes``), with the
-init phase under ``init/<quantity>/layer_NN`` at step 0, and ``step_loss``, ``grad_global_norm``.
+``grad_norm``; per probe step ``<quantity>/layer_NN`` (see ``gradlab.core.probes``) and
+``step_loss``, ``grad_global_norm``; at step 0, the statistics at init as ``init/<quantity>/layer_NN``
+and the mean-field prediction as ``theory/<quantity>/layer_NN``.
 """
 
 import logging
@@ -118,6 +119,7 @@ class Tracker:
             "studies": studies,
             "status": result.status,
             "verdict": str(result.summary.get("verdict")),
+            "theory_verdict": str(result.summary.get("theory_verdict")),
             "init_name": spec.init_name,
             **{axis: str(value) for axis, value in spec.model_dump().items()},
             **owner_tags(),
@@ -153,8 +155,8 @@ class Tracker:
         stats = stats[stats["step"].isin(kept)]
         for phase, step, layer, quantity, value in stats.itertuples(index=False):
             key = _key(quantity, int(layer))
-            if phase == "init":
-                key = f"init/{key}"
+            if phase != "train":
+                key = f"{phase}/{key}"
             yield from _metric(key, value, now, int(step))
 
 

@@ -44,7 +44,9 @@ def test_run_id_changes_with_every_field():
 
 
 def test_init_std_is_dropped_when_init_ignores_it():
-    assert RunSpec(init="xavier_uniform", init_std=1.0).run_id == RunSpec(init="xavier_uniform").run_id
+    assert (
+        RunSpec(init="xavier_uniform", init_std=1.0).run_id == RunSpec(init="xavier_uniform").run_id
+    )
     assert RunSpec(init="normal", init_std=1.0).init_std == 1.0
 
 

@@ -67,11 +67,14 @@ class ProcessPoolExecutor:
         try:
             for future in cf.as_completed(futures):
                 yield futures[future], future.result()
-        finally:
-            # on Ctrl-C or an error in the caller: drop queued tasks and stop the workers now
+        except BaseException:
+            # Ctrl-C, a generator closed early, or an error: drop queued tasks, stop workers now
+            workers = list((pool._processes or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
-            for process in list(getattr(pool, "_processes", {}).values()):
+            for process in workers:
                 process.terminate()
+            raise
+        pool.shutdown(wait=True)
 
 
 def make_executor(workers: int) -> Executor:

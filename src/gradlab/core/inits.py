@@ -12,22 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from gradlab.core.registry import lookup
-
-# Gains g with Var[W] = g² / fan_in for Kaiming and orthogonal init. torch.nn.init.calculate_gain
-# covers sigmoid/tanh/relu/leaky_relu/selu/identity; for elu, gelu and softsign it has none, so
-# gradlab uses g = 1 / sqrt(E_z[φ(z)²]), z ~ N(0, 1) — the rule that gives relu its √2 — computed
-# by quadrature (see tests/core/test_inits.py, which recomputes them).
-GAINS: dict[str, float] = {
-    "sigmoid": 1.0,
-    "tanh": 5.0 / 3.0,
-    "relu": math.sqrt(2.0),
-    "leaky_relu": math.sqrt(2.0 / (1.0 + 0.01**2)),
-    "selu": 3.0 / 4.0,
-    "identity": 1.0,
-    "elu": 1.2451983007007064,
-    "gelu": 1.5335304411955328,
-    "softsign": 2.337533363108541,
-}
+from gradlab.core.theory import GAINS  # one table of gains for init and theory
 
 InitFn = Callable[[Tensor, str, float, torch.Generator], None]
 

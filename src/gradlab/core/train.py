@@ -18,14 +18,14 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from gradlab.core import probes
+from gradlab.core import probes, theory
 from gradlab.core.data import feature_columns
 from gradlab.core.grid import RunSpec
 from gradlab.core.inits import initialize
 from gradlab.core.models import MLP
 from gradlab.core.optim import OPTIMIZERS, SCHEDULES
 from gradlab.core.registry import lookup
-from gradlab.core.verdict import first_last_ratio, verdict
+from gradlab.core.verdict import expected_verdict, first_last_ratio, verdict
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +297,7 @@ def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> 
         for name, b in model.named_buffers():
             b.copy_(buffers[name])
     del cap
+    prediction = _predict(spec, d_in, data.n_outputs, x_probe.pow(2).mean().item())
 
     checkpoints = {0, total_steps // 2 // spec.log_every * spec.log_every}
     checkpoints.add((total_steps - 1) // spec.log_every * spec.log_every)
@@ -372,9 +373,10 @@ def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> 
             for name, value in zip(names, (*epoch_values[:3], lr, grad_norm), strict=True)
         ]
 
-    layer_stats = recorder.layer_stats()
+    layer_stats = pd.concat([recorder.layer_stats(), _theory_rows(prediction)], ignore_index=True)
     status = "diverged" if diverged_step is not None else "finished"
     summary = _summary(spec, data, history, layer_stats, status, diverged_step, step, start)
+    summary.update(_theory_summary(spec, prediction, layer_stats))
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return RunResult(
         spec.run_id,
@@ -385,6 +387,66 @@ def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> 
         recorder.distributions(),
         state,
     )
+
+
+def _predict(spec: RunSpec, d_in: int, d_out: int, q_in: float) -> theory.ProfilePrediction | None:
+    """Mean-field prediction at init, where it applies: no normalization layer, a-priori init."""
+    if spec.norm_layer != "none" or spec.init == "lsuv":
+        return None
+    widths = [d_in, *[spec.width] * spec.depth, d_out]
+    return theory.predict_profile(spec.activation, spec.init, widths, q_in, std=spec.init_std)
+
+
+def _theory_rows(prediction: theory.ProfilePrediction | None) -> pd.DataFrame:
+    """Phase ``theory``: predicted grad_preact_rms (last hidden layer = 1), preact_std, chi1."""
+    if prediction is None:
+        return _empty_long()
+    layers = np.arange(1, len(prediction.q) + 1)
+    columns = {
+        "grad_preact_rms": prediction.grad_rms,
+        "preact_std": np.sqrt(prediction.q),
+        "chi1": prediction.chi1,
+    }
+    return pd.concat(
+        [
+            pd.DataFrame({"phase": "theory", "step": 0, "layer": layers, "quantity": q, "value": v})
+            for q, v in columns.items()
+        ],
+        ignore_index=True,
+    )
+
+
+def _theory_summary(
+    spec: RunSpec, prediction: theory.ProfilePrediction | None, layer_stats: pd.DataFrame
+) -> dict[str, Any]:
+    init = layer_stats[
+        (layer_stats["phase"] == "init") & (layer_stats["quantity"] == "grad_preact_rms")
+    ].sort_values("layer")
+    rms = init.loc[init["layer"] <= spec.depth, "value"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        measured = theory.log_slope(rms) if len(rms) >= 2 and (rms > 0).all() else math.nan
+    if prediction is None:
+        predicted = dict.fromkeys(
+            ("log_slope", "first_last_ratio", "chi1", "depth_scale", "sigma_w2", "sigma_b2"),
+            math.nan,
+        )
+    else:
+        sigma_w2, sigma_b2 = theory.init_variances(
+            spec.init, spec.activation, spec.width, spec.width, std=spec.init_std
+        )
+        predicted = {
+            "log_slope": prediction.log_slope,
+            "first_last_ratio": prediction.first_last_ratio,
+            "chi1": prediction.chi1_fixed_point,
+            "depth_scale": prediction.depth_scale,
+            "sigma_w2": sigma_w2,
+            "sigma_b2": sigma_b2,
+        }
+    return {
+        "measured_log_slope": measured,
+        **{f"theory_{key}": float(value) for key, value in predicted.items()},
+        "theory_verdict": expected_verdict(predicted["first_last_ratio"]),
+    }
 
 
 def _summary(

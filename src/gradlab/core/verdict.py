@@ -69,3 +69,17 @@ def verdict(
     if math.isfinite(end_dead) and end_dead > rule.dead_frac:
         return "dead"
     return "healthy"
+
+
+def expected_verdict(predicted_ratio: float, rule: VerdictRule = VerdictRule()) -> str:
+    """What mean-field theory expects at init from its predicted first/last ∂L/∂h ratio.
+
+    ``n/a`` where the theory makes no prediction (normalization layers, LSUV).
+    """
+    if not math.isfinite(predicted_ratio):
+        return "n/a"
+    if predicted_ratio > rule.exploding_ratio:
+        return "exploding"
+    if predicted_ratio < rule.vanishing_ratio:
+        return "vanishing"
+    return "healthy"

@@ -1,0 +1,125 @@
+"""Every activation × init builds and trains; init variances match their formulas; LSUV works."""
+
+import math
+
+import pytest
+import torch
+
+from gradlab.core.inits import INITS, initialize
+from gradlab.core.models import ACTIVATIONS, MLP, NORM_LAYERS
+from gradlab.core.theory import GAINS
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("init", sorted(INITS))
+def test_every_activation_and_init_builds_and_steps(activation, init):
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 5, generator=generator), torch.randn(32, generator=generator)
+    model = MLP(5, 1, depth=3, width=16, activation=activation, norm_layer="none")
+    initialize(model, init, activation, 0.1, generator, data_batch=x)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = torch.nn.functional.mse_loss(model(x).squeeze(-1), y)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss), f"{activation}/{init}: loss {loss}"
+    moved = sum(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    assert moved > 0, f"{activation}/{init}: no parameter moved"
+
+
+@pytest.mark.parametrize("norm_layer", sorted(NORM_LAYERS))
+def test_norm_layers_sit_where_named(norm_layer):
+    model = MLP(4, 2, depth=2, width=8, activation="relu", norm_layer=norm_layer)
+    pre = [type(m).__name__ for m in model.pre_norms]
+    post = [type(m).__name__ for m in model.post_norms]
+    expected = {
+        "none": ("Identity", "Identity"),
+        "batchnorm_pre": ("BatchNorm1d", "Identity"),
+        "batchnorm_post": ("Identity", "BatchNorm1d"),
+        "layernorm": ("LayerNorm", "Identity"),
+    }[norm_layer]
+    assert (pre[0], post[0]) == expected
+    assert model(torch.randn(3, 4)).shape == (3, 2)
+
+
+def _weight_variance(init: str, activation: str, fan_in: int, fan_out: int) -> float:
+    layer = torch.nn.Linear(fan_in, fan_out)
+    INITS[init](layer.weight, activation, 0.0, torch.Generator().manual_seed(0))
+    return layer.weight.var().item()
+
+
+@pytest.mark.parametrize("init", ["xavier_uniform", "xavier_normal"])
+def test_xavier_variance_matches_glorot(init):
+    fan_in, fan_out = 1024, 512
+    expected = 2.0 / (fan_in + fan_out)
+    measured = _weight_variance(init, "tanh", fan_in, fan_out)
+    assert abs(measured / expected - 1) < 0.05, (
+        f"Var {measured:.3e} vs 2/(fan_in+fan_out) {expected:.3e}"
+    )
+
+
+@pytest.mark.parametrize("init", ["kaiming_uniform", "kaiming_normal"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+def test_kaiming_variance_matches_he(init, activation):
+    fan_in = 1024
+    expected = GAINS[activation] ** 2 / fan_in
+    measured = _weight_variance(init, activation, fan_in, 512)
+    assert abs(measured / expected - 1) < 0.05, f"Var {measured:.3e} vs gain²/fan_in {expected:.3e}"
+
+
+def test_default_init_is_pytorch_standard():
+    measured = _weight_variance("default", "tanh", 1024, 512)
+    expected = 1.0 / (3 * 1024)
+    assert abs(measured / expected - 1) < 0.05, f"fan_in·Var = {measured * 1024:.3f}, expected 1/3"
+
+
+def test_lecun_and_normal_variances():
+    assert abs(_weight_variance("lecun_normal", "selu", 1024, 512) * 1024 - 1) < 0.05
+    layer = torch.nn.Linear(1024, 512)
+    INITS["normal"](layer.weight, "relu", 0.01, torch.Generator().manual_seed(0))
+    assert abs(layer.weight.std().item() / 0.01 - 1) < 0.05
+
+
+def test_initialize_seeds_make_identical_weights():
+    def weights(seed: int) -> list[torch.Tensor]:
+        model = MLP(4, 1, depth=3, width=8, activation="tanh", norm_layer="none")
+        initialize(model, "default", "tanh", 0.0, torch.Generator().manual_seed(seed))
+        return [p.detach().clone() for p in model.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(weights(3), weights(3), strict=True))
+    assert not torch.equal(weights(3)[0], weights(4)[0])
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
+def test_lsuv_reaches_unit_output_variance(activation):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 10, generator=generator) * 3 + 1
+    model = MLP(10, 1, depth=6, width=64, activation=activation, norm_layer="none")
+    initialize(model, "lsuv", activation, 0.0, generator, data_batch=x)
+    outputs: list[torch.Tensor] = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: outputs.append(o)) for m in model.all_linears()
+    ]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    variances = [o.var().item() for o in outputs]
+    assert all(abs(v - 1) < 0.1 for v in variances), f"layer output variances {variances}"
+
+
+def test_lsuv_without_data_names_what_is_missing():
+    model = MLP(4, 1, depth=2, width=8, activation="tanh", norm_layer="none")
+    with pytest.raises(ValueError, match="lsuv.*data batch"):
+        initialize(model, "lsuv", "tanh", 0.0, torch.Generator())
+
+
+def test_unknown_init_lists_choices():
+    model = MLP(4, 1, depth=2, width=8, activation="tanh", norm_layer="none")
+    with pytest.raises(ValueError, match=r"unknown init 'he'; expected one of \["):
+        initialize(model, "he", "tanh", 0.0, torch.Generator())
+
+
+def test_gains_cover_every_activation():
+    assert set(GAINS) == set(ACTIVATIONS)
+    assert math.isclose(GAINS["relu"], math.sqrt(2))

@@ -1,0 +1,136 @@
+"""Probes measure what they claim, leave no hooks, and show the textbook effects at init."""
+
+import numpy as np
+import pytest
+import torch
+
+from gradlab.core import probes
+from gradlab.core.inits import initialize
+from gradlab.core.models import MLP
+
+
+def _net(activation: str, init: str, depth: int, width: int, seed: int, std: float = 0.0):
+    generator = torch.Generator().manual_seed(seed)
+    model = MLP(16, 1, depth=depth, width=width, activation=activation, norm_layer="none")
+    initialize(model, init, activation, std, generator)
+    x = torch.randn(256, 16, generator=generator)
+    y = torch.randn(256, generator=generator)
+    return model, x, y
+
+
+def _probe(model: MLP, x: torch.Tensor, y: torch.Tensor, activation: str) -> dict[str, np.ndarray]:
+    with probes.capture(model.acts) as cap:
+        loss = torch.nn.functional.mse_loss(model(x).squeeze(-1), y)
+        loss.backward()
+    stats = probes.hidden_stats(cap, probes.ACTIVATION_TRAITS[activation]).numpy()
+    return dict(zip(probes.HIDDEN_QUANTITIES, stats.T, strict=True))
+
+
+def test_capture_grad_equals_autograd_of_retained_preactivation():
+    model, x, y = _net("tanh", "xavier_uniform", depth=4, width=12, seed=0)
+    kept: list[torch.Tensor] = []
+    handles = [a.register_forward_hook(lambda m, i, o: kept.append(i[0])) for a in model.acts]
+    loss = torch.nn.functional.mse_loss(model(x).squeeze(-1), y)
+    expected = torch.autograd.grad(loss, kept)
+    for handle in handles:
+        handle.remove()
+    with probes.capture(model.acts) as cap:
+        torch.nn.functional.mse_loss(model(x).squeeze(-1), y).backward()
+    for layer, (got, want) in enumerate(zip(cap.grads, expected, strict=True), start=1):
+        assert torch.allclose(got, want, atol=1e-7), (
+            f"layer {layer}: max |Δ| {(got - want).abs().max()}"
+        )
+
+
+def test_capture_leaves_no_hooks():
+    model, x, y = _net("relu", "default", depth=3, width=8, seed=0)
+    with probes.capture(model.acts):
+        model(x)
+    assert all(not act._forward_hooks for act in model.acts)
+    with pytest.raises(RuntimeError), probes.capture(model.acts):
+        raise RuntimeError("a failing step must still remove the hooks")
+    assert all(not act._forward_hooks for act in model.acts)
+
+
+def _mean_rms_profile(activation: str, init: str, depth: int = 24, seeds: int = 3) -> np.ndarray:
+    profiles = []
+    for seed in range(seeds):
+        model, x, y = _net(activation, init, depth=depth, width=256, seed=seed)
+        profiles.append(np.log(_probe(model, x, y, activation)["grad_preact_rms"]))
+    return np.mean(profiles, axis=0)
+
+
+def test_relu_he_init_keeps_backprop_gradient_level():
+    log_rms = _mean_rms_profile("relu", "kaiming_normal")
+    ratio = float(np.exp(log_rms[0] - log_rms[-1]))
+    assert 0.5 < ratio < 2.0, f"first/last ∂L/∂h RMS {ratio:.3f}, expected within a factor 2"
+
+
+def test_relu_default_init_shrinks_backprop_gradient_geometrically():
+    log_rms = _mean_rms_profile("relu", "default")
+    layers = np.arange(1, len(log_rms) + 1)
+    slope, intercept = np.polyfit(layers, log_rms, 1)
+    residual = log_rms - (slope * layers + intercept)
+    r2 = 1 - residual.var() / log_rms.var()
+    # theory: each layer back multiplies E[(∂L/∂h)²] by χ₁ = σ_w²/2 = 1/6, i.e. ln RMS by ln(6)/2
+    assert slope > 0.8, f"log-slope {slope:.3f} per layer, expected ≈ {np.log(6) / 2:.3f}"
+    assert r2 > 0.99, f"ln RMS vs layer should be a straight line: R² {r2:.4f}"
+    assert np.exp(log_rms[0] - log_rms[-1]) < 1e-6
+
+
+def test_sigmoid_saturation_rises_with_large_normal_init():
+    saturation = {}
+    for std in (0.1, 2.0):
+        model, x, y = _net("sigmoid", "normal", depth=6, width=64, seed=0, std=std)
+        saturation[std] = _probe(model, x, y, "sigmoid")["act_saturation"].mean()
+    assert saturation[0.1] < 0.01 < 0.5 < saturation[2.0], saturation
+
+
+def test_relu_dead_fraction_rises_with_negative_bias():
+    dead = {}
+    for bias in (0.0, -3.0):
+        model, x, y = _net("relu", "kaiming_normal", depth=4, width=64, seed=0)
+        with torch.no_grad():
+            for layer in model.linears:
+                layer.bias.fill_(bias)
+        dead[bias] = _probe(model, x, y, "relu")["act_dead_frac"].mean()
+    assert dead[0.0] < 0.05 and dead[-3.0] > 0.5, dead
+
+
+def test_tanh_has_no_dead_fraction_and_relu_no_saturation():
+    model, x, y = _net("tanh", "xavier_uniform", depth=2, width=8, seed=0)
+    assert np.isnan(_probe(model, x, y, "tanh")["act_dead_frac"]).all()
+    model, x, y = _net("relu", "xavier_uniform", depth=2, width=8, seed=0)
+    assert np.isnan(_probe(model, x, y, "relu")["act_saturation"]).all()
+
+
+def test_weight_grad_stats_match_direct_computation():
+    generator = torch.Generator().manual_seed(0)
+    grads = [torch.randn(8, 5, generator=generator), torch.randn(8, 8, generator=generator)]
+    grads[1][0, :4] = 0.0
+    grads.append(torch.randn(8, 8, generator=generator))
+    stats = probes.weight_grad_stats(grads)
+    for i, g in enumerate(grads):
+        magnitude = g.abs().flatten()
+        expected = [
+            g.norm(),
+            g.mean(),
+            g.std(),
+            magnitude.max(),
+            *torch.quantile(magnitude, torch.tensor([0.05, 0.5, 0.95])),
+            (g == 0).float().mean(),
+        ]
+        assert torch.allclose(stats[i], torch.stack(expected), atol=1e-6), f"layer {i}"
+
+
+def test_update_ratio_is_relative_step_size():
+    before = [torch.ones(3, 3), torch.full((2,), 2.0)]
+    after = [torch.ones(3, 3) * 1.1, torch.full((2,), 2.0)]
+    ratios = probes.update_ratios(before, after)
+    assert torch.allclose(ratios, torch.tensor([0.1, 0.0]), atol=1e-6), ratios
+
+
+def test_every_activation_has_traits():
+    from gradlab.core.models import ACTIVATIONS
+
+    assert set(probes.ACTIVATION_TRAITS) == set(ACTIVATIONS)

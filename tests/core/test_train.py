@@ -1,0 +1,132 @@
+"""One run: reproducible, diverging as a result, failing as a result; executors agree."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from gradlab.core import data as data_core
+from gradlab.core.execute import ProcessPoolExecutor, SequentialExecutor
+from gradlab.core.grid import RunSpec
+from gradlab.core.train import RunOptions, TaskData, train_run
+
+SMALL = {"depth": 3, "width": 16, "epochs": 2, "batch_size": 32, "log_every": 5}
+
+
+def task(name: str = "poly", n: int = 300) -> TaskData:
+    kind = data_core.DATASETS[name]
+    frame = kind.generate(0, kind.params(n_samples=n, offset=3.0))
+    frame, _ = data_core.normalize(
+        data_core.split(frame, 0, 0.2, 0.2), data_core.INPUT_NORMS["zscore"]
+    )
+    return TaskData.from_frame(frame, kind.task)
+
+
+@pytest.fixture(scope="module")
+def poly() -> TaskData:
+    return task()
+
+
+def test_same_spec_twice_gives_identical_history(poly):
+    spec = RunSpec(**SMALL, activation="relu", init="kaiming_normal", optimizer="adam", lr=0.01)
+    first, second = train_run(spec, poly), train_run(spec, poly)
+    assert first.status == second.status == "finished"
+    pd.testing.assert_frame_equal(first.history, second.history)
+    pd.testing.assert_frame_equal(first.layer_stats, second.layer_stats)
+    for name, tensor in first.state_dict.items():
+        assert torch.equal(tensor, second.state_dict[name]), name
+
+
+def test_different_seeds_differ(poly):
+    first = train_run(RunSpec(**SMALL, seed=0), poly)
+    second = train_run(RunSpec(**SMALL, seed=1), poly)
+    assert not first.history["value"].equals(second.history["value"])
+
+
+def test_history_has_every_epoch_metric(poly):
+    result = train_run(RunSpec(**SMALL), poly)
+    table = result.history.pivot(index="epoch", columns="metric", values="value")
+    assert list(table.index) == [1, 2]
+    assert set(table.columns) == {"train_loss", "val_loss", "val_metric", "lr", "grad_norm"}
+    assert result.summary["metric_name"] == "val_r2"
+    assert result.summary["final_val_loss"] == table.loc[2, "val_loss"]
+
+
+def test_layer_stats_cover_both_phases_and_every_layer(poly):
+    spec = RunSpec(**SMALL)
+    result = train_run(spec, poly)
+    stats = result.layer_stats
+    steps_per_epoch = math.ceil(len(poly.x_train) / spec.batch_size)
+    train_steps = sorted(stats.loc[stats["phase"] == "train", "step"].unique())
+    assert train_steps == list(range(0, 2 * steps_per_epoch, spec.log_every))
+    init = stats[stats["phase"] == "init"]
+    assert set(init["layer"]) == set(range(0, spec.depth + 2))
+    rms = init[init["quantity"] == "grad_preact_rms"]
+    assert sorted(rms["layer"]) == [1, 2, 3]
+    assert set(stats["phase"]) == {"init", "train", "theory"}
+    assert set(result.distributions["quantity"]) == {"grad_preact", "preact", "act", "grad_weight"}
+
+
+def test_exploding_spec_diverges_and_reports_its_step(poly):
+    spec = RunSpec(
+        **{**SMALL, "depth": 20},
+        activation="relu",
+        init="normal",
+        init_std=1.0,
+        lr=1.0,
+    )
+    result = train_run(spec, poly)
+    assert result.status == "diverged"
+    assert result.summary["diverged_step"] is not None and result.summary["diverged_step"] >= 0
+    assert result.summary["verdict"] == "exploding"
+    assert result.summary["theory_verdict"] == "exploding"
+
+
+def test_loss_blowup_counts_as_divergence(poly):
+    spec = RunSpec(
+        **{**SMALL, "epochs": 5}, optimizer="sgd", lr=3.0, activation="relu", init="kaiming_normal"
+    )
+    result = train_run(spec, poly, RunOptions(divergence_factor=2.0))
+    assert result.status == "diverged", result.summary
+
+
+def test_broken_data_fails_the_run_without_raising(poly):
+    broken = TaskData(
+        poly.task, poly.n_outputs, poly.x_train, poly.y_train, poly.x_val[:, :1], poly.y_val
+    )
+    result = train_run(RunSpec(**SMALL), broken)
+    assert result.status == "failed"
+    assert "mat1 and mat2 shapes cannot be multiplied" in result.summary["error"]
+
+
+def test_classification_reports_accuracy():
+    blobs = task("blobs")
+    result = train_run(RunSpec(**SMALL, dataset="blobs", optimizer="adam", lr=0.01), blobs)
+    assert result.summary["metric_name"] == "val_accuracy"
+    assert 0.5 < result.summary["final_val_metric"] <= 1.0, result.summary
+
+
+@pytest.mark.parametrize(
+    "spec_kw",
+    [
+        {"norm_layer": "batchnorm_pre"},
+        {"norm_layer": "layernorm", "init": "lsuv"},
+        {"schedule": "one_cycle"},
+        {"schedule": "warmup_cosine", "clip": 1.0},
+    ],
+)
+def test_variants_train(poly, spec_kw):
+    result = train_run(RunSpec(**SMALL, **spec_kw), poly)
+    assert result.status == "finished", result.summary.get("error")
+
+
+def test_process_pool_and_sequential_give_identical_results(poly):
+    specs = [RunSpec(**SMALL, activation=a, seed=s) for a in ("tanh", "relu") for s in (0, 1)]
+    tasks = [(spec, poly, RunOptions()) for spec in specs]
+    sequential = dict(SequentialExecutor().map(train_run, tasks))
+    pooled = dict(ProcessPoolExecutor(2).map(train_run, tasks))
+    assert sorted(pooled) == list(range(len(specs)))
+    for index, result in sequential.items():
+        pd.testing.assert_frame_equal(result.history, pooled[index].history)
+        pd.testing.assert_frame_equal(result.layer_stats, pooled[index].layer_stats)

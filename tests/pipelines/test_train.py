@@ -1,0 +1,157 @@
+"""The train stage for real: `kedro run --env smoke`, MLflow read back, resume, and a kill -9."""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from gradlab.core.probes import HIDDEN_QUANTITIES
+from tests.conftest import KEDRO, make_project, run_kedro
+
+SMOKE_RUNS = 6
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """A project after one smoke run."""
+    project = make_project(tmp_path_factory.mktemp("train") / "project")
+    result = run_kedro(project, "run", "--env", "smoke")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return project
+
+
+def client(project: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def runs_table(project: Path) -> pd.DataFrame:
+    return pd.read_parquet(project / "data/smoke/07_model_output/runs.parquet")
+
+
+def test_smoke_runs_table_has_one_row_per_spec(smoke):
+    runs = runs_table(smoke)
+    assert len(runs) == SMOKE_RUNS
+    assert set(runs["status"]) <= {"finished", "diverged"}
+    for column in (
+        "run_id",
+        "label",
+        "studies",
+        "activation",
+        "verdict",
+        "final_val_metric",
+        "wall_s",
+        "steps_per_s",
+        "mlflow_run_id",
+        "theory_log_slope",
+    ):
+        assert column in runs.columns, column
+    assert runs["mlflow_run_id"].notna().all()
+
+
+def test_mlflow_has_one_parent_and_one_child_per_spec(smoke):
+    mlflow = client(smoke)
+    experiment = mlflow.get_experiment_by_name("gradlab")
+    everything = mlflow.search_runs([experiment.experiment_id])
+    parents = [r for r in everything if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in everything if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    assert len(children) == SMOKE_RUNS
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    runs = runs_table(smoke).set_index("mlflow_run_id")
+    for child in children:
+        row = runs.loc[child.info.run_id]
+        assert child.info.run_name == row["label"]
+        assert child.info.status == "FINISHED"
+        tags = child.data.tags
+        assert tags["activation"] == row["activation"] and tags["depth"] == str(row["depth"])
+        assert tags["status"] == row["status"] and tags["verdict"] == row["verdict"]
+        assert tags["studies"] == row["studies"]
+        assert child.data.params["lr"] == str(row["lr"])
+        assert set(child.data.params) >= {"dataset", "init", "optimizer", "seed", "epochs"}
+
+
+def test_mlflow_child_metrics_per_epoch_and_per_layer_in_both_phases(smoke):
+    mlflow = client(smoke)
+    runs = runs_table(smoke)
+    row = runs[runs["status"] == "finished"].iloc[0]
+    run = mlflow.get_run(row["mlflow_run_id"])
+    history = mlflow.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == list(range(1, int(row["epochs"]) + 1))
+    assert row["metric_name"] in run.data.metrics
+    for layer in range(1, int(row["depth"]) + 1):
+        assert f"grad_preact_rms/layer_{layer:02d}" in run.data.metrics
+        assert f"init/grad_preact_rms/layer_{layer:02d}" in run.data.metrics
+    assert f"grad_weight_norm/layer_{int(row['depth']) + 1:02d}" in run.data.metrics
+    train_points = mlflow.get_metric_history(run.info.run_id, "grad_preact_rms/layer_01")
+    assert len(train_points) == len({m.step for m in train_points}) > 1
+    names = {key.split("/")[0] for key in run.data.metrics}
+    assert {"grad_preact_rms", "preact_std", "act_std", "update_ratio"} <= names
+    assert set(HIDDEN_QUANTITIES) - {"act_saturation", "act_dead_frac"} <= names
+
+
+def test_mlflow_child_weights_load_with_weights_only(smoke, tmp_path):
+    mlflow = client(smoke)
+    run_id = runs_table(smoke)["mlflow_run_id"].iloc[0]
+    path = mlflow.download_artifacts(run_id, "weights.pt", str(tmp_path))
+    state = torch.load(path, weights_only=True)
+    assert "head.weight" in state and "linears.0.weight" in state
+
+
+def test_rerun_trains_nothing_then_exactly_the_deleted_run(smoke):
+    again = run_kedro(smoke, "run", "--env", "smoke", "--pipeline", "train")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{SMOKE_RUNS} runs in the grid, 0 to train" in again.stdout + again.stderr
+    victim = runs_table(smoke)["run_id"].iloc[2]
+    shutil.rmtree(smoke / "data/smoke/06_models/runs" / victim)
+    third = run_kedro(smoke, "run", "--env", "smoke", "--pipeline", "train")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"{SMOKE_RUNS} runs in the grid, 1 to train" in third.stdout + third.stderr
+    assert len(runs_table(smoke)) == SMOKE_RUNS
+
+
+def test_force_retrains_everything(smoke):
+    forced = run_kedro(
+        smoke, "run", "--env", "smoke", "--pipeline", "train", "--params", "train.force=true"
+    )
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert f"{SMOKE_RUNS} runs in the grid, {SMOKE_RUNS} to train" in forced.stdout + forced.stderr
+
+
+def test_killed_run_leaves_no_running_mlflow_run_after_next_start(tmp_path):
+    project = make_project(tmp_path / "project")
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
+    slow = ["run", "--env", "smoke", "--params", "grid.baseline.epochs=400"]
+    process = subprocess.Popen(
+        [str(KEDRO), *slow],
+        cwd=project,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        if "to train" in line or time.monotonic() > deadline:
+            break
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    mlflow = client(project)
+    experiment = mlflow.get_experiment_by_name("gradlab")
+    running = mlflow.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    assert running, "the killed run should have left its parent RUNNING"
+
+    nxt = run_kedro(project, "run", "--env", "smoke", "--pipeline", "data")
+    assert nxt.returncode == 0, nxt.stderr[-3000:]
+    still = mlflow.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    assert not still, [(r.info.run_name, r.info.status) for r in still]
+    killed = mlflow.search_runs([experiment.experiment_id], "attributes.status = 'KILLED'")
+    assert {r.info.run_id for r in running} <= {r.info.run_id for r in killed}
