@@ -4,8 +4,8 @@ Everything is sent with ``MlflowClient.log_batch`` in chunks (≤ 1,000 metrics 
 ``log_metric`` per point costs ~4 ms against sqlite, a batch of 1,000 about as much as ten.
 Metric names: per epoch ``train_loss``, ``val_loss``, ``val_r2``/``val_accuracy``, ``lr``,
 ``grad_norm``; per probe step ``<quantity>/layer_NN`` (see ``gradlab.core.probes``) and
-``step_loss``, ``grad_global_norm``; at step 0, the statistics at init as ``init/<quantity>/layer_NN``
-and the mean-field prediction as ``theory/<quantity>/layer_NN``.
+``step_loss``, ``grad_global_norm``; at step 0, the statistics at init as
+``init/<quantity>/layer_NN`` and the mean-field prediction as ``theory/<quantity>/layer_NN``.
 """
 
 import logging

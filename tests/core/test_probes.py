@@ -22,7 +22,9 @@ def _probe(model: MLP, x: torch.Tensor, y: torch.Tensor, activation: str) -> dic
     with probes.capture(model.acts) as cap:
         loss = torch.nn.functional.mse_loss(model(x).squeeze(-1), y)
         loss.backward()
-    stats = probes.hidden_stats(cap, probes.ACTIVATION_TRAITS[activation]).numpy()
+    stats = probes.hidden_stats(
+        cap, probes.ACTIVATION_TRAITS[activation], probes.Workspace()
+    ).numpy()
     return dict(zip(probes.HIDDEN_QUANTITIES, stats.T, strict=True))
 
 
@@ -83,7 +85,8 @@ def test_sigmoid_saturation_rises_with_large_normal_init():
     for std in (0.1, 2.0):
         model, x, y = _net("sigmoid", "normal", depth=6, width=64, seed=0, std=std)
         saturation[std] = _probe(model, x, y, "sigmoid")["act_saturation"].mean()
-    assert saturation[0.1] < 0.01 < 0.5 < saturation[2.0], saturation
+    assert saturation[0.1] < 0.01, saturation
+    assert saturation[2.0] > 0.5, saturation
 
 
 def test_relu_dead_fraction_rises_with_negative_bias():
@@ -106,21 +109,23 @@ def test_tanh_has_no_dead_fraction_and_relu_no_saturation():
 
 def test_weight_grad_stats_match_direct_computation():
     generator = torch.Generator().manual_seed(0)
-    grads = [torch.randn(8, 5, generator=generator), torch.randn(8, 8, generator=generator)]
-    grads[1][0, :4] = 0.0
-    grads.append(torch.randn(8, 8, generator=generator))
-    stats = probes.weight_grad_stats(grads)
+    grads = [torch.randn(8, 5, generator=generator), torch.randn(64, 64, generator=generator)]
+    grads[1][0, :40] = 0.0
+    grads.append(torch.randn(64, 64, generator=generator))
+    stats = probes.weight_grad_stats(grads, probes.Workspace())
     for i, g in enumerate(grads):
         magnitude = g.abs().flatten()
-        expected = [
-            g.norm(),
-            g.mean(),
-            g.std(),
-            magnitude.max(),
-            *torch.quantile(magnitude, torch.tensor([0.05, 0.5, 0.95])),
-            (g == 0).float().mean(),
-        ]
-        assert torch.allclose(stats[i], torch.stack(expected), atol=1e-6), f"layer {i}"
+        exact = [g.norm(), g.mean(), g.std(correction=0), magnitude.max()]
+        got = stats[i, :4]
+        assert torch.allclose(got, torch.stack(exact), atol=1e-5), f"layer {i}: {got} vs {exact}"
+        # quantiles are estimated on a fixed subset of QUANTILE_SAMPLE entries
+        quantiles = torch.quantile(magnitude, torch.tensor([0.05, 0.5, 0.95]))
+        # relative error for the median and q95; q05 sits near 0, so against the median's scale
+        error = (stats[i, 4:7] - quantiles).abs() / quantiles[[1, 1, 2]]
+        assert (error < 0.1).all(), f"layer {i}: {stats[i, 4:7]} vs {quantiles}"
+        assert (stats[i, 4:7].diff() >= 0).all()
+        zero = (g == 0).float().mean()
+        assert abs(stats[i, 7] - zero) < 0.05, f"layer {i}: zero fraction {stats[i, 7]} vs {zero}"
 
 
 def test_update_ratio_is_relative_step_size():

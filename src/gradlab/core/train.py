@@ -69,6 +69,7 @@ class RunOptions:
     divergence_factor: float = 1e4  # loss above this multiple of the first loss: diverged
     probe_batch_size: int = 256
     distribution_size: int = 64  # values kept per layer and quantity at each checkpoint
+    probe: bool = True  # False: the bare loop, for overhead benchmarks; no statistics at all
 
 
 @dataclass
@@ -127,27 +128,27 @@ def _evaluate(model: MLP, data: TaskData, x: Tensor, y: Tensor) -> tuple[Tensor,
 class _Recorder:
     """Collects probe tensors; builds the long tables once, at the end of the run."""
 
-    def __init__(self, depth: int, traits: probes.ActivationTraits, sample_size: int, seed: int):
-        self.depth, self.traits, self.sample_size = depth, traits, sample_size
+    def __init__(self, model: MLP, traits: probes.ActivationTraits, sample_size: int, seed: int):
+        self.depth, self.traits, self.sample_size = len(model.acts), traits, sample_size
+        self.params = list(model.parameters())  # walked once: module traversal is slow Python
+        self.weights = [layer.weight for layer in model.all_linears()]
         self.stats: list[tuple[str, int, list[float]]] = []
         self.samples: list[tuple[str, int, str, int, Tensor]] = []
         self.generator = torch.Generator().manual_seed(seed)
+        self.workspace = probes.Workspace()
 
-    def probe(
-        self, cap: probes.Capture, model: MLP, loss: Tensor
-    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def probe(self, cap: probes.Capture, loss: Tensor) -> Tensor:
         """Statistics available after backward, before the optimizer step (and clipping)."""
-        weights = [layer.weight for layer in model.all_linears()]
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        hidden = probes.hidden_stats(cap, self.traits)
-        weight = probes.weight_grad_stats([w.grad for w in weights])
+        grads = [p.grad for p in self.params if p.grad is not None]
+        hidden = probes.hidden_stats(cap, self.traits, self.workspace)
+        weight = probes.weight_grad_stats([w.grad for w in self.weights], self.workspace)
         global_ = torch.stack([probes.global_grad_norm(grads), loss.detach()])
-        return torch.cat([hidden.flatten(), weight.flatten(), global_]), global_[0], weights
+        return torch.cat([hidden.flatten(), weight.flatten(), global_])
 
-    def keep_samples(self, phase: str, step: int, cap: probes.Capture, model: MLP) -> None:
+    def keep_samples(self, phase: str, step: int, cap: probes.Capture) -> None:
         """Keep a fixed-size random subset of each layer's values for distribution plots."""
         per_layer = {"grad_preact": cap.grads, "preact": cap.preacts, "act": cap.acts}
-        per_layer["grad_weight"] = [layer.weight.grad for layer in model.all_linears()]
+        per_layer["grad_weight"] = [weight.grad for weight in self.weights]
         for quantity, tensors in per_layer.items():
             for layer, tensor in enumerate(tensors, start=1):
                 flat = tensor.flatten()
@@ -158,7 +159,18 @@ class _Recorder:
         """Keep one probe step: ``probe()``'s values, then the update ratios (empty at init)."""
         self.stats.append((phase, step, stats, update or [math.nan] * (self.depth + 1)))
 
+    def hidden(self, phase: str, quantity: str) -> np.ndarray:
+        """One hidden-layer quantity at the last probe step of ``phase`` (empty if none)."""
+        rows = [stats for p, _, stats, _ in self.stats if p == phase]
+        if not rows:
+            return np.array([])
+        n = len(probes.HIDDEN_QUANTITIES)
+        start = probes.HIDDEN_QUANTITIES.index(quantity)
+        return np.asarray(rows[-1][start : self.depth * n : n])
+
     def layer_stats(self) -> pd.DataFrame:
+        if not self.stats:
+            return _empty_long()
         depth, n_hidden = self.depth, self.depth * len(probes.HIDDEN_QUANTITIES)
         n_weight = len(probes.WEIGHT_QUANTITIES) - 1  # update_ratio comes after the step
         layer = np.concatenate(
@@ -173,38 +185,36 @@ class _Recorder:
             + list(probes.WEIGHT_QUANTITIES) * (depth + 1)
             + list(probes.GLOBAL_QUANTITIES)
         )
-        frames = []
-        for phase, step, stats, update in self.stats:
-            weight = np.asarray(stats[n_hidden:-2]).reshape(depth + 1, n_weight)
-            weight = np.concatenate([weight, np.asarray(update)[:, None]], axis=1)
-            value = np.concatenate([stats[:n_hidden], weight.flatten(), stats[-2:]])
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "phase": phase,
-                        "step": step,
-                        "layer": layer,
-                        "quantity": quantity,
-                        "value": value,
-                    }
-                )
-            )
-        return pd.concat(frames, ignore_index=True) if frames else _empty_long()
+        stats = np.array([row[2] for row in self.stats])  # (probe steps, values)
+        update = np.array([row[3] for row in self.stats])  # (probe steps, depth + 1)
+        weight = stats[:, n_hidden:-2].reshape(len(stats), depth + 1, n_weight)
+        weight = np.concatenate([weight, update[:, :, None]], axis=2).reshape(len(stats), -1)
+        values = np.concatenate([stats[:, :n_hidden], weight, stats[:, -2:]], axis=1)
+        per_step = values.shape[1]
+        return pd.DataFrame(
+            {
+                "phase": np.repeat([row[0] for row in self.stats], per_step),
+                "step": np.repeat([row[1] for row in self.stats], per_step),
+                "layer": np.tile(layer, len(stats)),
+                "quantity": np.tile(quantity, len(stats)),
+                "value": values.ravel(),
+            }
+        )
 
     def distributions(self) -> pd.DataFrame:
-        frames = [
-            pd.DataFrame(
-                {
-                    "phase": phase,
-                    "step": step,
-                    "layer": layer,
-                    "quantity": quantity,
-                    "value": values.float().cpu().numpy(),
-                }
-            )
-            for phase, step, quantity, layer, values in self.samples
-        ]
-        return pd.concat(frames, ignore_index=True) if frames else _empty_long()
+        if not self.samples:
+            return _empty_long()
+        values = torch.stack([sample[4] for sample in self.samples]).float().cpu().numpy()
+        size = values.shape[1]
+        return pd.DataFrame(
+            {
+                "phase": np.repeat([s[0] for s in self.samples], size),
+                "step": np.repeat([s[1] for s in self.samples], size),
+                "layer": np.repeat([s[3] for s in self.samples], size),
+                "quantity": np.repeat([s[2] for s in self.samples], size),
+                "value": values.ravel(),
+            }
+        )
 
 
 def _empty_long() -> pd.DataFrame:
@@ -279,25 +289,14 @@ def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> 
         optimizer, total_steps, steps_per_epoch
     )
     recorder = _Recorder(
-        spec.depth, probes.ACTIVATION_TRAITS[spec.activation], options.distribution_size, spec.seed
+        model, probes.ACTIVATION_TRAITS[spec.activation], options.distribution_size, spec.seed
     )
 
-    # Phase "init": one forward/backward on the fixed probe batch, no step. BatchNorm's running
-    # statistics are put back so that probing leaves the model as it was.
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    x_probe, y_probe = x_train[probe_rows.to(device)], y_train[probe_rows.to(device)]
-    with probes.capture(model.acts) as cap:
-        loss = loss_fn(_prediction(model(x_probe), data.task), y_probe)
-        loss.backward()
-    stats, _, _ = recorder.probe(cap, model, loss)
-    recorder.add("init", 0, stats.tolist(), [])
-    recorder.keep_samples("init", 0, cap, model)
-    model.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        for name, b in model.named_buffers():
-            b.copy_(buffers[name])
-    del cap
-    prediction = _predict(spec, d_in, data.n_outputs, x_probe.pow(2).mean().item())
+    prediction = None
+    if options.probe:
+        rows = probe_rows.to(device)
+        q_in = _probe_at_init(model, recorder, data, loss_fn, x_train[rows], y_train[rows])
+        prediction = _predict(spec, d_in, data.n_outputs, q_in)
 
     checkpoints = {0, total_steps // 2 // spec.log_every * spec.log_every}
     checkpoints.add((total_steps - 1) // spec.log_every * spec.log_every)
@@ -315,23 +314,23 @@ def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> 
         for batch in range(steps_per_epoch):
             rows = order[batch * spec.batch_size : (batch + 1) * spec.batch_size]
             x, y = x_train[rows], y_train[rows]  # (B, d_in), (B,)
-            probing = step % spec.log_every == 0
+            probing = options.probe and step % spec.log_every == 0
             with probes.capture(model.acts) if probing else nullcontext() as cap:
                 loss = loss_fn(_prediction(model(x), data.task), y)  # hooks exist before forward
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             losses[step] = loss.detach()
             if probing:
-                stats, grad_norm, weights = recorder.probe(cap, model, loss)
-                before = [w.detach().clone() for w in weights]
+                stats = recorder.probe(cap, loss)
+                before = probes.snapshot(recorder.weights)
                 if step in checkpoints:
-                    recorder.keep_samples("train", step, cap, model)
+                    recorder.keep_samples("train", step, cap)
             if spec.clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
             optimizer.step()
             scheduler.step()
             if probing:
-                update = probes.update_ratios(before, [w.detach() for w in weights])
+                update = probes.update_ratios(before, recorder.weights)
                 # the one host sync of this log step: statistics and the losses since last time
                 values = torch.cat([stats, update, losses[checked : step + 1]]).tolist()
                 n_stats, n_update = len(stats), len(update)
@@ -357,7 +356,10 @@ def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> 
                 losses[checked:step],
             ]
         ).tolist()
-        bad = _first_bad(epoch_values[3:], first_loss, options.divergence_factor)
+        recent = epoch_values[3:]
+        if first_loss is None and recent:  # not probing: nothing has read a loss before
+            first_loss = recent[0]
+        bad = _first_bad(recent, first_loss, options.divergence_factor)
         if bad is None and not all(math.isfinite(v) for v in epoch_values[:2]):
             bad = step - 1 - checked
         if bad is not None:
@@ -375,8 +377,8 @@ def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> 
 
     layer_stats = pd.concat([recorder.layer_stats(), _theory_rows(prediction)], ignore_index=True)
     status = "diverged" if diverged_step is not None else "finished"
-    summary = _summary(spec, data, history, layer_stats, status, diverged_step, step, start)
-    summary.update(_theory_summary(spec, prediction, layer_stats))
+    summary = _summary(data, history, recorder, status, diverged_step, step, start)
+    summary.update(_theory_summary(spec, prediction, recorder.hidden("init", "grad_preact_rms")))
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return RunResult(
         spec.run_id,
@@ -387,6 +389,34 @@ def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> 
         recorder.distributions(),
         state,
     )
+
+
+def _probe_at_init(
+    model: MLP,
+    recorder: "_Recorder",
+    data: TaskData,
+    loss_fn: nn.Module,
+    x_probe: Tensor,
+    y_probe: Tensor,
+) -> float:
+    """Phase ``init``: one forward/backward on the fixed probe batch, no optimizer step.
+
+    BatchNorm's running statistics are put back, so probing leaves the model as it was.
+
+    Returns:
+        q_in, the mean squared input coordinate of the probe batch (for the theory).
+    """
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    with probes.capture(model.acts) as cap:
+        loss = loss_fn(_prediction(model(x_probe), data.task), y_probe)
+        loss.backward()
+    recorder.add("init", 0, recorder.probe(cap, loss).tolist(), [])
+    recorder.keep_samples("init", 0, cap)
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    return x_probe.pow(2).mean().item()
 
 
 def _predict(spec: RunSpec, d_in: int, d_out: int, q_in: float) -> theory.ProfilePrediction | None:
@@ -401,28 +431,24 @@ def _theory_rows(prediction: theory.ProfilePrediction | None) -> pd.DataFrame:
     """Phase ``theory``: predicted grad_preact_rms (last hidden layer = 1), preact_std, chi1."""
     if prediction is None:
         return _empty_long()
-    layers = np.arange(1, len(prediction.q) + 1)
-    columns = {
-        "grad_preact_rms": prediction.grad_rms,
-        "preact_std": np.sqrt(prediction.q),
-        "chi1": prediction.chi1,
-    }
-    return pd.concat(
-        [
-            pd.DataFrame({"phase": "theory", "step": 0, "layer": layers, "quantity": q, "value": v})
-            for q, v in columns.items()
-        ],
-        ignore_index=True,
+    depth = len(prediction.q)
+    quantities = ("grad_preact_rms", "preact_std", "chi1")
+    values = (prediction.grad_rms, np.sqrt(prediction.q), prediction.chi1)
+    return pd.DataFrame(
+        {
+            "phase": "theory",
+            "step": 0,
+            "layer": np.tile(np.arange(1, depth + 1), len(quantities)),
+            "quantity": np.repeat(quantities, depth),
+            "value": np.concatenate(values),
+        }
     )
 
 
 def _theory_summary(
-    spec: RunSpec, prediction: theory.ProfilePrediction | None, layer_stats: pd.DataFrame
+    spec: RunSpec, prediction: theory.ProfilePrediction | None, rms: np.ndarray
 ) -> dict[str, Any]:
-    init = layer_stats[
-        (layer_stats["phase"] == "init") & (layer_stats["quantity"] == "grad_preact_rms")
-    ].sort_values("layer")
-    rms = init.loc[init["layer"] <= spec.depth, "value"].to_numpy()
+    """Measured (from ``rms``, ∂L/∂h RMS per hidden layer at init) beside predicted profile."""
     with np.errstate(divide="ignore", invalid="ignore"):
         measured = theory.log_slope(rms) if len(rms) >= 2 and (rms > 0).all() else math.nan
     if prediction is None:
@@ -450,10 +476,9 @@ def _theory_summary(
 
 
 def _summary(
-    spec: RunSpec,
     data: TaskData,
     history: list[tuple[int, str, float]],
-    layer_stats: pd.DataFrame,
+    recorder: _Recorder,
     status: str,
     diverged_step: int | None,
     steps: int,
@@ -461,13 +486,7 @@ def _summary(
 ) -> dict[str, Any]:
     last = {name: value for _, name, value in history}  # the last epoch wins
     wall = time.perf_counter() - start
-
-    def at(phase: str, quantity: str) -> np.ndarray:
-        rows = layer_stats[(layer_stats["phase"] == phase) & (layer_stats["quantity"] == quantity)]
-        if rows.empty:
-            return np.array([])
-        rows = rows[rows["step"] == rows["step"].max()]
-        return rows.sort_values("layer")["value"].to_numpy()
+    at = recorder.hidden
 
     init_ratio = first_last_ratio(at("init", "grad_preact_rms"))
     end_ratio = first_last_ratio(at("train", "grad_preact_rms"))
