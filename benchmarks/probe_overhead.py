@@ -17,6 +17,7 @@ import mlflow
 import torch
 
 from gradlab.core import data as data_core
+from gradlab.core.config import DEFAULT_MLFLOW_QUANTITIES
 from gradlab.core.grid import RunSpec
 from gradlab.core.train import RunOptions, TaskData, train_run
 from gradlab.tracking import Tracker
@@ -56,7 +57,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     with mlflow.start_run(run_name="benchmark parent"):
-        tracker = Tracker()
+        tracker = Tracker(quantities=DEFAULT_MLFLOW_QUANTITIES)  # as the default config
         for depth in (5, 10, 20):
             for width in (64, 128):
                 spec = RunSpec(

@@ -87,12 +87,13 @@ def claim_active_run() -> None:
 class Tracker:
     """Logs each finished run as a child of the active MLflow run (does nothing without one)."""
 
-    def __init__(self, layer_every: int = 1) -> None:
+    def __init__(self, layer_every: int = 1, quantities: Iterable[str] | None = None) -> None:
         parent = mlflow.active_run()
         self.client = MlflowClient() if parent else None
         self.parent_id = parent.info.run_id if parent else None
         self.experiment_id = parent.info.experiment_id if parent else None
         self.layer_every = layer_every
+        self.quantities = None if quantities is None else set(quantities)  # None: all
 
     @property
     def enabled(self) -> bool:
@@ -153,6 +154,8 @@ class Tracker:
         train_steps = sorted(stats.loc[stats["phase"] == "train", "step"].unique())
         kept = set(train_steps[:: self.layer_every]) | {0}
         stats = stats[stats["step"].isin(kept)]
+        if self.quantities is not None:
+            stats = stats[stats["quantity"].isin(self.quantities)]
         for phase, step, layer, quantity, value in stats.itertuples(index=False):
             key = _key(quantity, int(layer))
             if phase != "train":

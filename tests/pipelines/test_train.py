@@ -92,8 +92,20 @@ def test_mlflow_child_metrics_per_epoch_and_per_layer_in_both_phases(smoke):
     train_points = mlflow.get_metric_history(run.info.run_id, "grad_preact_rms/layer_01")
     assert len(train_points) == len({m.step for m in train_points}) > 1
     names = {key.split("/")[0] for key in run.data.metrics}
-    assert {"grad_preact_rms", "preact_std", "act_std", "update_ratio"} <= names
-    assert set(HIDDEN_QUANTITIES) - {"act_saturation", "act_dead_frac"} <= names
+    expected = {
+        "grad_preact_rms",
+        "grad_weight_norm",
+        "preact_std",
+        "act_std",
+        "update_ratio",
+        "grad_global_norm",
+        "step_loss",
+    }
+    assert expected <= names, sorted(names)
+    # only train.mlflow_quantities go to MLflow; the parquet table keeps every quantity
+    assert "grad_weight_q50" not in names
+    stats = pd.read_parquet(smoke / "data/smoke/07_model_output/layer_stats.parquet")
+    assert set(HIDDEN_QUANTITIES) <= set(stats["quantity"])
 
 
 def test_mlflow_child_weights_load_with_weights_only(smoke, tmp_path):

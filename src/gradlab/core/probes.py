@@ -85,6 +85,7 @@ WEIGHT_QUANTITIES = (
     "update_ratio",
 )
 GLOBAL_QUANTITIES = ("grad_global_norm", "loss")
+QUANTITIES = (*HIDDEN_QUANTITIES, *WEIGHT_QUANTITIES, *GLOBAL_QUANTITIES)
 DISTRIBUTION_QUANTITIES = ("grad_preact", "preact", "act", "grad_weight")
 
 QUANTILE_SAMPLE = 512

@@ -43,7 +43,7 @@ def train_grid(
         data,
         store,
         make_executor(config.n_workers),
-        Tracker(layer_every=config.mlflow_layer_every),
+        Tracker(layer_every=config.mlflow_layer_every, quantities=config.mlflow_quantities),
         RunOptions(
             device=config.device,
             divergence_factor=config.divergence_factor,
