@@ -7,10 +7,11 @@ raises one ``ConfigError`` listing every problem as ``key.path[i] = value: what 
 import itertools
 import os
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gradlab.core import probes
 from gradlab.core.data import DATASETS, INPUT_NORMS
 from gradlab.core.grid import AXES, RunSpec, Study
 from gradlab.core.registry import lookup
@@ -76,6 +77,25 @@ class DataConfig(_Strict):
     datasets: dict[str, dict[str, Any] | None] = Field(min_length=1)
 
 
+# Per-layer quantities a child run gets in MLflow; the parquet tables always hold all of them.
+# Each metric point costs ~0.1 ms in the sqlite store, so the default is the headline few.
+DEFAULT_MLFLOW_QUANTITIES = (
+    "grad_preact_rms",
+    "grad_weight_norm",
+    "act_std",
+    "act_saturation",
+    "act_dead_frac",
+    "update_ratio",
+    "grad_global_norm",
+    "loss",
+)
+
+
+def _quantity(name: str) -> str:
+    lookup(dict.fromkeys(probes.QUANTITIES), name, "probe quantity")
+    return name
+
+
 class TrainConfig(_Strict):
     """``params:train``: how the grid is executed, not what is trained (that is the run spec)."""
 
@@ -86,6 +106,9 @@ class TrainConfig(_Strict):
     probe_batch_size: int = Field(default=256, gt=0)
     store: str = Field(min_length=1)
     mlflow_layer_every: int = Field(default=1, gt=0)
+    mlflow_quantities: list[Annotated[str, AfterValidator(_quantity)]] = Field(
+        default_factory=lambda: list(DEFAULT_MLFLOW_QUANTITIES)
+    )
 
     @field_validator("workers")
     @classmethod
@@ -109,10 +132,15 @@ class TrainConfig(_Strict):
 
 
 class ReportConfig(_Strict):
-    """``params:report``."""
+    """``params:report``: how the report draws the stored results (it trains nothing)."""
 
     dpi: int = Field(default=100, ge=50, le=400)
-    max_layers_violin: int = Field(default=8, gt=0)
+    max_layers_violin: int = Field(default=8, gt=0, le=64)
+    # layers drawn as separate lines in the per-layer histograms, saturation curves
+    max_layers_lines: int = Field(default=8, gt=0, le=20)
+    # mesh points along σ_w² of the phase diagram (σ_b² gets 5/8 as many); cost grows as its square
+    phase_resolution: int = Field(default=80, ge=10, le=400)
+    loss_curve: Literal["val_loss", "train_loss"] = "val_loss"
 
 
 class GridConfig(_Strict):
