@@ -1,0 +1,240 @@
+"""Report stage nodes: thin adapters over ``gradlab.core.report`` and ``gradlab.core.plots``.
+
+Figure nodes return figures; the catalog saves each once (``MatplotlibDataset``, logged to the
+parent MLflow run) and hands the saved PNG back to ``build_report`` under the same name with the
+``@png`` transcoding, so every figure is rendered once.
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from gradlab.core import plots
+from gradlab.core import report as core
+from gradlab.core.config import parse_report
+
+# The phase diagram is drawn for tanh: bounded, odd and with an order-to-chaos transition at
+# σ_w² = 1 (σ_b² = 0), the case of Poole et al. (2016).
+PHASE_ACTIVATION = "tanh"
+
+
+def _at_dpi(fig: Figure, dpi: int) -> Figure:
+    fig.set_dpi(dpi)  # the catalog saves at the figure's own dpi
+    return fig
+
+
+def summarize_studies(runs: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate every study's runs over seeds.
+
+    Args:
+        runs: One row per run.
+        studies: One row per study.
+    Returns:
+        One row per (study, setting): counts, final metrics (mean, sd), verdict counts.
+    """
+    return core.summarize_studies(runs, studies)
+
+
+def tabulate_gradient_flow(runs: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.DataFrame:
+    """First/last-layer ∂L/∂h ratio and log-slope per run, at init and at the end of training.
+
+    Args:
+        runs: One row per run.
+        layer_stats: The long per-layer statistics.
+    Returns:
+        One row per run.
+    """
+    return core.gradient_flow_table(runs, layer_stats)
+
+
+def tabulate_theory(runs: pd.DataFrame, gradient_flow: pd.DataFrame) -> pd.DataFrame:
+    """Predicted and measured log-slope and first/last ratio per run.
+
+    Args:
+        runs: One row per run.
+        gradient_flow: The gradient-flow table.
+    Returns:
+        One row per run.
+    """
+    return core.theory_table(runs, gradient_flow)
+
+
+def draw_gradient_flow(
+    runs: pd.DataFrame, studies: pd.DataFrame, layer_stats: pd.DataFrame, report: dict[str, Any]
+) -> Figure:
+    """∂L/∂h and ‖∂L/∂W‖ per layer at init, a line per activation, a column per init.
+
+    Args:
+        runs: One row per run.
+        studies: One row per study (to choose the runs compared at init).
+        layer_stats: The long per-layer statistics.
+        report: ``params:report``.
+    Returns:
+        The figure.
+    """
+    config = parse_report(report)
+    selection = core.init_selection(runs, studies)
+    return _at_dpi(plots.plot_gradient_flow(core.flow_stats(selection, layer_stats)), config.dpi)
+
+
+def draw_weight_gradients(
+    runs: pd.DataFrame, studies: pd.DataFrame, distributions: pd.DataFrame, report: dict[str, Any]
+) -> Figure:
+    """Violins of weight-gradient entries per layer at init, per activation (reference init).
+
+    Args:
+        runs: One row per run.
+        studies: One row per study.
+        distributions: Sampled values per layer.
+        report: ``params:report`` (``max_layers_violin``).
+    Returns:
+        The figure.
+    """
+    config = parse_report(report)
+    selection = core.reference_runs(core.init_selection(runs, studies))
+    samples = core.distribution_samples(selection, distributions, "grad_weight")
+    return _at_dpi(plots.plot_weight_grad_violins(samples, config.max_layers_violin), config.dpi)
+
+
+def draw_activations(
+    runs: pd.DataFrame, studies: pd.DataFrame, distributions: pd.DataFrame, report: dict[str, Any]
+) -> Figure:
+    """Histograms of activation values per layer at init, per activation and init.
+
+    Args:
+        runs: One row per run.
+        studies: One row per study.
+        distributions: Sampled values per layer.
+        report: ``params:report`` (``max_layers_lines``).
+    Returns:
+        The figure.
+    """
+    config = parse_report(report)
+    samples = core.distribution_samples(core.init_selection(runs, studies), distributions, "act")
+    return _at_dpi(plots.plot_activation_histograms(samples, config.max_layers_lines), config.dpi)
+
+
+def draw_saturation(
+    runs: pd.DataFrame, studies: pd.DataFrame, layer_stats: pd.DataFrame, report: dict[str, Any]
+) -> Figure:
+    """Saturated fraction per layer over training, for the activations that can saturate.
+
+    Args:
+        runs: One row per run.
+        studies: One row per study.
+        layer_stats: The long per-layer statistics.
+        report: ``params:report`` (``max_layers_lines``).
+    Returns:
+        The figure.
+    """
+    config = parse_report(report)
+    stats = core.saturation_stats(core.init_selection(runs, studies), layer_stats)
+    return _at_dpi(plots.plot_saturation(stats, config.max_layers_lines), config.dpi)
+
+
+def draw_studies(
+    runs: pd.DataFrame, studies: pd.DataFrame, history: pd.DataFrame, report: dict[str, Any]
+) -> dict[str, Figure]:
+    """One figure per study: loss curves, final metric over seeds, heatmap for two axes.
+
+    Args:
+        runs: One row per run.
+        studies: One row per study.
+        history: The long per-epoch history.
+        report: ``params:report`` (``loss_curve``, ``dpi``).
+    Returns:
+        Figures keyed ``<study>.png``, the file names the catalog writes.
+    """
+    config = parse_report(report)
+    figures = {}
+    for study in studies.itertuples(index=False):
+        members, curves, axes = core.study_frames(
+            runs, history, study.study, study.axes, config.loss_curve
+        )
+        if members.empty:
+            continue
+        fig = plots.plot_study(
+            members,
+            curves,
+            axes,
+            study.question,
+            core.metric_label(members["metric_name"]),
+            core.LOSS_LABELS[config.loss_curve],
+        )
+        figures[f"{study.study}.png"] = _at_dpi(fig, config.dpi)
+    return figures
+
+
+def draw_theory_slopes(theory: pd.DataFrame, report: dict[str, Any]) -> Figure:
+    """Measured against predicted log-slope of ∂L/∂h at init.
+
+    Args:
+        theory: The theory-vs-measurement table.
+        report: ``params:report``.
+    Returns:
+        The figure.
+    """
+    return _at_dpi(plots.plot_theory_slopes(theory), parse_report(report).dpi)
+
+
+def draw_theory_profiles(
+    runs: pd.DataFrame, studies: pd.DataFrame, layer_stats: pd.DataFrame, report: dict[str, Any]
+) -> Figure:
+    """Measured ∂L/∂h profiles at init against the theory rows of ``layer_stats``.
+
+    Args:
+        runs: One row per run.
+        studies: One row per study.
+        layer_stats: The long per-layer statistics (phases ``init`` and ``theory``).
+        report: ``params:report``.
+    Returns:
+        The figure.
+    """
+    profiles = core.theory_profiles(core.init_selection(runs, studies), layer_stats)
+    return _at_dpi(plots.plot_theory_profiles(profiles), parse_report(report).dpi)
+
+
+def draw_phase_diagram(runs: pd.DataFrame, report: dict[str, Any]) -> Figure:
+    """χ₁ over (σ_w², σ_b²) for tanh, with the critical line and the grid's tanh runs.
+
+    Args:
+        runs: One row per run (``theory_sigma_w2``, ``theory_sigma_b2`` place them).
+        report: ``params:report`` (``phase_resolution``).
+    Returns:
+        The figure.
+    """
+    config = parse_report(report)
+    points = core.phase_points(runs, PHASE_ACTIVATION)
+    grid = core.phase_grid(PHASE_ACTIVATION, points, config.phase_resolution)
+    return _at_dpi(plots.plot_phase_diagram(grid, points, PHASE_ACTIVATION), config.dpi)
+
+
+def build_report(
+    runs: pd.DataFrame,
+    studies: pd.DataFrame,
+    study_summary: pd.DataFrame,
+    gradient_flow: pd.DataFrame,
+    theory: pd.DataFrame,
+    study_pngs: Mapping[str, Callable[[], bytes]],
+    **figure_pngs: bytes,
+) -> str:
+    """The self-contained HTML page.
+
+    Args:
+        runs: One row per run.
+        studies: One row per study.
+        study_summary: The per-study table.
+        gradient_flow: The gradient-flow table.
+        theory: The theory-vs-measurement table.
+        study_pngs: The saved study figures, a loader per study name (a partitioned dataset).
+        **figure_pngs: The saved fixed figures' PNG bytes, by ``core.FLOW_FIGURES`` and
+            ``core.THEORY_FIGURES`` key.
+    Returns:
+        The page's HTML.
+    """
+    studies_png = {name: load() for name, load in study_pngs.items()}
+    return core.build_report(
+        runs, studies, study_summary, gradient_flow, theory, figure_pngs, studies_png
+    )

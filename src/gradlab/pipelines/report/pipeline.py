@@ -1,0 +1,83 @@
+"""Report stage DAG: stored results → tables, figures, report.html (no training node).
+
+A figure is written once as ``<name>@figure`` (a ``MatplotlibDataset``) and read back as
+``<name>@png`` (its bytes) by the HTML node, so no figure is rendered twice.
+"""
+
+from kedro.pipeline import Node, Pipeline
+
+from gradlab.pipelines.report import nodes
+
+# figure key (as in gradlab.core.report.FLOW_FIGURES / THEORY_FIGURES) → its drawing node, inputs
+_FIGURES = {
+    "grad_flow": (nodes.draw_gradient_flow, ["runs", "studies", "layer_stats"]),
+    "weight_grad_violins": (nodes.draw_weight_gradients, ["runs", "studies", "distributions"]),
+    "activation_hist": (nodes.draw_activations, ["runs", "studies", "distributions"]),
+    "saturation": (nodes.draw_saturation, ["runs", "studies", "layer_stats"]),
+    "theory_slopes": (nodes.draw_theory_slopes, ["theory"]),
+    "theory_profiles": (nodes.draw_theory_profiles, ["runs", "studies", "layer_stats"]),
+    "phase_diagram": (nodes.draw_phase_diagram, ["runs"]),
+}
+# catalog name of a node input where it differs from the argument's name
+_DATASETS = {"theory": "theory_table"}
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    tables = [
+        Node(
+            func=nodes.summarize_studies,
+            inputs={"runs": "runs", "studies": "studies"},
+            outputs="study_summary",
+            name="summarize_studies_node",
+        ),
+        Node(
+            func=nodes.tabulate_gradient_flow,
+            inputs={"runs": "runs", "layer_stats": "layer_stats"},
+            outputs="gradient_flow_table",
+            name="tabulate_gradient_flow_node",
+        ),
+        Node(
+            func=nodes.tabulate_theory,
+            inputs={"runs": "runs", "gradient_flow": "gradient_flow_table"},
+            outputs="theory_table",
+            name="tabulate_theory_node",
+        ),
+    ]
+    figures = [
+        Node(
+            func=func,
+            inputs={**{arg: _DATASETS.get(arg, arg) for arg in args}, "report": "params:report"},
+            outputs=f"{key}_plot@figure",
+            name=f"{func.__name__}_node",
+        )
+        for key, (func, args) in _FIGURES.items()
+    ]
+    figures.append(
+        Node(
+            func=nodes.draw_studies,
+            inputs={
+                "runs": "runs",
+                "studies": "studies",
+                "history": "history",
+                "report": "params:report",
+            },
+            outputs="study_plots@figure",
+            name="draw_studies_node",
+        )
+    )
+    page = Node(
+        func=nodes.build_report,
+        inputs={
+            "runs": "runs",
+            "studies": "studies",
+            "study_summary": "study_summary",
+            "gradient_flow": "gradient_flow_table",
+            "theory": "theory_table",
+            # the saved files read back (transcoding): the runner orders this node after them
+            "study_pngs": "study_plots@png",
+            **{key: f"{key}_plot@png" for key in _FIGURES},
+        },
+        outputs="report_html",
+        name="build_report_node",
+    )
+    return Pipeline([*tables, *figures, page], tags="report")

@@ -1,0 +1,219 @@
+"""Every figure draws from small hand-made tables (two seeds or one, a diverged and a failed run)
+without a warning, asks its question, labels its axes and has a legend."""
+
+import io
+from collections.abc import Callable
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from gradlab.core import plots, report
+from tests.core.test_report import DEPTH, make_results
+
+matplotlib.use("Agg")
+
+# a seaborn or matplotlib warning (log axis of non-positive data, empty legend, ...) fails
+pytestmark = pytest.mark.filterwarnings("error")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module", params=[(0, 1), (0,)], ids=["two_seeds", "one_seed"])
+def results(request) -> dict[str, pd.DataFrame]:
+    return make_results(seeds=request.param)
+
+
+def _rendered(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _legend_labels(fig: Figure) -> list[str]:
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    return [text.get_text() for legend in legends for text in legend.get_texts()]
+
+
+def _check(fig: Figure, words: str) -> None:
+    """A question in the title, labelled axes, a legend, and a PNG that renders."""
+    title = fig.get_suptitle()
+    assert "?" in title and words in title, title
+    drawn = [ax for ax in fig.axes if ax.get_visible() and ax.has_data()]
+    assert drawn, "no panel has data"
+    assert any(ax.get_xlabel() for ax in drawn) and any(ax.get_ylabel() for ax in drawn)
+    assert _legend_labels(fig), "no legend"
+    png = _rendered(fig)
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000, len(png)
+
+
+def _selection(results: dict) -> pd.DataFrame:
+    return report.init_selection(results["runs"], results["studies"])
+
+
+FIGURES: dict[str, tuple[Callable[[dict], Figure], str]] = {
+    "gradient_flow": (
+        lambda r: plots.plot_gradient_flow(report.flow_stats(_selection(r), r["layer_stats"])),
+        "∂L/∂h",
+    ),
+    "weight_grad_violins": (
+        lambda r: plots.plot_weight_grad_violins(
+            report.distribution_samples(
+                report.reference_runs(_selection(r)), r["distributions"], "grad_weight"
+            ),
+            max_layers=3,
+        ),
+        "∂L/∂W",
+    ),
+    "activation_histograms": (
+        lambda r: plots.plot_activation_histograms(
+            report.distribution_samples(_selection(r), r["distributions"], "act"), max_layers=3
+        ),
+        "activations",
+    ),
+    "saturation": (
+        lambda r: plots.plot_saturation(
+            report.saturation_stats(_selection(r), r["layer_stats"]), max_layers=8
+        ),
+        "saturate",
+    ),
+    "theory_slopes": (
+        lambda r: plots.plot_theory_slopes(
+            report.theory_table(r["runs"], report.gradient_flow_table(r["runs"], r["layer_stats"]))
+        ),
+        "mean-field",
+    ),
+    "theory_profiles": (
+        lambda r: plots.plot_theory_profiles(
+            report.theory_profiles(_selection(r), r["layer_stats"])
+        ),
+        "mean-field",
+    ),
+    "phase_diagram": (
+        lambda r: plots.plot_phase_diagram(
+            report.phase_grid("tanh", report.phase_points(r["runs"], "tanh"), 16),
+            report.phase_points(r["runs"], "tanh"),
+            "tanh",
+        ),
+        "edge of chaos",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_figure_draws_with_question_labels_and_legend(results, name):
+    draw, words = FIGURES[name]
+    _check(draw(results), words)
+
+
+@pytest.mark.parametrize("study", ["act_init", "opt", "sched"])
+def test_plot_study_draws_every_study(results, study):
+    row = results["studies"].set_index("study").loc[study]
+    runs, curves, axes = report.study_frames(
+        results["runs"], results["history"], study, row["axes"], "val_loss"
+    )
+    fig = plots.plot_study(runs, curves, axes, row["question"], "val R²", "validation loss")
+    _check(fig, row["question"])
+    # loss curves and final metric, plus a heatmap (with its colour bar) for two axes
+    assert len(fig.axes) == (4 if len(axes) == 2 else 2), [ax.get_title() for ax in fig.axes]
+
+
+def test_plot_study_crosses_out_a_setting_where_every_seed_diverged():
+    results = make_results(diverge_all=True)
+    row = results["studies"].set_index("study").loc["opt"]
+    runs, curves, axes = report.study_frames(
+        results["runs"], results["history"], "opt", row["axes"], "val_loss"
+    )
+    fig = plots.plot_study(runs, curves, axes, row["question"], "val R²", "validation loss")
+    heatmap = fig.axes[2]
+    texts = [t.get_text() for t in heatmap.texts]
+    assert any(t.startswith("×") and "2/2 div." in t for t in texts), texts
+    assert "every seed diverged" in heatmap.get_title(), heatmap.get_title()
+    # the final-metric panel says how many runs of that learning rate stopped
+    notes = [t.get_text() for t in fig.axes[1].texts]
+    assert "2× div." in notes, notes
+    _rendered(fig)
+
+
+def test_plot_gradient_flow_leaves_out_underflow_and_says_how_many():
+    stats = pd.DataFrame(
+        {
+            "activation": ["sigmoid"] * 4,
+            "init_name": ["default"] * 4,
+            "layer": [1, 2, 1, 2],
+            "quantity": ["grad_preact_rms"] * 2 + ["grad_weight_norm"] * 2,
+            "value": [0.0, 1e-3, 1e-2, 1e-2],
+        }
+    )
+    fig = plots.plot_gradient_flow(stats)
+    notes = [" ".join(t.get_text().split()) for t in fig.texts]  # notes wrap
+    assert any("1 values ≤ 0 or non-finite" in n for n in notes), notes
+    _rendered(fig)
+
+
+def test_plot_gradient_flow_names_missing_columns():
+    with pytest.raises(ValueError, match=r"lacks columns \['init_name', 'quantity'\]"):
+        plots.plot_gradient_flow(pd.DataFrame(columns=["activation", "layer", "value"]))
+
+
+def test_plot_study_rejects_three_axes():
+    with pytest.raises(ValueError, match="one or two axes"):
+        plots.plot_study(pd.DataFrame(), pd.DataFrame(), ["a", "b", "c"], "q?", "m", "l")
+
+
+def test_plot_theory_slopes_without_any_slope_explains_why():
+    table = pd.DataFrame(
+        {
+            "activation": ["tanh"],
+            "init_name": ["default"],
+            "theory_log_slope": [np.nan],
+            "measured_log_slope": [0.1],
+        }
+    )
+    fig = plots.plot_theory_slopes(table)
+    assert "?" in fig.get_suptitle(), fig.get_suptitle()
+    assert any("no run has both" in t.get_text() for ax in fig.axes for t in ax.texts)
+    _rendered(fig)
+
+
+def test_plot_saturation_without_saturating_activation_explains_why():
+    stats = pd.DataFrame(columns=["activation", "init_name", "step", "layer", "value"])
+    fig = plots.plot_saturation(stats, max_layers=4)
+    assert any("no run with a saturating" in t.get_text() for ax in fig.axes for t in ax.texts)
+
+
+@pytest.mark.parametrize(
+    ("layers", "limit", "expected"),
+    [
+        (range(1, 17), 8, [1, 3, 5, 7, 10, 12, 14, 16]),
+        (range(1, 5), 8, [1, 2, 3, 4]),
+        ([3, 1, 2, 2], 2, [1, 3]),
+        (range(1, 17), 1, [1]),
+    ],
+)
+def test_pick_layers_spreads_evenly_and_keeps_ends(layers, limit, expected):
+    assert plots.pick_layers(layers, limit) == expected
+
+
+def test_category_order_puts_activations_in_registry_order():
+    order = plots.category_order(pd.Series(["relu", "sigmoid", "tanh"], name="activation"))
+    assert order == ["sigmoid", "tanh", "relu"], order
+
+
+def test_violins_leave_out_the_output_head(results):
+    samples = report.distribution_samples(
+        report.reference_runs(_selection(results)), results["distributions"], "grad_weight"
+    )
+    assert samples["layer"].max() == DEPTH + 1  # the head is in the input ...
+    fig = plots.plot_weight_grad_violins(samples, max_layers=10)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == [str(layer) for layer in range(1, DEPTH + 1)], labels  # ... not drawn

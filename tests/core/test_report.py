@@ -1,0 +1,361 @@
+"""Report tables, findings and the HTML page, on small hand-made result tables."""
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradlab.core import report, theory
+from gradlab.core.grid import RunSpec, Study, expand
+from gradlab.core.verdict import expected_verdict
+
+DEPTH = 4
+# RMS ∂L/∂h shrinks by this factor per layer towards the input (× 0.9 for default init)
+DECAY = {"sigmoid": 0.25, "tanh": 0.8, "relu": 1.0}
+INIT_SCALE = {"default": 0.9, "xavier_uniform": 1.1}
+STUDIES = (
+    Study(
+        name="act_init",
+        question="Which init keeps the gradient level?",
+        axes={"activation": ("sigmoid", "tanh", "relu"), "init": ("default", "xavier_uniform")},
+    ),
+    Study(
+        name="opt",
+        question="Which optimizer trains best?",
+        axes={"optimizer": ("sgd", "adam"), "lr": (0.01, 0.1)},
+    ),
+    Study(name="sched", question="Which schedule?", axes={"schedule": ("constant", "cosine")}),
+)
+DIVERGED = {"optimizer": "adam", "lr": 0.1, "seed": 0}  # one seed of one setting blows up
+FAILED = {"schedule": "cosine", "seed": 1}  # one run crashes and leaves no statistics
+
+
+def _matches(row: pd.Series, where: dict) -> bool:
+    return all(row[key] == value for key, value in where.items())
+
+
+def _profile(activation: str, init: str, seed: int) -> np.ndarray:
+    """RMS ∂L/∂h of hidden layers 1…DEPTH: geometric in l, 1e-2 (+10 % per seed) at the top."""
+    factor = DECAY[activation] * INIT_SCALE[init]
+    return 1e-2 * (1 + 0.1 * seed) * factor ** (DEPTH - np.arange(1, DEPTH + 1))
+
+
+def make_results(
+    seeds: tuple[int, ...] = (0, 1), theory_columns: bool = True, diverge_all: bool = False
+) -> dict[str, pd.DataFrame]:
+    """The five tables the report reads, for the three small studies above.
+
+    Args:
+        seeds: Seeds of every setting.
+        theory_columns: Whether the runs table has the ``theory_*`` columns and ``layer_stats``
+            the ``theory`` phase.
+        diverge_all: Every seed of the ``DIVERGED`` setting diverges (not only seed 0).
+    Returns:
+        ``runs``, ``history``, ``layer_stats``, ``distributions``, ``studies``.
+    """
+    baseline = RunSpec(depth=DEPTH, width=8, epochs=3, log_every=10)
+    runs = expand(baseline, STUDIES, seeds)
+    diverged_where = {k: v for k, v in DIVERGED.items() if not (diverge_all and k == "seed")}
+    rng = np.random.default_rng(0)
+    summaries, history, stats, samples = [], [], [], []
+    for _, run in runs.iterrows():
+        status = "finished"
+        if _matches(run, diverged_where):
+            status = "diverged"
+        elif _matches(run, FAILED):
+            status = "failed"
+        rms = _profile(run["activation"], run["init"], run["seed"])
+        metric = 0.9 - 0.2 * (run["activation"] == "sigmoid") - 0.04 * run["seed"]
+        metric += 0.03 * (run["init"] == "xavier_uniform") - 0.01 * (run["activation"] == "relu")
+        metric -= 0.3 * (run["optimizer"] == "sgd") * (run["lr"] == 0.01)
+        ratio = float(rms[0] / rms[-1])
+        summary = {
+            "run_id": run["run_id"],
+            "status": status,
+            "verdict": expected_verdict(ratio) if status == "finished" else "exploding",
+            "diverged_step": 3.0 if status == "diverged" else math.nan,
+            "metric_name": "val_r2",
+            "final_train_loss": 1 - metric if status == "finished" else math.nan,
+            "final_val_loss": 1.1 - metric if status == "finished" else math.nan,
+            "final_val_metric": metric if status == "finished" else math.nan,
+            "init_grad_ratio": ratio if status != "failed" else math.nan,
+            "end_grad_ratio": ratio * 2 if status == "finished" else math.nan,
+        }
+        if theory_columns:
+            predicted = rms * 1.05 ** (DEPTH - np.arange(1, DEPTH + 1))
+            summary |= {
+                "measured_log_slope": theory.log_slope(rms),
+                "theory_log_slope": theory.log_slope(predicted),
+                "theory_first_last_ratio": float(predicted[0] / predicted[-1]),
+                "theory_chi1": DECAY[run["activation"]] ** 2,
+                "theory_depth_scale": 3.0,
+                "theory_sigma_w2": 1 / 3 if run["init"] == "default" else 1.0,
+                "theory_sigma_b2": 1 / 24 if run["init"] == "default" else 0.0,
+                "theory_verdict": expected_verdict(float(predicted[0] / predicted[-1])),
+            }
+        summaries.append(summary)
+        if status == "failed":
+            continue
+        epochs = [1] if status == "diverged" else [1, 2, 3]
+        for epoch in epochs:
+            loss = math.inf if status == "diverged" else (1.2 - metric) / epoch
+            history += [
+                (run["run_id"], epoch, "train_loss", loss),
+                (run["run_id"], epoch, "val_loss", loss * 1.1),
+                (run["run_id"], epoch, "val_metric", metric),
+                (run["run_id"], epoch, "lr", run["lr"]),
+            ]
+        saturating = run["activation"] != "relu"
+        steps = [("init", 0)] + [
+            ("train", s) for s in ((0,) if status == "diverged" else (0, 10, 20))
+        ]
+        for phase, step in steps:
+            blown = status == "diverged" and phase == "train"
+            for layer in range(1, DEPTH + 1):
+                value = math.nan if blown else rms[layer - 1]
+                saturation = 0.1 * layer / DEPTH + 0.01 * step if saturating else math.nan
+                stats += [
+                    (run["run_id"], phase, step, layer, "grad_preact_rms", value),
+                    (run["run_id"], phase, step, layer, "act_saturation", saturation),
+                ]
+            for layer in range(1, DEPTH + 2):
+                norm = math.inf if blown else 0.05 * (1 + 0.05 * layer)
+                stats.append((run["run_id"], phase, step, layer, "grad_weight_norm", norm))
+        if theory_columns:
+            for layer in range(1, DEPTH + 1):
+                value = predicted[layer - 1] / predicted[-1]
+                stats.append((run["run_id"], "theory", 0, layer, "grad_preact_rms", value))
+        for layer in range(1, DEPTH + 2):
+            scale = rms[min(layer, DEPTH) - 1]
+            samples += [
+                (run["run_id"], "init", 0, layer, "grad_weight", v)
+                for v in rng.normal(0, scale, 16)
+            ]
+            if layer <= DEPTH:
+                samples += [
+                    (run["run_id"], "init", 0, layer, "act", v)
+                    for v in np.tanh(rng.normal(0, 1, 16))
+                ]
+    long = ["run_id", "phase", "step", "layer", "quantity", "value"]
+    return {
+        "runs": runs.merge(pd.DataFrame(summaries), on="run_id"),
+        "history": pd.DataFrame(history, columns=["run_id", "epoch", "metric", "value"]),
+        "layer_stats": pd.DataFrame(stats, columns=long),
+        "distributions": pd.DataFrame(samples, columns=long),
+        "studies": pd.DataFrame(
+            {
+                "study": [s.name for s in STUDIES],
+                "question": [s.question for s in STUDIES],
+                "axes": [",".join(s.axes) for s in STUDIES],
+            }
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, pd.DataFrame]:
+    return make_results()
+
+
+def test_study_axes_reads_init_as_init_name_and_drops_constant_axes(results):
+    runs = report.runs_in_study(results["runs"], "act_init")
+    assert report.study_axes(runs, "activation,init,init_std,depth") == ["activation", "init_name"]
+
+
+def test_runs_in_study_matches_whole_names_only(results):
+    runs = results["runs"]
+    counts = {s: len(report.runs_in_study(runs, s)) for s in ("act_init", "opt", "sched", "act")}
+    # act_init: 3 × 2 settings, opt: 2 × 2, sched: 2, each × 2 seeds; "act" is no study
+    assert counts == {"act_init": 12, "opt": 8, "sched": 4, "act": 0}, counts
+
+
+def test_summarize_studies_counts_runs_and_averages_finished_seeds(results):
+    summary = report.summarize_studies(results["runs"], results["studies"])
+    assert len(summary) == 6 + 4 + 2, summary[["study", "setting"]]
+    blown = summary[(summary["study"] == "opt") & (summary["setting"] == "optimizer=adam, lr=0.1")]
+    assert len(blown) == 1, summary["setting"].tolist()
+    row = blown.iloc[0]
+    assert (row["n_runs"], row["n_diverged"], row["n_finished"]) == (2, 1, 1), row
+    # the diverged seed 0 is counted, not averaged: the mean is seed 1's metric, sd undefined
+    assert row["final_val_metric_mean"] == pytest.approx(0.86), row["final_val_metric_mean"]
+    assert math.isnan(row["final_val_metric_sd"]), row["final_val_metric_sd"]
+    assert row["verdict_exploding"] == 1, row
+    failed = summary[(summary["study"] == "sched") & (summary["setting"] == "schedule=cosine")]
+    assert failed.iloc[0]["n_failed"] == 1, failed
+
+
+def test_summarize_studies_mean_and_sd_over_two_seeds(results):
+    summary = report.summarize_studies(results["runs"], results["studies"])
+    row = summary[summary["setting"] == "activation=tanh, init=default"].iloc[0]
+    # metric 0.9 − 0.04 · seed over seeds 0 and 1
+    assert row["final_val_metric_mean"] == pytest.approx(0.88), row
+    assert row["final_val_metric_sd"] == pytest.approx(0.04 / math.sqrt(2)), row
+
+
+def test_summarize_studies_single_seed_has_undefined_sd():
+    single = make_results(seeds=(0,))
+    summary = report.summarize_studies(single["runs"], single["studies"])
+    finished = summary[summary["n_finished"] == 1]
+    assert len(finished) == 11, len(finished)  # 12 settings, one of them diverged
+    assert finished["final_val_metric_sd"].isna().all(), finished["final_val_metric_sd"]
+
+
+def test_gradient_flow_table_slope_recovers_the_per_layer_decay(results):
+    flow = report.gradient_flow_table(results["runs"], results["layer_stats"])
+    assert len(flow) == len(results["runs"]), len(flow)
+    sigmoid = flow[(flow["activation"] == "sigmoid") & (flow["init_name"] == "default")].iloc[0]
+    factor = DECAY["sigmoid"] * INIT_SCALE["default"]
+    # ln RMS_l = const − (DEPTH − l) · ln(1/factor): slope −ln factor per layer
+    assert sigmoid["init_log_slope"] == pytest.approx(-math.log(factor), rel=1e-9), sigmoid
+    assert sigmoid["init_grad_ratio"] == pytest.approx(factor ** (DEPTH - 1), rel=1e-9), sigmoid
+    assert sigmoid["end_log_slope"] == pytest.approx(-math.log(factor), rel=1e-9), sigmoid
+    assert sigmoid["end_step"] == 20, sigmoid
+    # weight-gradient norms in the fixture grow 5 % per layer: ratio 1.05 / 1.2
+    assert sigmoid["init_weight_ratio"] == pytest.approx(1.05 / 1.2), sigmoid
+
+
+def test_gradient_flow_table_diverged_and_failed_runs_have_undefined_end(results):
+    flow = report.gradient_flow_table(results["runs"], results["layer_stats"]).set_index("run_id")
+    runs = results["runs"].set_index("run_id")
+    diverged = flow.loc[runs.index[runs["status"] == "diverged"]].iloc[0]
+    assert math.isfinite(diverged["init_log_slope"]), diverged
+    assert math.isnan(diverged["end_log_slope"]), diverged
+    failed = flow.loc[runs.index[runs["status"] == "failed"]].iloc[0]
+    assert failed[["init_log_slope", "end_log_slope", "init_grad_ratio"]].isna().all(), failed
+
+
+def test_theory_table_pairs_prediction_and_measurement(results):
+    flow = report.gradient_flow_table(results["runs"], results["layer_stats"])
+    table = report.theory_table(results["runs"], flow)
+    assert len(table) == len(results["runs"]), len(table)
+    finite = table.dropna(subset=["theory_log_slope", "measured_log_slope"])
+    # the fixture's prediction shrinks 5 % less per layer: slope error +ln 1.05 everywhere
+    assert np.allclose(finite["slope_error"], math.log(1.05)), finite["slope_error"].unique()
+    ratio = table["measured_first_last_ratio"]
+    assert (table["measured_init_verdict"] == ratio.map(expected_verdict)).all()
+
+
+def test_theory_table_without_theory_columns_fills_nan_and_na():
+    bare = make_results(theory_columns=False)
+    flow = report.gradient_flow_table(bare["runs"], bare["layer_stats"])
+    table = report.theory_table(bare["runs"], flow)
+    assert table["theory_log_slope"].isna().all(), table["theory_log_slope"]
+    assert set(table["theory_verdict"]) == {"n/a"}, set(table["theory_verdict"])
+    # the measured slope comes from the layer statistics instead
+    assert table["measured_log_slope"].notna().sum() == len(table) - 1, table["measured_log_slope"]
+
+
+def test_init_selection_prefers_the_activation_by_init_study(results):
+    chosen = report.init_selection(results["runs"], results["studies"])
+    assert set(chosen["activation"]) == {"sigmoid", "tanh", "relu"}, chosen["activation"]
+    assert set(chosen["init_name"]) == {"default", "xavier_uniform"}, chosen["init_name"]
+    assert len(chosen) == 12, len(chosen)
+
+
+def test_init_selection_without_activation_study_takes_every_run(results):
+    studies = results["studies"][results["studies"]["study"] == "opt"]
+    assert len(report.init_selection(results["runs"], studies)) == len(results["runs"])
+
+
+def test_reference_runs_take_default_init_per_activation(results):
+    chosen = report.reference_runs(report.init_selection(results["runs"], results["studies"]))
+    assert set(chosen["init_name"]) == {"default"}, set(chosen["init_name"])
+    assert len(chosen) == 6, len(chosen)
+
+
+def test_theory_profiles_normalize_measured_to_the_last_layer(results):
+    selection = report.init_selection(results["runs"], results["studies"])
+    profiles = report.theory_profiles(selection, results["layer_stats"])
+    measured = profiles[(profiles["source"] == "measured") & (profiles["layer"] == DEPTH)]
+    assert np.allclose(measured["value"], 1.0), measured["value"].unique()
+    predicted = profiles[profiles["source"] == "theory"]
+    assert len(predicted) == 6 * DEPTH, len(predicted)  # once per (activation, init)
+
+
+def test_phase_grid_covers_every_point(results):
+    points = report.phase_points(results["runs"], "tanh")
+    assert len(points) == 2, points  # default and xavier_uniform
+    grid = report.phase_grid("tanh", points, resolution=12)
+    assert len(grid) == 12 * (12 * 5 // 8), len(grid)
+    assert grid["sigma_w2"].min() <= points["sigma_w2"].min(), grid["sigma_w2"].min()
+    assert grid["sigma_w2"].max() >= points["sigma_w2"].max(), grid["sigma_w2"].max()
+    # σ_b² = 0, σ_w² ≈ 1: tanh is critical there, χ₁ ≈ 1
+    near = grid[(grid["sigma_b2"] == 0)].iloc[(grid["sigma_w2"] - 1).abs().argsort()[:1]]
+    assert near["chi1"].iloc[0] == pytest.approx(1.0, abs=0.3), near
+
+
+def test_study_finding_names_the_best_setting_with_its_spread(results):
+    summary = report.summarize_studies(results["runs"], results["studies"])
+    finding = report.study_finding(summary[summary["study"] == "act_init"])
+    # tanh · xavier_uniform: 0.93 and 0.89 over the seeds
+    assert "best: activation=tanh, init=xavier_uniform, val R² 0.91 ± 0.03" in finding, finding
+    # sigmoid · default: (0.25 · 0.9)³ = 0.011 at init
+    assert "most extreme at init: activation=sigmoid, init=default" in finding, finding
+    assert "is 0.01 × the last (vanishing)" in finding, finding
+    assert "no run of 12 diverged" in finding, finding
+
+
+def test_study_finding_of_an_optimizer_study_looks_at_the_end_and_counts_divergence(results):
+    summary = report.summarize_studies(results["runs"], results["studies"])
+    finding = report.study_finding(summary[summary["study"] == "opt"])
+    assert "at the end of training" in finding, finding
+    assert "1 of 8 runs diverged (optimizer=adam, lr=0.1)" in finding, finding
+
+
+def test_flow_finding_gives_the_range_of_ratios(results):
+    flow = report.gradient_flow_table(results["runs"], results["layer_stats"])
+    text = report.flow_finding(flow)
+    low = (DECAY["sigmoid"] * INIT_SCALE["default"]) ** (DEPTH - 1)
+    assert f"from {low:.2f} (sigmoid · default)" in text, text
+    assert "weight gradients alone understate the vanishing" in text, text
+
+
+def test_theory_finding_reports_slope_gap_and_verdict_agreement(results):
+    flow = report.gradient_flow_table(results["runs"], results["layer_stats"])
+    text = report.theory_finding(report.theory_table(results["runs"], flow))
+    assert f"median of {math.log(1.05):.3f} per layer" in text, text
+    assert re.search(r"matches the measured one in \d+ of 22 runs", text), text
+
+
+def test_build_html_inlines_every_figure_and_escapes_text():
+    png = b"\x89PNG\r\n\x1a\nfake"
+    page = report.build_html(
+        "T <1>",
+        "overview & more",
+        [
+            report.Section(
+                "A", "Why?", "x < y", [("fig a", png)], [("tab", pd.DataFrame({"v": [1.5]}))]
+            )
+        ],
+    )
+    assert page.count("data:image/png;base64,iVBORw0KGgpmYWtl") == 1, page[:500]
+    assert "T &lt;1&gt;" in page and "overview &amp; more" in page and "x &lt; y" in page
+    # self-contained: nothing fetched from elsewhere
+    assert not re.search(r"""(src|href)=["'](https?:|//|file:)""", page), page
+    assert "<details open>" in page, page
+
+
+def test_build_report_has_a_section_per_study_and_the_theory(results):
+    runs, studies = results["runs"], results["studies"]
+    flow = report.gradient_flow_table(runs, results["layer_stats"])
+    table = report.theory_table(runs, flow)
+    summary = report.summarize_studies(runs, studies)
+    png = b"\x89PNG\r\n\x1a\n"
+    figures = {key: png for key in {**report.FLOW_FIGURES, **report.THEORY_FIGURES}}
+    page = report.build_report(
+        runs, studies, summary, flow, table, figures, {s: png for s in studies["study"]}
+    )
+    for study in studies.itertuples():
+        assert f"Study: {study.study}" in page and study.question in page, study.study
+    assert page.count("data:image/png;base64,") == len(figures) + len(studies)
+    # 3 · 2 + 2 · 2 + 2 settings × 2 seeds, less the baseline that two studies share
+    assert "22 runs (20 finished, 1 diverged, 1 failed) in 3 studies" in page, page[:2000]
+
+
+def test_display_axes_folds_a_third_axis_into_the_second():
+    runs = pd.DataFrame({"activation": ["tanh", "relu"], "depth": [2, 8], "lr": [0.1, 0.01]})
+    folded, axes = report.display_axes(runs, ["activation", "depth", "lr"])
+    assert axes == ["activation", "depth · lr"], axes
+    assert folded["depth · lr"].tolist() == ["2 · 0.1", "8 · 0.01"], folded

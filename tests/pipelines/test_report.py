@@ -1,0 +1,178 @@
+"""The report stage: on hand-made tables with a file-backed catalog, and for real after a smoke
+run (`kedro run --env smoke`, then `kedro run --env smoke --pipeline report` alone)."""
+
+import base64
+import hashlib
+import struct
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from mlflow.tracking import MlflowClient
+
+from gradlab.core.report import FLOW_FIGURES, THEORY_FIGURES
+from gradlab.pipelines.report import create_pipeline
+from tests.conftest import make_project, run_kedro
+from tests.core.test_report import make_results
+
+STORED = {"runs", "history", "layer_stats", "distributions", "studies"}
+SMOKE_STUDIES = ("activation_depth", "optimizer")
+FIGURES = [f"figures/{key}.png" for key in (*FLOW_FIGURES, *THEORY_FIGURES)]
+STUDY_FIGURES = [f"figures/studies/{study}.png" for study in SMOKE_STUDIES]
+TABLES = ["study_summary.parquet", "gradient_flow.parquet", "theory_vs_measurement.parquet"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+_SMOKE: dict[str, Path] = {}
+
+
+def smoke_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project after one `kedro run --env smoke` (train and report), made once per session.
+
+    Shared with ``tests/test_notebook.py``: a kedro run with training costs ~10 s here.
+    """
+    if "project" not in _SMOKE:
+        project = make_project(tmp_path_factory.mktemp("report") / "project")
+        result = run_kedro(project, "run", "--env", "smoke")
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        _SMOKE["project"] = project
+    return _SMOKE["project"]
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def reported(
+    tmp_path_factory,
+) -> tuple[Path, dict[str, str], subprocess.CompletedProcess]:
+    """The smoke project after a second, report-only run; the results before that run."""
+    project = smoke_project(tmp_path_factory)
+    data = project / "data" / "smoke"
+    before = _digests(data / "06_models") | _digests(data / "07_model_output")
+    for path in (data / "08_reporting").rglob("*"):
+        if path.is_file():
+            path.unlink()  # what the report run writes must be its own
+    result = run_kedro(project, "run", "--env", "smoke", "--pipeline", "report")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return project, before, result
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    # the IHDR chunk follows the signature: length, type, then width and height (big-endian)
+    return struct.unpack(">II", png[16:24])
+
+
+def test_report_pipeline_reads_stored_results_only_and_has_no_training_node():
+    pipeline = create_pipeline()
+    names = {node.name for node in pipeline.nodes}
+    assert not any("train" in name for name in names), sorted(names)
+    assert pipeline.inputs() == STORED | {"params:report"}, sorted(pipeline.inputs())
+    assert not {name.split("@")[0] for name in pipeline.all_outputs()} & STORED
+
+
+def test_report_pipeline_runs_on_hand_made_tables(tmp_path):
+    """Two seeds, a diverged and a failed run; figures through real file datasets."""
+    results = make_results()
+    figures = tmp_path / "figures"
+    png_load = {"fs_args": {"open_args_load": {"mode": "rb"}}}
+    catalog = DataCatalog.from_config(
+        {
+            "{name}_plot@figure": {
+                "type": "matplotlib.MatplotlibDataset",
+                "filepath": f"{figures}/{{name}}.png",
+            },
+            "{name}_plot@png": {
+                "type": "text.TextDataset",
+                "filepath": f"{figures}/{{name}}.png",
+                **png_load,
+            },
+            "study_plots@figure": {
+                "type": "matplotlib.MatplotlibDataset",
+                "filepath": f"{figures}/studies",
+            },
+            "study_plots@png": {
+                "type": "partitions.PartitionedDataset",
+                "path": f"{figures}/studies",
+                "filename_suffix": ".png",
+                "dataset": {"type": "text.TextDataset", **png_load},
+            },
+        }
+    )
+    for name, frame in results.items():
+        catalog[name] = MemoryDataset(frame)
+    catalog["params:report"] = MemoryDataset(
+        {"dpi": 60, "max_layers_violin": 3, "phase_resolution": 12}
+    )
+    outputs = SequentialRunner().run(create_pipeline(), catalog)
+    page = outputs["report_html"].load()
+    written = sorted(str(p.relative_to(tmp_path)) for p in figures.rglob("*.png"))
+    expected = FIGURES + [f"figures/studies/{s}.png" for s in results["studies"]["study"]]
+    assert written == sorted(expected), written
+    assert page.count("data:image/png;base64,") == len(expected), page.count("data:image")
+    assert "22 runs (20 finished, 1 diverged, 1 failed) in 3 studies" in page, page[:3000]
+
+
+def test_kedro_run_report_writes_every_figure_as_a_png(reported):
+    project, _, _ = reported
+    out = project / "data" / "smoke" / "08_reporting"
+    for name in FIGURES + STUDY_FIGURES:
+        png = (out / name).read_bytes()
+        assert png.startswith(PNG_SIGNATURE), (name, png[:8])
+        width, height = _png_size(png)
+        assert len(png) > 10_000 and width >= 400 and height >= 150, (name, len(png), width, height)
+    for name in TABLES:
+        assert len(pd.read_parquet(out / name)) > 0, name
+
+
+def test_report_html_inlines_every_figure_and_asks_each_question(reported):
+    project, _, _ = reported
+    out = project / "data" / "smoke" / "08_reporting"
+    page = (out / "report.html").read_text()
+    for name in FIGURES + STUDY_FIGURES:
+        encoded = base64.b64encode((out / name).read_bytes()).decode()
+        assert f"data:image/png;base64,{encoded}" in page, name
+    assert page.count("data:image/png;base64,") == len(FIGURES) + len(STUDY_FIGURES)
+    studies = pd.read_parquet(project / "data" / "smoke" / "03_primary" / "studies.parquet")
+    for question in studies["question"]:
+        assert question in page, question
+    assert page.count('class="finding"') == 2 + len(SMOKE_STUDIES), page.count("finding")
+
+
+def test_report_run_logs_figures_tables_and_page_to_its_parent_run(reported):
+    project, _, _ = reported
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("gradlab")
+    latest = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
+    assert "mlflow.parentRunId" not in latest.data.tags, latest.data.tags  # the parent itself
+
+    def walk(path: str | None = None) -> list[str]:
+        found = []
+        for item in client.list_artifacts(latest.info.run_id, path):
+            found += walk(item.path) if item.is_dir else [item.path]
+        return found
+
+    logged = set(walk())
+    expected = {*FIGURES, *STUDY_FIGURES, *(f"tables/{t}" for t in TABLES), "report.html"}
+    assert expected <= logged, sorted(expected - logged)
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{latest.info.run_id}'"
+    )
+    assert not children, [run.info.run_name for run in children]  # nothing was trained
+
+
+def test_report_run_leaves_the_result_store_untouched(reported):
+    project, before, result = reported
+    data = project / "data" / "smoke"
+    after = _digests(data / "06_models") | _digests(data / "07_model_output")
+    assert after == before, sorted(set(after.items()) ^ set(before.items()))[:5]
+    assert "train_grid_node" not in result.stdout + result.stderr
