@@ -13,7 +13,7 @@ import pandas as pd
 
 from gradlab.core.execute import Executor
 from gradlab.core.grid import RunSpec
-from gradlab.core.train import RunOptions, RunResult, TaskData, train_run
+from gradlab.core.train import THEORY_COLUMNS, RunOptions, RunResult, TaskData, train_run
 from gradlab.store import ResultStore
 from gradlab.tracking import Tracker
 
@@ -35,14 +35,7 @@ SUMMARY_COLUMNS = [
     "end_grad_ratio",
     "end_saturation",
     "end_dead_frac",
-    "measured_log_slope",
-    "theory_log_slope",
-    "theory_first_last_ratio",
-    "theory_chi1",
-    "theory_depth_scale",
-    "theory_sigma_w2",
-    "theory_sigma_b2",
-    "theory_verdict",
+    *THEORY_COLUMNS,
     "mlflow_run_id",
     "error",
 ]
@@ -84,12 +77,14 @@ def train_missing(
         "%d runs in the grid, %d to train, %d reused", len(specs), len(todo), len(specs) - len(todo)
     )
     counts: Counter = Counter()
+    verdicts: Counter = Counter()
     start = time.perf_counter()
     tasks = [(spec, data[spec.dataset, spec.input_norm], options) for spec in todo]
     for done, (index, result) in enumerate(executor.map(train_run, tasks), start=1):
         spec = todo[index]
         _record(spec, result, studies[spec.run_id], store, tracker)
         counts[result.status] += 1
+        verdicts[result.summary.get("verdict", "-")] += 1
         log.info(
             "[%d/%d] %s %s (%s) · %d diverged · ETA %s",
             done,
@@ -103,11 +98,12 @@ def train_missing(
     if todo:
         elapsed = time.perf_counter() - start
         log.info(
-            "trained %d runs in %.1f s (%.2f runs/s): %s",
+            "trained %d runs in %.1f s (%.2f runs/s); status %s; verdicts %s",
             len(todo),
             elapsed,
             len(todo) / elapsed,
             dict(counts),
+            dict(verdicts.most_common()),
         )
     return counts
 

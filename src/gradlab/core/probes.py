@@ -202,17 +202,9 @@ def weight_grad_stats(grads: list[Tensor], workspace: Workspace) -> Tensor:
     sample = torch.cat(samples)  # (layers, QUANTILE_SAMPLE)
     zero = (sample == 0).float().mean(1, keepdim=True)
     stats = torch.cat([torch.cat(columns), _nearest_rank(sample), zero], dim=1)
-    # back from group order to layer order, and to WEIGHT_QUANTITIES' column order
+    # back from group order to layer order
     order = [i for indices in groups.values() for i in indices]
     return stats[_inverse(tuple(order))] if order != sorted(order) else stats
-
-
-@functools.cache
-def _inverse(order: tuple[int, ...]) -> list[int]:
-    inverse = [0] * len(order)
-    for position, layer in enumerate(order):
-        inverse[layer] = position
-    return inverse
 
 
 @functools.cache

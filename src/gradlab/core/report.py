@@ -20,21 +20,11 @@ import numpy as np
 import pandas as pd
 
 from gradlab.core import theory
+from gradlab.core.train import THEORY_COLUMNS  # the columns the theory figures and table need
 from gradlab.core.verdict import VERDICTS, expected_verdict, first_last_ratio
 
 METRIC_LABELS = {"val_r2": "val R²", "val_accuracy": "val accuracy"}
 LOSS_LABELS = {"val_loss": "validation loss", "train_loss": "training loss"}
-# Columns the theory figures and table need; the train stage records them per run.
-THEORY_COLUMNS = (
-    "measured_log_slope",
-    "theory_log_slope",
-    "theory_first_last_ratio",
-    "theory_chi1",
-    "theory_depth_scale",
-    "theory_sigma_w2",
-    "theory_sigma_b2",
-    "theory_verdict",
-)
 # Axes that change the network at init (the others act only once training starts).
 INIT_AXES = {"activation", "init_name", "depth", "width", "input_norm", "norm_layer", "dataset"}
 # The init a "reference" view shows when a study compares several: PyTorch's own nn.Linear init.

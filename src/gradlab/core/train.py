@@ -30,6 +30,17 @@ from gradlab.core.verdict import expected_verdict, first_last_ratio, verdict
 log = logging.getLogger(__name__)
 
 STATUSES = ("finished", "diverged", "failed")
+# What each run's summary says of mean-field theory beside its measurement at init.
+THEORY_COLUMNS = (
+    "measured_log_slope",
+    "theory_log_slope",
+    "theory_first_last_ratio",
+    "theory_chi1",
+    "theory_depth_scale",
+    "theory_sigma_w2",
+    "theory_sigma_b2",
+    "theory_verdict",
+)
 METRIC_NAMES = {"regression": "val_r2", "classification": "val_accuracy"}
 
 
