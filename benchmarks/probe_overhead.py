@@ -1,8 +1,9 @@
 """Probe overhead: the bare training loop vs probes vs probes + MLflow logging, side by side.
 
 Same process, same data, same specs; the three variants are interleaved in every repeat so that
-machine noise hits them alike, and the median of the repeats is compared. Prints one table of
-ratios (time / bare time). Target: probes ≤ 1.10× at ``log_every=10``.
+machine noise hits them alike, and the median of the repeats is compared. Prints a table of
+ratios (time / bare time), then where a probe step's time goes: milliseconds of a bare training
+step beside those of each part a probe step adds. Target: probes ≤ 1.10× at ``log_every=10``.
 
     .venv/bin/python benchmarks/probe_overhead.py [--repeats 5] [--epochs 10] [--log-every 10]
 """
@@ -11,15 +12,19 @@ import argparse
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import mlflow
 import torch
 
 from gradlab.core import data as data_core
+from gradlab.core import probes
 from gradlab.core.config import DEFAULT_MLFLOW_QUANTITIES
 from gradlab.core.grid import RunSpec
-from gradlab.core.train import RunOptions, TaskData, train_run
+from gradlab.core.inits import initialize
+from gradlab.core.models import MLP
+from gradlab.core.train import RunOptions, TaskData, _Recorder, train_run
 from gradlab.tracking import Tracker
 
 
@@ -98,6 +103,69 @@ def main() -> None:
                     f"{depth:>5} {width:>5} {result.summary['steps']:>5} {base:>7.3f} "
                     f"{ratio['probes']:>6.3f}× {ratio['mlflow']:>7.3f}× {n_metrics:>8}"
                 )
+
+
+def _median_ms(fn, repeats: int = 200) -> float:
+    for _ in range(20):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def breakdown(depth: int, width: int, batch: int = 64) -> dict[str, float]:
+    """Milliseconds of one bare step and of each part a probe step adds, on one model."""
+    generator = torch.Generator().manual_seed(0)
+    model = MLP(2, 1, depth, width, "tanh", "none")
+    initialize(model, "xavier_uniform", "tanh", 0.0, generator)
+    x, y = torch.randn(batch, 2, generator=generator), torch.randn(batch, generator=generator)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+    recorder = _Recorder(model, probes.ACTIVATION_TRAITS["tanh"], 64, 0)
+    loss_fn = torch.nn.MSELoss()
+
+    def step(probing: bool) -> probes.Capture | None:
+        with probes.capture(model.acts) if probing else nullcontext() as cap:
+            loss = loss_fn(model(x).squeeze(-1), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        optimizer.step()
+        return cap
+
+    # bare and hooked steps interleaved, so that noise hits both alike
+    bare, hooked = [], []
+    for _ in range(300):
+        for probing, times in ((False, bare), (True, hooked)):
+            start = time.perf_counter()
+            cap = step(probing)
+            times.append(time.perf_counter() - start)
+    cap = step(True)
+    grads = [w.grad for w in recorder.weights]
+    before = probes.snapshot(recorder.weights)
+    bare_ms = statistics.median(bare[50:]) * 1e3
+    return {
+        "bare step": bare_ms,
+        "hooks": statistics.median(hooked[50:]) * 1e3 - bare_ms,
+        "hidden stats": _median_ms(
+            lambda: probes.hidden_stats(cap, recorder.traits, recorder.workspace)
+        ),
+        "weight stats": _median_ms(lambda: probes.weight_grad_stats(grads, recorder.workspace)),
+        "update ratio": _median_ms(
+            lambda: probes.update_ratios(probes.snapshot(recorder.weights), before)
+        ),
+        "global norm": _median_ms(lambda: probes.global_grad_norm(grads)),
+    }
+
+
+def print_breakdown() -> None:
+    print("\nper probe step, ms (median): a probe step adds the parts right of 'bare step'")
+    rows = {(d, w): breakdown(d, w) for d in (5, 10, 20) for w in (64, 128)}
+    names = list(next(iter(rows.values())))
+    print(f"{'depth':>5} {'width':>5} " + " ".join(f"{n:>12}" for n in names))
+    for (depth, width), parts in rows.items():
+        print(f"{depth:>5} {width:>5} " + " ".join(f"{parts[n]:>12.3f}" for n in names))
 
 
 if __name__ == "__main__":
