@@ -103,6 +103,7 @@ def main() -> None:
                     f"{depth:>5} {width:>5} {result.summary['steps']:>5} {base:>7.3f} "
                     f"{ratio['probes']:>6.3f}× {ratio['mlflow']:>7.3f}× {n_metrics:>8}"
                 )
+    print_breakdown()
 
 
 def _median_ms(fn, repeats: int = 200) -> float:
