@@ -191,17 +191,26 @@ def weight_grad_stats(grads: list[Tensor], workspace: Workspace) -> Tensor:
     groups: dict[torch.Size, list[int]] = {}
     for i, grad in enumerate(grads):
         groups.setdefault(grad.shape, []).append(i)
-    columns, samples = [], []
+    # per group only the reductions; the arithmetic on their results runs once for all layers
+    sums, norms, maxima, minima, samples, numels = [], [], [], [], [], []
     for shape, indices in groups.items():
         g = workspace.stack(f"weight{tuple(shape)}", [grads[i] for i in indices])
-        mean, mean_sq = moments(g)
-        absmax = torch.maximum(g.amax(1), -g.amin(1))  # vector_norm(ord=inf) makes a temporary
-        norm = (mean_sq * g.shape[1]).sqrt()
-        columns.append(torch.stack([norm, mean, _std(mean, mean_sq), absmax], 1))
-        samples.append(g[:, _subset(g.shape[1], g.device)].abs())
-    sample = torch.cat(samples)  # (layers, QUANTILE_SAMPLE)
-    zero = (sample == 0).float().mean(1, keepdim=True)
-    stats = torch.cat([torch.cat(columns), _nearest_rank(sample), zero], dim=1)
+        sums.append(g.sum(1))
+        norms.append(torch.linalg.vector_norm(g, dim=1))
+        maxima.append(g.amax(1))  # vector_norm(ord=inf) would make a temporary as big as g
+        minima.append(g.amin(1))
+        samples.append(g[:, _subset(g.shape[1], g.device)])
+        numels += [g.shape[1]] * len(indices)
+    numel = torch.tensor(numels, dtype=grads[0].dtype, device=grads[0].device)
+    norm = torch.cat(norms)
+    mean = torch.cat(sums) / numel
+    std = _std(mean, norm.pow(2) / numel)
+    absmax = torch.maximum(torch.cat(maxima), -torch.cat(minima))
+    sample = torch.cat(samples).abs()  # (layers, QUANTILE_SAMPLE)
+    zero = (sample == 0).float().mean(1)
+    stats = torch.cat(
+        [torch.stack([norm, mean, std, absmax], 1), _nearest_rank(sample), zero[:, None]], dim=1
+    )
     # back from group order to layer order
     order = [i for indices in groups.values() for i in indices]
     return stats[_inverse(tuple(order))] if order != sorted(order) else stats
