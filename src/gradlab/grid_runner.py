@@ -111,6 +111,7 @@ def train_missing(
 def _record(
     spec: RunSpec, result: RunResult, studies: str, store: ResultStore, tracker: Tracker
 ) -> None:
+    # stored first: the result survives an MLflow failure, and the artifact is logged from disk
     folder = store.save(result, {"label": spec.label, "studies": studies})
     mlflow_run_id = tracker.log_run(spec, result, studies, folder / "weights.pt")
     store.update_summary(spec.run_id, mlflow_run_id=mlflow_run_id)

@@ -20,7 +20,7 @@ order-to-chaos phase diagram).
 
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -387,6 +387,38 @@ def plot_weight_grad_violins(samples: pd.DataFrame, max_layers: int) -> Figure:
     return canvas.fig
 
 
+def _layer_colors(layers: Sequence[int]) -> dict[int, tuple]:
+    """One viridis colour per drawn layer, input side dark, output side light."""
+    return dict(zip(layers, sns.color_palette("viridis", len(layers)), strict=True))
+
+
+def _layer_panels(
+    canvas: _Canvas,
+    data: pd.DataFrame,
+    activations: Sequence[str],
+    inits: Sequence[str],
+    xlabel: str,
+    ylabel: str,
+) -> Iterator[tuple[Axes, pd.DataFrame]]:
+    """The (activation, init) grid of a per-layer figure: yields each panel's axes and rows,
+    titled and labelled on the outer edge; panels without data are switched off."""
+    panels = dict(tuple(data.groupby(["activation", "init_name"])))
+    for i, activation in enumerate(activations):
+        for j, init in enumerate(inits):
+            ax = canvas.axes[i, j]
+            panel = panels.get((activation, init))
+            if panel is None:
+                ax.set_axis_off()
+                continue
+            ax.set_title(f"{activation} · {init}", fontsize=8)
+            ax.tick_params(which="both", labelsize=6)
+            if i == len(activations) - 1:
+                ax.set_xlabel(xlabel, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(ylabel, fontsize=7)
+            yield ax, panel
+
+
 def plot_activation_histograms(samples: pd.DataFrame, max_layers: int) -> Figure:
     """Histograms of activation values φ(h) per layer at init (Glorot & Bengio 2010, Fig. 6).
 
@@ -403,7 +435,7 @@ def plot_activation_histograms(samples: pd.DataFrame, max_layers: int) -> Figure
         return plot_message(title, "no sampled activations to draw")
     activations, inits = category_order(data["activation"]), category_order(data["init_name"])
     layers = pick_layers(data["layer"], max_layers)
-    colors = dict(zip(layers, sns.color_palette("viridis", len(layers)), strict=True))
+    colors = _layer_colors(layers)
     notes = [
         "values pooled over seeds; x window: 0.5–99.5th percentile of each panel; "
         "y: probability density, scaled per panel",
@@ -418,29 +450,19 @@ def plot_activation_histograms(samples: pd.DataFrame, max_layers: int) -> Figure
         left=0.75,
         gaps=(0.45, 0.55),
     )
-    panels = dict(tuple(data[data["layer"].isin(layers)].groupby(["activation", "init_name"])))
-    for i, activation in enumerate(activations):
-        for j, init in enumerate(inits):
-            ax = canvas.axes[i, j]
-            panel = panels.get((activation, init))
-            if panel is None:
-                ax.set_axis_off()
-                continue
-            low, high = np.quantile(panel["value"], [0.005, 0.995])
-            if high <= low:  # every sample at one value (e.g. all ReLUs off): a unit-wide window
-                low, high = low - 0.5, high + 0.5
-            bins = np.linspace(low, high, 31)
-            for layer, values in panel.groupby("layer")["value"]:
-                density, edges = np.histogram(values.clip(low, high), bins=bins, density=True)
-                ax.stairs(density, edges, color=colors[layer], linewidth=1)
-            ax.set_title(f"{activation} · {init}", fontsize=8)
-            ax.locator_params(axis="x", nbins=3)
-            ax.set_yticks([])  # densities differ by orders between panels: shapes are the point
-            ax.tick_params(which="both", labelsize=6)
-            if i == len(activations) - 1:
-                ax.set_xlabel("activation φ(h)", fontsize=7)
-            if j == 0:
-                ax.set_ylabel("density", fontsize=7)
+    panels = _layer_panels(
+        canvas, data[data["layer"].isin(layers)], activations, inits, "activation φ(h)", "density"
+    )
+    for ax, panel in panels:
+        low, high = np.quantile(panel["value"], [0.005, 0.995])
+        if high <= low:  # every sample at one value (e.g. all ReLUs off): a unit-wide window
+            low, high = low - 0.5, high + 0.5
+        bins = np.linspace(low, high, 31)
+        for layer, values in panel.groupby("layer")["value"]:
+            density, edges = np.histogram(values.clip(low, high), bins=bins, density=True)
+            ax.stairs(density, edges, color=colors[layer], linewidth=1)
+        ax.locator_params(axis="x", nbins=3)
+        ax.set_yticks([])  # densities differ by orders between panels: shapes are the point
     canvas.legend(_line_handles({f"layer {k}": c for k, c in colors.items()}), "layer", 7)
     return canvas.fig
 
@@ -461,7 +483,7 @@ def plot_saturation(stats: pd.DataFrame, max_layers: int) -> Figure:
     if data.empty:
         return plot_message(title, "no run with a saturating activation (sigmoid, tanh, …)")
     layers = pick_layers(data["layer"], max_layers)
-    colors = dict(zip(layers, sns.color_palette("viridis", len(layers)), strict=True))
+    colors = _layer_colors(layers)
     data = (
         data[data["layer"].isin(layers)]
         .groupby(["activation", "init_name", "layer", "step"], as_index=False)["value"]
@@ -483,24 +505,14 @@ def plot_saturation(stats: pd.DataFrame, max_layers: int) -> Figure:
         gaps=(0.2, 0.55),
         sharey=True,
     )
-    panels = dict(tuple(data.groupby(["activation", "init_name"])))
-    for i, activation in enumerate(activations):
-        for j, init in enumerate(inits):
-            ax = canvas.axes[i, j]
-            panel = panels.get((activation, init))
-            if panel is None:
-                ax.set_axis_off()
-                continue
-            for layer, curve in panel.groupby("layer"):
-                ax.plot(curve["step"], curve["value"], color=colors[layer], lw=1.1)
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_title(f"{activation} · {init}", fontsize=8)
-            ax.locator_params(axis="x", nbins=4)
-            ax.tick_params(which="both", labelsize=6)
-            if i == len(activations) - 1:
-                ax.set_xlabel("training step (updates)", fontsize=7)
-            if j == 0:
-                ax.set_ylabel("saturated fraction", fontsize=7)
+    panels = _layer_panels(
+        canvas, data, activations, inits, "training step (updates)", "saturated fraction"
+    )
+    for ax, panel in panels:
+        for layer, curve in panel.groupby("layer"):
+            ax.plot(curve["step"], curve["value"], color=colors[layer], lw=1.1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.locator_params(axis="x", nbins=4)
     canvas.legend(_line_handles({f"layer {k}": c for k, c in colors.items()}), "layer", 7)
     return canvas.fig
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from gradlab.core import probes, theory
-from gradlab.core.data import feature_columns
+from gradlab.core.data import feature_columns, n_outputs
 from gradlab.core.grid import RunSpec
 from gradlab.core.inits import initialize
 from gradlab.core.models import MLP
@@ -68,8 +68,7 @@ class TaskData:
             else:
                 y = torch.tensor(rows["y"].to_numpy(np.int64))
             parts[name] = (x, y)
-        n_outputs = 1 if task == "regression" else int(frame["y"].max()) + 1
-        return cls(task, n_outputs, *parts["train"], *parts["val"])
+        return cls(task, n_outputs(frame, task), *parts["train"], *parts["val"])
 
 
 @dataclass(frozen=True)
@@ -158,9 +157,9 @@ class _Recorder:
 
     def keep_samples(self, phase: str, step: int, cap: probes.Capture) -> None:
         """Keep a fixed-size random subset of each layer's values for distribution plots."""
-        per_layer = {"grad_preact": cap.grads, "preact": cap.preacts, "act": cap.acts}
-        per_layer["grad_weight"] = [weight.grad for weight in self.weights]
-        for quantity, tensors in per_layer.items():
+        weight_grads = [weight.grad for weight in self.weights]
+        per_layer = (cap.grads, cap.preacts, cap.acts, weight_grads)
+        for quantity, tensors in zip(probes.DISTRIBUTION_QUANTITIES, per_layer, strict=True):
             for layer, tensor in enumerate(tensors, start=1):
                 flat = tensor.flatten()
                 idx = probes.sample_indices(flat.numel(), self.sample_size, self.generator)
@@ -337,7 +336,7 @@ def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> 
                 if step in checkpoints:
                     recorder.keep_samples("train", step, cap)
             if spec.clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
+                nn.utils.clip_grad_norm_(recorder.params, spec.clip)
             optimizer.step()
             scheduler.step()
             if probing:

@@ -1,17 +1,13 @@
 """Data stage nodes: thin adapters over ``gradlab.core.data``."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
 from gradlab.core import data as core
 from gradlab.core.config import parse_data
-
-
-def _load(partition: pd.DataFrame | Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    # A PartitionedDataset hands over loaders; an in-memory catalog hands over frames.
-    return partition() if callable(partition) else partition
+from gradlab.pipelines import load_partition
 
 
 def generate_datasets(data: dict[str, Any]) -> dict[str, pd.DataFrame]:
@@ -42,7 +38,7 @@ def split_datasets(
     """
     config = parse_data(data)
     return {
-        name: core.split(_load(frame), config.seed, config.split.val, config.split.test)
+        name: core.split(load_partition(frame), config.seed, config.split.val, config.split.test)
         for name, frame in raw_datasets.items()
     }
 
@@ -62,7 +58,7 @@ def normalize_datasets(
     config = parse_data(data)
     inputs, stats = {}, []
     for name, partition in split_datasets.items():
-        frame = _load(partition)
+        frame = load_partition(partition)
         for norm in config.input_norms:
             inputs[f"{name}/{norm}"], fitted = core.normalize(frame, core.INPUT_NORMS[norm])
             stats.append(fitted.assign(dataset=name, input_norm=norm))

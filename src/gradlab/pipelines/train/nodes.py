@@ -1,6 +1,6 @@
 """Train stage nodes."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -11,6 +11,7 @@ from gradlab.core.execute import make_executor
 from gradlab.core.grid import specs_from_table
 from gradlab.core.train import RunOptions, TaskData
 from gradlab.grid_runner import collect, train_missing
+from gradlab.pipelines import load_partition
 from gradlab.store import ResultStore
 from gradlab.tracking import Tracker
 
@@ -32,7 +33,7 @@ def train_grid(
     needed = {(spec.dataset, spec.input_norm) for spec in specs}
     data = {
         (dataset, norm): TaskData.from_frame(
-            _load(model_inputs[f"{dataset}/{norm}"]), DATASETS[dataset].task
+            load_partition(model_inputs[f"{dataset}/{norm}"]), DATASETS[dataset].task
         )
         for dataset, norm in sorted(needed)
     }
@@ -52,7 +53,3 @@ def train_grid(
         force=config.force,
     )
     return collect(run_specs, store)
-
-
-def _load(partition: pd.DataFrame | Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    return partition() if callable(partition) else partition
