@@ -44,5 +44,5 @@ viz: $(STAMP)
 	$(BIN)/kedro viz run --host 127.0.0.1 --no-browser
 
 clean:
-	rm -rf data/smoke mlflow.db mlruns mlartifacts
+	rm -rf data/smoke mlflow.db mlruns mlartifacts .gradlab
 	find data -type f ! -name .gitkeep -delete

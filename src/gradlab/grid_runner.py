@@ -7,13 +7,22 @@ decides what to run, hands it to an executor, and records what comes back.
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 from gradlab.core.execute import Executor
 from gradlab.core.grid import RunSpec
-from gradlab.core.train import THEORY_COLUMNS, RunOptions, RunResult, TaskData, train_run
+from gradlab.core.train import (
+    THEORY_COLUMNS,
+    RunOptions,
+    RunResult,
+    TaskData,
+    empty_table,
+    train_run,
+)
 from gradlab.store import ResultStore
 from gradlab.tracking import Tracker
 
@@ -48,6 +57,48 @@ def _eta(done: int, total: int, elapsed: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+TEXT_COLUMNS = {"status", "verdict", "metric_name", "theory_verdict", "mlflow_run_id", "error"}
+TRAINED_COLUMNS = ["run_id", "label", "reason", "status", "verdict", "wall_s", "error"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run to train, and why it is trained now."""
+
+    spec: RunSpec
+    reason: str  # new, forced, failed last time, damaged: …, stale: …
+
+
+def plan(
+    specs: Sequence[RunSpec],
+    identities: Mapping[str, dict[str, Any]],
+    store: ResultStore,
+    selected: Collection[str] | None = None,
+    force: bool = False,
+) -> list[Job]:
+    """The runs to train: those without a whole, current result (all selected ones with ``force``).
+
+    Args:
+        specs: The grid's run specs.
+        identities: What each run id's result must have been made from (see ``ResultStore``).
+        store: Where finished runs are kept.
+        selected: Run ids to consider (``train.only``); None considers every run.
+        force: Retrain the considered runs even when their results are current.
+    Returns:
+        One job per run to train, in grid order.
+    """
+    jobs = []
+    for spec in specs:
+        if selected is not None and spec.run_id not in selected:
+            continue
+        reason = store.why_train(spec.run_id, identities[spec.run_id])
+        if reason is None and force:
+            reason = "forced"
+        if reason is not None:
+            jobs.append(Job(spec, reason))
+    return jobs
+
+
 def train_missing(
     specs: Sequence[RunSpec],
     studies: Mapping[str, str],
@@ -57,8 +108,9 @@ def train_missing(
     tracker: Tracker,
     options: RunOptions,
     force: bool = False,
-) -> Counter:
-    """Train every spec without a stored result (all of them with ``force``).
+    selected: Collection[str] | None = None,
+) -> pd.DataFrame:
+    """Train every spec without a whole, current stored result; log unlogged results to MLflow.
 
     Args:
         specs: The grid's run specs.
@@ -68,53 +120,135 @@ def train_missing(
         executor: Runs ``train_run`` over the specs.
         tracker: Logs each finished run as an MLflow child run.
         options: Device and probe options for every run.
-        force: Retrain runs that already have a result.
+        force: Retrain runs whose results are current.
+        selected: Run ids to train (``train.only``); None: the whole grid.
     Returns:
-        How many runs ended with each status.
+        One row per run trained now: ``run_id``, ``label``, ``reason``, ``status``, ``verdict``,
+        ``wall_s``, ``error``.
     """
-    todo = [spec for spec in specs if force or not store.has(spec.run_id)]
+    fingerprints = {key: task.fingerprint() for key, task in data.items()}
+    identities = {
+        spec.run_id: {"data": fingerprints[spec.dataset, spec.input_norm], **options.identity()}
+        for spec in specs
+    }
+    jobs = plan(specs, identities, store, selected, force)
+    reasons = Counter(job.reason.split(":")[0] for job in jobs)
+    considered = len(specs) if selected is None else len(selected)
     log.info(
-        "%d runs in the grid, %d to train, %d reused", len(specs), len(todo), len(specs) - len(todo)
+        "%d runs in the grid, %d to train%s, %d reused%s",
+        len(specs),
+        len(jobs),
+        f" ({', '.join(f'{n} {why}' for why, n in reasons.most_common())})" if jobs else "",
+        considered - len(jobs),
+        "" if selected is None else f", {len(specs) - considered} not selected by train.only",
     )
+    for job in jobs:
+        if job.reason.startswith(("damaged", "stale")):
+            log.warning("retraining %s (%s): %s", job.spec.run_id, job.spec.label, job.reason)
+    training = {job.spec.run_id for job in jobs}
+    reconcile([s for s in specs if s.run_id not in training], studies, store, tracker)
+
     counts: Counter = Counter()
     verdicts: Counter = Counter()
+    rows = []
     start = time.perf_counter()
-    tasks = [(spec, data[spec.dataset, spec.input_norm], options) for spec in todo]
+    tasks = [(job.spec, data[job.spec.dataset, job.spec.input_norm], options) for job in jobs]
     for done, (index, result) in enumerate(executor.map(train_run, tasks), start=1):
-        spec = todo[index]
-        _record(spec, result, studies[spec.run_id], store, tracker)
+        job = jobs[index]
+        extra = {
+            "identity": identities[job.spec.run_id],
+            "label": job.spec.label,
+            "studies": studies[job.spec.run_id],
+        }
+        _record(job, result, extra, store, tracker)
         counts[result.status] += 1
         verdicts[result.summary.get("verdict", "-")] += 1
+        rows.append(
+            {
+                "run_id": job.spec.run_id,
+                "label": job.spec.label,
+                "reason": job.reason,
+                "status": result.status,
+                "verdict": result.summary.get("verdict"),
+                "wall_s": result.summary.get("wall_s"),
+                "error": result.summary.get("error"),
+            }
+        )
         log.info(
             "[%d/%d] %s %s (%s) · %d diverged · ETA %s",
             done,
-            len(todo),
-            spec.label,
+            len(jobs),
+            job.spec.label,
             result.status,
             result.summary.get("verdict", "-"),
             counts["diverged"],
-            _eta(done, len(todo), time.perf_counter() - start),
+            _eta(done, len(jobs), time.perf_counter() - start),
         )
-    if todo:
+    if jobs:
         elapsed = time.perf_counter() - start
         log.info(
             "trained %d runs in %.1f s (%.2f runs/s); status %s; verdicts %s",
-            len(todo),
+            len(jobs),
             elapsed,
-            len(todo) / elapsed,
+            len(jobs) / elapsed,
             dict(counts),
             dict(verdicts.most_common()),
         )
-    return counts
+    if counts["failed"]:
+        log.error(
+            "%d run(s) failed (raised, not diverged); they are trained again by the next "
+            "`kedro run`. First error:\n%s",
+            counts["failed"],
+            next(row["error"] for row in rows if row["status"] == "failed"),
+        )
+    return pd.DataFrame(rows, columns=TRAINED_COLUMNS)
 
 
 def _record(
-    spec: RunSpec, result: RunResult, studies: str, store: ResultStore, tracker: Tracker
+    job: Job, result: RunResult, extra: dict[str, Any], store: ResultStore, tracker: Tracker
 ) -> None:
+    if result.status == "failed" and (job.reason == "forced" or job.reason.startswith("stale")):
+        # a failure is not a result: the whole result stored before stays until one replaces it
+        log.error("retraining %s failed; its stored result is kept", job.spec.label)
+        tracker.log_run(job.spec, result, extra["studies"], None)
+        return
     # stored first: the result survives an MLflow failure, and the artifact is logged from disk
-    folder = store.save(result, {"label": spec.label, "studies": studies})
-    mlflow_run_id = tracker.log_run(spec, result, studies, folder / "weights.pt")
-    store.update_summary(spec.run_id, mlflow_run_id=mlflow_run_id)
+    folder = store.save(result, extra)
+    summary = store.summary(job.spec.run_id)
+    mlflow_run_id = tracker.log_run(
+        job.spec, result, extra["studies"], folder / "weights.pt", summary["result_id"]
+    )
+    store.update_summary(job.spec.run_id, mlflow_run_id=mlflow_run_id)
+
+
+def reconcile(
+    specs: Sequence[RunSpec], studies: Mapping[str, str], store: ResultStore, tracker: Tracker
+) -> int:
+    """Log to MLflow every stored result that has no child run yet (its logging was interrupted).
+
+    Returns:
+        How many results were logged now.
+    """
+    if not tracker.enabled:
+        return 0
+    logged = 0
+    for spec in specs:
+        if not store.has(spec.run_id):
+            continue
+        summary = store.summary(spec.run_id)
+        if summary.get("mlflow_run_id") or "result_id" not in summary:
+            continue
+        result_id = summary["result_id"]
+        mlflow_run_id = tracker.find_logged(result_id)
+        if mlflow_run_id is None:
+            weights = store.path(spec.run_id) / "weights.pt"
+            result = store.load(spec.run_id)
+            mlflow_run_id = tracker.log_run(spec, result, studies[spec.run_id], weights, result_id)
+            logged += 1
+        store.update_summary(spec.run_id, mlflow_run_id=mlflow_run_id)
+    if logged:
+        log.info("logged %d stored result(s) whose MLflow logging was interrupted", logged)
+    return logged
 
 
 def collect(
@@ -133,14 +267,22 @@ def collect(
     for run_id in specs_table["run_id"]:
         if not store.has(run_id):
             continue
+        if damage := store.damage(run_id):
+            log.warning("left out of the tables, %s; the next `kedro run` retrains it", damage)
+            continue
         summary = store.summary(run_id)
         summaries.append({"run_id": run_id, **{c: summary.get(c) for c in SUMMARY_COLUMNS}})
         for name, frames in tables.items():
             frames.append(store.table(run_id, name).assign(run_id=run_id))
     results = pd.DataFrame(summaries, columns=["run_id", *SUMMARY_COLUMNS])
+    # numbers stay numbers when every run left them unset (a grid where all runs diverged)
+    for column in set(SUMMARY_COLUMNS) - TEXT_COLUMNS:
+        results[column] = pd.to_numeric(results[column]).astype(float)
     runs = specs_table.merge(results, on="run_id", how="inner")
     out = []
-    for frames in tables.values():
-        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for name, frames in tables.items():
+        # the empty table first: columns and dtypes hold when no run (or only failed ones) left rows
+        empty = empty_table(name).assign(run_id=pd.Series(dtype=str))
+        frame = pd.concat([empty, *frames], ignore_index=True)
         out.append(frame[["run_id", *[c for c in frame.columns if c != "run_id"]]])
     return runs, *out

@@ -1,19 +1,230 @@
-"""Kedro hooks: validate every parameter before the first node; own the MLflow parent run."""
+"""Kedro hooks: refuse bad parameters before anything runs, one run per project at a time, an
+interrupted run ends KILLED in MLflow, the MLflow parent run is owned by this process.
 
+Errors a user can fix (bad parameters, an unknown environment, a busy project, stale grid
+outputs) are ``click.ClickException``s: the CLI prints the message alone and exits with 1.
+"""
+
+import atexit
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import click
+import mlflow
 from kedro.framework.hooks import hook_impl
+from mlflow.entities import RunStatus
 
-from gradlab.core.config import validate_parameters
+from gradlab.core.config import ConfigError, Parameters, validate_parameters
+from gradlab.core.grid import expand
 from gradlab.tracking import claim_active_run
+
+log = logging.getLogger(__name__)
+
+LOCK_DIR = ".gradlab"  # at the project root, beside mlflow.db: what concurrent runs would share
+SETUP_LOCK_WAIT_S = 120  # MLflow's setup of a fresh database takes a few seconds
+
+
+class UsageError(click.ClickException):
+    """A problem the user can fix; shown without a traceback."""
+
+
+def _empty_overrides(params: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Keys given an empty mapping with ``--params``: merged into conf/, they change nothing."""
+    keys = []
+    for key, value in params.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            keys += _empty_overrides(value, f"{path}.") if value else [path]
+    return keys
+
+
+def check_environment(context: Any) -> None:
+    """An ``--env`` must name a folder of conf/ (the default ``local`` may be absent)."""
+    loader = context.config_loader
+    env = context.env
+    conf = Path(loader.conf_source)
+    if env and env != loader.default_run_env and not (conf / env).is_dir():
+        known = sorted(p.name for p in conf.iterdir() if p.is_dir())
+        raise UsageError(
+            f"unknown environment {env!r}: {conf / env} does not exist; expected one of {known}"
+        )
 
 
 class ValidateParametersHook:
     """Reject bad parameters (with ``--params`` overrides) before anything is loaded or trained."""
 
-    @hook_impl
+    parameters: Parameters | None = None
+
+    @hook_impl(tryfirst=True)
     def after_context_created(self, context: Any) -> None:
-        validate_parameters(context.params)
+        check_environment(context)
+        problems = [
+            (
+                key,
+                {},
+                "an empty mapping given with --params is merged into conf/ and changes "
+                "nothing; edit conf/ or use train.only to choose runs",
+            )
+            for key in _empty_overrides(context._runtime_params or {})
+        ]
+        try:
+            self.parameters = validate_parameters(context.params)
+        except ConfigError as error:
+            problems = [*problems, *error.problems]
+        if problems:
+            raise UsageError(str(ConfigError(problems)))
+
+
+class ProjectLock:
+    """An exclusive ``flock`` on a file under the project; the OS drops it when the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: Any = None
+
+    def acquire(self, wait_s: float = 0.0) -> bool:
+        """Take the lock, trying for up to ``wait_s`` seconds; True if taken."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = self.path.open("a+")
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    file.close()
+                    return False
+                time.sleep(0.1)
+        file.seek(0)
+        file.truncate()
+        file.write(str(os.getpid()))
+        file.flush()
+        self._file = file
+        return True
+
+    def holder(self) -> str:
+        """The pid written by the process that holds the lock ('?' if unreadable)."""
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class SetupLockHook:
+    """Serialize MLflow's setup (kedro-mlflow creates and migrates a fresh database in
+    ``after_context_created``): two starts at once on a fresh project must not race there."""
+
+    def __init__(self) -> None:
+        self.lock: ProjectLock | None = None
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        self.lock = ProjectLock(Path(context.project_path) / LOCK_DIR / "setup.lock")
+        if not self.lock.acquire(wait_s=SETUP_LOCK_WAIT_S):
+            raise UsageError(
+                f"another gradlab process (pid {self.lock.holder()}) has been setting up "
+                f"MLflow in {context.project_path} for {SETUP_LOCK_WAIT_S} s"
+            )
+
+
+class SetupLockReleaseHook:
+    """Releases ``SetupLockHook``'s lock once every other ``after_context_created`` has run."""
+
+    def __init__(self, setup: SetupLockHook) -> None:
+        self.setup = setup
+
+    @hook_impl(trylast=True)
+    def after_context_created(self) -> None:
+        if self.setup.lock is not None:
+            self.setup.lock.release()
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+class RunGuardHook:
+    """One ``kedro run`` per project at a time; train only a ``run_specs`` of the current grid;
+    a run stopped by Ctrl-C or SIGTERM ends KILLED in MLflow, not FINISHED."""
+
+    def __init__(self, validation: ValidateParametersHook) -> None:
+        self.validation = validation
+        self.lock: ProjectLock | None = None
+        self.running = False
+        # registered after mlflow's own (at its import), so it runs first at exit
+        atexit.register(self._end_interrupted_run)
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        project = Path(run_params["project_path"])
+        self.lock = ProjectLock(project / LOCK_DIR / "run.lock")
+        if not self.lock.acquire():
+            raise UsageError(
+                f"another gradlab run (pid {self.lock.holder()}) is using {project}; "
+                "wait for it to end, or stop it"
+            )
+        try:
+            self._check_run_specs(pipeline, catalog)
+        except BaseException:
+            self.lock.release()
+            raise
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _raise_interrupt)  # default: die without cleanup
+        self.running = True
+
+    def _check_run_specs(self, pipeline: Any, catalog: Any) -> None:
+        """Training a ``run_specs`` left by other grid parameters would train the wrong runs."""
+        nodes = {node.name for node in pipeline.nodes}
+        params = self.validation.parameters
+        if "train_runs_node" not in nodes or "expand_grid_node" in nodes or params is None:
+            return
+        if not catalog.exists("run_specs"):
+            return  # Kedro names the missing input itself
+        stored = set(catalog.load("run_specs")["run_id"])
+        grid = params.grid
+        current = set(expand(grid.baseline, grid.studies, grid.seeds)["run_id"])
+        if stored != current:
+            raise UsageError(
+                f"run_specs holds {len(stored)} runs expanded from other grid parameters "
+                f"({len(current - stored)} of the current grid's {len(current)} runs are "
+                f"missing from it, {len(stored - current)} are not in the grid); expand the "
+                "grid first: kedro run --pipelines grid,train (add your --params and --env)"
+            )
+
+    def _done(self) -> None:
+        self.running = False
+        if self.lock is not None:
+            self.lock.release()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._done()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._done()
+
+    def _end_interrupted_run(self) -> None:
+        # neither finished nor failed: a KeyboardInterrupt (Ctrl-C, or SIGTERM above) ended it
+        if self.running and mlflow.active_run() is not None:
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            log.warning("the interrupted run is marked KILLED in MLflow")
 
 
 class MlflowOwnerHook:

@@ -2,10 +2,24 @@
 
 import warnings
 
-from gradlab.hooks import MlflowOwnerHook, ValidateParametersHook
+from gradlab.hooks import (
+    MlflowOwnerHook,
+    RunGuardHook,
+    SetupLockHook,
+    SetupLockReleaseHook,
+    ValidateParametersHook,
+)
 
-# Validation runs before any node, on the parameters with ``--params`` merged in.
-HOOKS = (ValidateParametersHook(), MlflowOwnerHook())
+# Validation runs before any node, on the parameters with ``--params`` merged in. Among the
+# ``tryfirst`` hooks pluggy calls the last registered first: validation, then the setup lock.
+_validation, _setup = ValidateParametersHook(), SetupLockHook()
+HOOKS = (
+    _setup,
+    _validation,
+    SetupLockReleaseHook(_setup),
+    RunGuardHook(_validation),
+    MlflowOwnerHook(),
+)
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 1000  # MLflow's limit on metrics per log_batch call
 TAG_PID, TAG_HOST, TAG_RUN_ID = "gradlab.pid", "gradlab.host", "gradlab.run_id"
+TAG_RESULT_ID = "gradlab.result_id"  # the stored result a child run logs (see ResultStore.save)
 STATUS = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED"}
 
 
@@ -100,7 +101,12 @@ class Tracker:
         return self.client is not None
 
     def log_run(
-        self, spec: RunSpec, result: RunResult, studies: str, weights: Path | None
+        self,
+        spec: RunSpec,
+        result: RunResult,
+        studies: str,
+        weights: Path | None,
+        result_id: str | None = None,
     ) -> str | None:
         """Create the child run, send everything in batches, close it as it ended.
 
@@ -109,6 +115,8 @@ class Tracker:
             result: Its result (metrics; status and verdict tags).
             studies: Comma-separated studies the run belongs to.
             weights: The stored ``weights.pt`` to attach, if any.
+            result_id: The stored result's id, tagged so that a later start can tell whether it
+                was logged (``find_logged``).
         Returns:
             The child run's id, or None when no parent run is active.
         """
@@ -127,6 +135,8 @@ class Tracker:
         }
         if result.summary.get("diverged_step") is not None:
             tags["diverged_step"] = str(result.summary["diverged_step"])
+        if result_id is not None:
+            tags[TAG_RESULT_ID] = result_id
         run = self.client.create_run(self.experiment_id, run_name=spec.label, tags=tags)
         run_id = run.info.run_id
         try:
@@ -142,6 +152,24 @@ class Tracker:
             raise
         self.client.set_terminated(run_id, STATUS[result.status])
         return run_id
+
+    def find_logged(self, result_id: str) -> str | None:
+        """The child run that logged the stored result ``result_id`` to its end, if any.
+
+        Children whose logging was cut short (KILLED, or left RUNNING by a dead process) are
+        deleted, so that logging the result again leaves exactly one child per result.
+        """
+        if self.client is None:
+            return None
+        found = None
+        for run in self.client.search_runs(
+            [self.experiment_id], f"tags.`{TAG_RESULT_ID}` = '{result_id}'"
+        ):
+            if found is None and run.info.status in ("FINISHED", "FAILED"):
+                found = run.info.run_id
+            else:
+                self.client.delete_run(run.info.run_id)
+        return found
 
     def _metrics(self, result: RunResult) -> Iterable[Metric]:
         now = int(time.time() * 1000)

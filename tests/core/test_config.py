@@ -1,9 +1,11 @@
 """Every parameter is validated before anything runs; errors name the key path and the choices."""
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from gradlab.core.config import ConfigError, validate_parameters
@@ -112,6 +114,18 @@ BAD = [
     ("report.max_layers_lines", 50, "report.max_layers_lines", "less than or equal to 20"),
     ("report.phase_resolution", 5, "report.phase_resolution", "greater than or equal to 10"),
     ("report.loss_curve", "test_loss", "report.loss_curve", "'val_loss' or 'train_loss'"),
+    # values that only this machine or the whole config can rule out
+    ("train.device", "cuda:abc", "train.device", "not a device of this machine"),
+    ("train.device", "cpu:7", "train.device", "expected one of ['auto', 'cpu'"),
+    ("data.split.val", 0.8, "data.split", "leaves no train split"),
+    ("data.datasets.poly.n_samples", 4, "data.datasets.poly.n_samples", "leaves 2 train"),
+    ("grid.baseline.lr", math.inf, "grid.baseline.lr", "finite number"),
+    ("grid.studies.activation_init.init_std", [math.nan], "grid.studies.activation_init", "finite"),
+    ("grid.studies.optimizer.lr", [0.01, math.inf], "grid.studies.optimizer.lr[1]", "finite"),
+    ("train.divergence_factor", math.inf, "train.divergence_factor", "finite number"),
+    ("grid.studies", {}, "grid.studies", "non-empty mapping of studies"),
+    ("train.max_runs", 100, "grid", "more than train.max_runs = 100"),
+    ("train.only", ["optimizer", "nope*"], "train.only[1]", "selects no run"),
 ]
 
 
@@ -147,3 +161,29 @@ def test_all_problems_are_reported_at_once():
     with pytest.raises(ConfigError) as caught:
         validate_parameters(params)
     assert len(caught.value.problems) == 2, caught.value
+
+
+def test_study_without_question_names_the_missing_key():
+    params = base_parameters()
+    params["grid"]["studies"]["optimizer"].pop("question")
+    with pytest.raises(ConfigError) as caught:
+        validate_parameters(params)
+    assert "grid.studies.optimizer.question = (not set): expected the question" in str(caught.value)
+
+
+def test_cuda_is_refused_on_a_machine_without_it():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    params = base_parameters()
+    params["train"]["device"] = "cuda"
+    with pytest.raises(ConfigError, match=r"train\.device = 'cuda': not a device of this machine"):
+        validate_parameters(params)
+
+
+def test_max_runs_lets_a_big_grid_through_when_raised():
+    params = base_parameters()
+    params["grid"]["studies"]["big"] = {"question": "Width?", "width": list(range(1, 1201))}
+    with pytest.raises(ConfigError, match=r"grid = '2\d{3} runs': more than train.max_runs"):
+        validate_parameters(params)
+    params["train"]["max_runs"] = 5000
+    validate_parameters(params)

@@ -2,11 +2,15 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from gradlab.core.grid import RunSpec, Study, expand, specs_from_table
+from gradlab.core.grid import RunSpec, Study, expand, select, specs_from_table
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 
 # Pinned: a change here means every cached result and MLflow link would silently go stale.
 BASELINE_ID = "8af07615cf"
@@ -58,6 +62,47 @@ def test_normal_init_without_std_is_rejected():
 def test_label_is_readable():
     spec = RunSpec(activation="relu", init="normal", init_std=0.01, depth=16, schedule="cosine")
     assert spec.label == "relu·normal(0.01)·sgd·d16·zscore·cosine·lr0.05·poly·s0"
+
+
+@pytest.mark.parametrize(
+    ("axis", "values"),
+    [
+        ("width", (32, 64, 128)),
+        ("batch_size", (16, 64)),
+        ("weight_decay", (0.0, 1e-4, 0.0001000001)),
+        ("epochs", (5, 10)),
+        ("log_every", (1, 10)),
+        ("clip", (None, 1.0)),
+        ("lr", (0.1, 0.1000001)),
+        ("init_std", (0.01, 0.010000001)),
+    ],
+)
+def test_labels_are_unique_whichever_axis_a_study_varies(axis, values):
+    baseline = RunSpec(init="normal", init_std=0.5)
+    table = expand(baseline, [Study(name="s", question="?", axes={axis: values})], seeds=(0, 1))
+    assert table["label"].is_unique, list(table["label"])
+
+
+def test_labels_of_the_default_grid_are_unique():
+    params = yaml.safe_load((CONF / "parameters_grid.yml").read_text())["grid"]
+    studies = [
+        Study(name=name, question=s.pop("question"), axes={k: tuple(v) for k, v in s.items()})
+        for name, s in params["studies"].items()
+    ]
+    table = expand(RunSpec(**params["baseline"]), studies, params["seeds"])
+    assert table["label"].is_unique, table[table["label"].duplicated()]["label"].tolist()
+
+
+def test_select_takes_study_names_and_label_globs():
+    studies = [
+        Study(name="acts", question="?", axes={"activation": ("tanh", "relu")}),
+        Study(name="deep", question="?", axes={"depth": (8, 16)}),
+    ]
+    table = expand(RunSpec(), studies, seeds=(0,))
+    assert set(select(table, ["deep"])["depth"]) == {8, 16}
+    assert list(select(table, ["relu·*"])["activation"]) == ["relu"]
+    assert len(select(table, ["deep", "relu·*"])) == 3
+    assert select(table, ["nothing*"]).empty
 
 
 def test_expand_deduplicates_runs_shared_by_studies():

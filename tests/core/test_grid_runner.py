@@ -33,7 +33,7 @@ def specs_table(specs: list[RunSpec]) -> pd.DataFrame:
 def test_exploding_run_diverges_while_the_rest_of_the_grid_finishes(poly, tmp_path):
     specs = [HEALTHY[0], EXPLODING, HEALTHY[1]]
     store = ResultStore(tmp_path / "runs")
-    counts = train_missing(
+    trained = train_missing(
         specs,
         {s.run_id: "s" for s in specs},
         {("poly", "zscore"): poly},
@@ -42,7 +42,8 @@ def test_exploding_run_diverges_while_the_rest_of_the_grid_finishes(poly, tmp_pa
         Tracker(),  # no active MLflow run: tracks nothing
         RunOptions(),
     )
-    assert counts == {"finished": 2, "diverged": 1}
+    assert trained["status"].value_counts().to_dict() == {"finished": 2, "diverged": 1}
+    assert set(trained["reason"]) == {"new"}
     runs, history, layer_stats, distributions = collect(specs_table(specs), store)
     status = dict(zip(runs["label"], runs["status"], strict=True))
     assert status[EXPLODING.label] == "diverged"
@@ -52,19 +53,136 @@ def test_exploding_run_diverges_while_the_rest_of_the_grid_finishes(poly, tmp_pa
     assert list(distributions.columns)[0] == "run_id"
 
 
-def test_stored_results_are_reused_unless_forced(poly, tmp_path):
-    store = ResultStore(tmp_path / "runs")
-    args = (
-        {s.run_id: "s" for s in HEALTHY},
-        {("poly", "zscore"): poly},
+def _train(specs, store, data, options=RunOptions(), tracker=None, **kwargs) -> pd.DataFrame:
+    """``train_missing`` in this process, on ``data`` for (poly, zscore)."""
+    return train_missing(
+        specs,
+        {s.run_id: "s" for s in specs},
+        {("poly", "zscore"): data},
         store,
         SequentialExecutor(),
-        Tracker(),
-        RunOptions(),
+        tracker or Tracker(),
+        options,
+        **kwargs,
     )
-    assert sum(train_missing(HEALTHY, *args).values()) == 2
-    assert sum(train_missing(HEALTHY, *args).values()) == 0
-    assert sum(train_missing(HEALTHY, *args, force=True).values()) == 2
+
+
+def broken(data: TaskData) -> TaskData:
+    """Validation inputs of the wrong width: every run on it raises (status failed)."""
+    return TaskData(
+        data.task, data.n_outputs, data.x_train, data.y_train, data.x_val[:, :1], data.y_val
+    )
+
+
+def test_stored_results_are_reused_unless_forced(poly, tmp_path):
+    store = ResultStore(tmp_path / "runs")
+    assert list(_train(HEALTHY, store, poly)["reason"]) == ["new", "new"]
+    assert _train(HEALTHY, store, poly).empty
+    assert list(_train(HEALTHY, store, poly, force=True)["reason"]) == ["forced", "forced"]
+
+
+def test_other_data_or_options_retrain_and_say_why(poly, tmp_path):
+    store = ResultStore(tmp_path / "runs")
+    _train(HEALTHY, store, poly)
+    fewer = TaskData(poly.task, poly.n_outputs, poly.x_train[:50], poly.y_train[:50], poly.x_val,
+                     poly.y_val)  # fmt: skip
+    reasons = list(_train(HEALTHY, store, fewer)["reason"])
+    assert len(reasons) == 2 and all(r.startswith("stale: data ") for r in reasons), reasons
+    assert _train(HEALTHY, store, fewer).empty  # the new identity is stored with the result
+    options = RunOptions(divergence_factor=100.0)
+    reasons = list(_train(HEALTHY, store, fewer, options)["reason"])
+    assert reasons == ["stale: divergence_factor 10000.0 → 100.0"] * 2, reasons
+
+
+def test_a_failed_run_is_retried_and_never_replaces_a_good_result(poly, tmp_path):
+    store = ResultStore(tmp_path / "runs")
+    failed = _train(HEALTHY[:1], store, broken(poly))
+    assert list(failed["status"]) == ["failed"] and "shapes" in failed["error"].iloc[0]
+    retried = _train(HEALTHY[:1], store, poly)
+    assert list(retried["reason"]) == ["failed last time"]
+    assert list(retried["status"]) == ["finished"]
+    good = store.summary(HEALTHY[0].run_id)
+    # a retrain that raises (forced, or on other data) leaves the whole stored result in place
+    for kwargs in ({"force": True}, {}):
+        again = _train(HEALTHY[:1], store, broken(poly), **kwargs)
+        assert list(again["status"]) == ["failed"]
+        assert store.summary(HEALTHY[0].run_id) == good
+
+
+def test_damaged_entries_are_named_and_retrained(poly, tmp_path):
+    store = ResultStore(tmp_path / "runs")
+    specs = [*HEALTHY, EXPLODING]
+    _train(specs, store, poly)
+    (store.path(HEALTHY[0].run_id) / "history.parquet").write_bytes(b"")
+    (store.path(HEALTHY[1].run_id) / "summary.json").write_text("{not json")
+    (store.path(EXPLODING.run_id) / "weights.pt").unlink()
+    runs, *_ = collect(specs_table(specs), store)
+    assert runs.empty  # damaged entries are left out of the tables, not a crash
+    reasons = dict(zip(*_train(specs, store, poly)[["run_id", "reason"]].T.values, strict=True))
+    root = store.root
+    assert reasons[HEALTHY[0].run_id].startswith(
+        f"damaged: {root / HEALTHY[0].run_id / 'history.parquet'} is unreadable"
+    ), reasons
+    assert reasons[HEALTHY[1].run_id].startswith(
+        f"damaged: {root / HEALTHY[1].run_id / 'summary.json'} is unreadable"
+    ), reasons
+    assert (
+        reasons[EXPLODING.run_id] == f"damaged: {root / EXPLODING.run_id / 'weights.pt'} is missing"
+    )
+    assert _train(specs, store, poly).empty
+
+
+def test_save_keeps_the_old_result_until_the_new_one_is_in_place(poly, tmp_path):
+    store = ResultStore(tmp_path / "runs")
+    _train(HEALTHY[:1], store, poly)
+    run_id = HEALTHY[0].run_id
+    before = store.summary(run_id)["result_id"]
+    # a crash between moving the old result aside and moving the new one in
+    store.path(run_id).rename(tmp_path / "runs" / f".{run_id}.old")
+    (tmp_path / "runs" / f".{run_id}.tmp").mkdir()
+    recovered = ResultStore(tmp_path / "runs")
+    assert recovered.summary(run_id)["result_id"] == before
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run_id]
+
+
+def test_selected_runs_alone_are_trained(poly, tmp_path):
+    store = ResultStore(tmp_path / "runs")
+    trained = _train(HEALTHY, store, poly, selected={HEALTHY[1].run_id})
+    assert list(trained["run_id"]) == [HEALTHY[1].run_id]
+    forced = _train(HEALTHY, store, poly, selected={HEALTHY[1].run_id}, force=True)
+    assert list(forced["run_id"]) == [HEALTHY[1].run_id]
+    assert not store.has(HEALTHY[0].run_id)
+
+
+def test_every_stored_result_gets_exactly_one_mlflow_child(poly, tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        mlflow.set_experiment("reconcile-test")
+        store = ResultStore(tmp_path / "runs")
+        _train(HEALTHY, store, poly)  # no active parent run: logs nothing
+        with mlflow.start_run() as parent:
+            tracker = Tracker()
+            # interrupted logging: one result never logged, one cut short mid-way (KILLED)
+            result_id = store.summary(HEALTHY[1].run_id)["result_id"]
+            partial = tracker.client.create_run(
+                parent.info.experiment_id, tags={"gradlab.result_id": result_id}
+            )
+            tracker.client.set_terminated(partial.info.run_id, "KILLED")
+            assert _train(HEALTHY, store, poly, tracker=tracker).empty
+            assert _train(HEALTHY, store, poly, tracker=tracker).empty  # nothing logged twice
+        client = MlflowClient()
+        children = client.search_runs(
+            [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+        )
+        logged = {c.data.tags["gradlab.result_id"]: c.info.run_id for c in children}
+        assert len(children) == 2 and len(logged) == 2, [c.info.run_name for c in children]
+        for spec in HEALTHY:
+            summary = store.summary(spec.run_id)
+            assert logged[summary["result_id"]] == summary["mlflow_run_id"]
+            assert client.get_run(summary["mlflow_run_id"]).info.status == "FINISHED"
+        assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def test_tracker_logs_failed_run_as_failed_and_reaps_dead_owners(poly, tmp_path):

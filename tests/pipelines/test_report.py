@@ -13,10 +13,17 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
 
+from gradlab.core.execute import SequentialExecutor
+from gradlab.core.grid import RunSpec, Study, expand
 from gradlab.core.report import FLOW_FIGURES, THEORY_FIGURES
+from gradlab.core.train import RunOptions, TaskData
+from gradlab.grid_runner import collect, train_missing
 from gradlab.pipelines.report import create_pipeline
+from gradlab.store import ResultStore
+from gradlab.tracking import Tracker
 from tests.conftest import make_project, run_kedro
 from tests.core.test_report import make_results
+from tests.core.test_train import SMALL, task
 
 STORED = {"runs", "history", "layer_stats", "distributions", "studies"}
 SMOKE_STUDIES = ("activation_depth", "optimizer")
@@ -78,9 +85,8 @@ def test_report_pipeline_reads_stored_results_only_and_has_no_training_node():
     assert not {name.split("@")[0] for name in pipeline.all_outputs()} & STORED
 
 
-def test_report_pipeline_runs_on_hand_made_tables(tmp_path):
-    """Two seeds, a diverged and a failed run; figures through real file datasets."""
-    results = make_results()
+def _run_report(results: dict[str, pd.DataFrame], tmp_path: Path) -> tuple[str, list[str]]:
+    """The report pipeline on ``results`` with file-backed figures; the page and the PNGs."""
     figures = tmp_path / "figures"
     png_load = {"fs_args": {"open_args_load": {"mode": "rb"}}}
     catalog = DataCatalog.from_config(
@@ -112,12 +118,57 @@ def test_report_pipeline_runs_on_hand_made_tables(tmp_path):
         {"dpi": 60, "max_layers_violin": 3, "phase_resolution": 12}
     )
     outputs = SequentialRunner().run(create_pipeline(), catalog)
-    page = outputs["report_html"].load()
     written = sorted(str(p.relative_to(tmp_path)) for p in figures.rglob("*.png"))
+    return outputs["report_html"].load(), written
+
+
+def test_report_pipeline_runs_on_hand_made_tables(tmp_path):
+    """Two seeds, a diverged and a failed run; figures through real file datasets."""
+    results = make_results()
+    page, written = _run_report(results, tmp_path)
     expected = FIGURES + [f"figures/studies/{s}.png" for s in results["studies"]["study"]]
     assert written == sorted(expected), written
     assert page.count("data:image/png;base64,") == len(expected), page.count("data:image")
     assert "22 runs (20 finished, 1 diverged, 1 failed) in 3 studies" in page, page[:3000]
+
+
+@pytest.mark.parametrize("outcome", ["failed", "diverged"])
+def test_report_pipeline_draws_a_grid_where_no_run_finished(outcome, tmp_path):
+    """Divergence and failure are results: the report says so instead of crashing."""
+    poly = task()
+    if outcome == "failed":  # validation inputs of the wrong width: every run raises
+        poly = TaskData(
+            poly.task, poly.n_outputs, poly.x_train, poly.y_train, poly.x_val[:, :1], poly.y_val
+        )
+    lr = 1e9 if outcome == "diverged" else 0.05
+    specs = [RunSpec(**SMALL, activation=a, lr=lr) for a in ("tanh", "relu")]
+    store = ResultStore(tmp_path / "runs")
+    trained = train_missing(
+        specs,
+        {s.run_id: "acts" for s in specs},
+        {("poly", "zscore"): poly},
+        store,
+        SequentialExecutor(),
+        Tracker(),
+        RunOptions(),
+    )
+    assert set(trained["status"]) == {outcome}, trained
+    study = Study(name="acts", question="Which?", axes={"activation": ("tanh", "relu")})
+    table = expand(specs[0].model_copy(update={"seed": 0}), [study], seeds=(0,))
+    runs, history, layer_stats, distributions = collect(table, store)
+    studies = pd.DataFrame({"study": ["acts"], "question": ["Which?"], "axes": ["activation"]})
+    page, _ = _run_report(
+        {
+            "runs": runs,
+            "history": history,
+            "layer_stats": layer_stats,
+            "distributions": distributions,
+            "studies": studies,
+        },
+        tmp_path,
+    )
+    counts = {"failed": "0 diverged, 2 failed", "diverged": "2 diverged, 0 failed"}[outcome]
+    assert f"2 runs (0 finished, {counts}) in 1 studies" in page, page[:3000]
 
 
 def test_kedro_run_report_writes_every_figure_as_a_png(reported):
@@ -175,4 +226,4 @@ def test_report_run_leaves_the_result_store_untouched(reported):
     data = project / "data" / "smoke"
     after = _digests(data / "06_models") | _digests(data / "07_model_output")
     assert after == before, sorted(set(after.items()) ^ set(before.items()))[:5]
-    assert "train_grid_node" not in result.stdout + result.stderr
+    assert "train_runs_node" not in result.stdout + result.stderr

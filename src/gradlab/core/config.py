@@ -5,16 +5,26 @@ raises one ``ConfigError`` listing every problem as ``key.path[i] = value: what 
 """
 
 import itertools
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gradlab.core import probes
 from gradlab.core.data import DATASETS, INPUT_NORMS
-from gradlab.core.grid import AXES, RunSpec, Study
+from gradlab.core.grid import AXES, RunSpec, Study, expand, select
 from gradlab.core.registry import lookup
+from gradlab.core.train import available_devices
 
 
 class ConfigError(ValueError):
@@ -27,7 +37,14 @@ class ConfigError(ValueError):
         super().__init__(f"invalid parameters ({count}):\n" + "\n".join(lines))
 
 
-_MISSING = "<missing>"
+class _Missing:
+    """A key that is not set; shown as such in a problem, and never mistaken for a value."""
+
+    def __repr__(self) -> str:
+        return "(not set)"
+
+
+_MISSING = _Missing()
 
 
 def _path(prefix: str, loc: Sequence[int | str]) -> str:
@@ -49,7 +66,7 @@ def _problems(prefix: str, error: ValidationError) -> list[tuple[str, Any, str]]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SplitConfig(_Strict):
@@ -57,6 +74,14 @@ class SplitConfig(_Strict):
 
     val: float = Field(gt=0, lt=1)
     test: float = Field(ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leaves_a_train_split(self) -> "SplitConfig":
+        if self.val + self.test >= 1:
+            raise ValueError(
+                f"val + test = {self.val + self.test:g} leaves no train split; expected < 1"
+            )
+        return self
 
 
 def _input_norm(name: str) -> str:
@@ -102,6 +127,10 @@ class TrainConfig(_Strict):
     workers: int | str = "auto"
     device: str = "auto"
     force: bool = False
+    # study names or label globs ("relu·*"): train (or, with force, retrain) just these runs
+    only: list[str] = Field(default_factory=list)
+    # a grid above this many runs is refused until this is raised: a typo must not start 10,000 runs
+    max_runs: int = Field(default=2000, gt=0)
     divergence_factor: float = Field(default=1e4, gt=1)
     probe_batch_size: int = Field(default=256, gt=0)
     store: str = Field(min_length=1)
@@ -119,10 +148,9 @@ class TrainConfig(_Strict):
 
     @field_validator("device")
     @classmethod
-    def _known_device(cls, device: str) -> str:
-        kind = device.split(":", maxsplit=1)[0]
-        if kind not in {"auto", "cpu", "cuda", "mps"}:
-            raise ValueError("expected one of ['auto', 'cpu', 'cuda', 'cuda:N', 'mps']")
+    def _device_of_this_machine(cls, device: str) -> str:
+        if device not in (choices := available_devices()):
+            raise ValueError(f"not a device of this machine; expected one of {choices}")
         return device
 
     @property
@@ -172,10 +200,32 @@ def _validate_datasets(data: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
             problems.append((f"data.datasets.{name}", name, str(error)))
             continue
         try:
-            kind.params.model_validate(kwargs or {})
+            dataset_params = kind.params.model_validate(kwargs or {})
         except ValidationError as error:
             problems += _problems(f"data.datasets.{name}", error)
+            continue
+        problems += _check_split_sizes(name, getattr(dataset_params, "n_samples", None), data)
     return problems
+
+
+def _check_split_sizes(name: str, n_samples: int | None, data: Mapping[str, Any]) -> list:
+    """Each split of a generated dataset must hold rows: a model cannot train on none."""
+    split = data.get("split")
+    try:
+        fractions = SplitConfig.model_validate(split)
+    except ValidationError:
+        return []  # DataConfig reports the split itself
+    if n_samples is None:
+        return []
+    n_val, n_test = round(fractions.val * n_samples), round(fractions.test * n_samples)
+    n_train = n_samples - n_val - n_test
+    if min(n_train, n_val) >= 2:
+        return []
+    reason = (
+        f"with split val={fractions.val:g}, test={fractions.test:g} this leaves {n_train} train "
+        f"and {n_val} validation rows; expected at least 2 of each"
+    )
+    return [(f"data.datasets.{name}.n_samples", n_samples, reason)]
 
 
 def _validate_grid(
@@ -229,6 +279,36 @@ def _validate_grid(
     if problems or baseline is None:
         return None, problems
     return GridConfig(baseline=baseline, studies=tuple(studies), seeds=tuple(seeds)), []
+
+
+# Above this many runs before de-duplication the grid is not expanded just to be counted.
+_COUNT_LIMIT = 100_000
+
+
+def _check_grid_against_train(grid: GridConfig, train: TrainConfig) -> list[tuple[str, Any, str]]:
+    """The grid's size against ``train.max_runs``; every ``train.only`` entry selects a run."""
+    problems: list[tuple[str, Any, str]] = []
+    bound = len(grid.seeds) * sum(
+        math.prod(len(values) for values in study.axes.values()) for study in grid.studies
+    )
+    table = expand(grid.baseline, grid.studies, grid.seeds) if bound <= _COUNT_LIMIT else None
+    n_runs = bound if table is None else len(table)
+    if n_runs > train.max_runs:
+        problems.append(
+            (
+                "grid",
+                f"{n_runs} runs",
+                f"more than train.max_runs = {train.max_runs}; to train a grid this size, raise "
+                f"it (--params train.max_runs={n_runs})",
+            )
+        )
+    elif table is not None:
+        study_names = [study.name for study in grid.studies]
+        for i, pattern in enumerate(train.only):
+            if select(table, [pattern]).empty:
+                reason = f"selects no run; expected a study of {study_names} or a label glob"
+                problems.append((f"train.only[{i}]", pattern, reason))
+    return problems
 
 
 def _validate_study(
@@ -327,6 +407,8 @@ def validate_parameters(params: Mapping[str, Any]) -> Parameters:
         problems += _validate_datasets(params["data"])
     grid, grid_problems = _validate_grid(params.get("grid", _MISSING), sections.get("data"))
     problems += grid_problems
+    if grid is not None and "train" in sections:
+        problems += _check_grid_against_train(grid, sections["train"])
     if problems:
         raise ConfigError(problems)
     return Parameters(grid=grid, **sections)

@@ -3,12 +3,15 @@
 Two executors: ``SequentialExecutor`` (in this process) and ``ProcessPoolExecutor`` (local worker
 processes). Workers use one torch thread each: for these model sizes one thread per process is
 2–3× faster than two threads in one (measured on a 2-core machine), and the sequential executor
-uses one thread too, so both give bit-identical numbers on CPU. A distributed executor only has to
-implement ``map``.
+uses one thread too, so both give bit-identical numbers on CPU. Workers exit within a second of
+their parent's death, however it died. A distributed executor only has to implement ``map``.
 """
 
 import concurrent.futures as cf
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
@@ -48,8 +51,16 @@ class SequentialExecutor:
                 yield index, fn(*args)
 
 
-def _init_worker() -> None:
+def _exit_with(parent: int) -> None:
+    # a parent killed with SIGKILL cannot stop its workers: they notice they were orphaned
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _init_worker(parent: int) -> None:
     torch.set_num_threads(1)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 
 class ProcessPoolExecutor:
@@ -62,7 +73,9 @@ class ProcessPoolExecutor:
         self, fn: Callable[..., R], tasks: Sequence[tuple[Any, ...]]
     ) -> Iterator[tuple[int, R]]:
         context = multiprocessing.get_context("spawn")
-        pool = cf.ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker)
+        pool = cf.ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
+        )
         futures = {pool.submit(fn, *args): index for index, args in enumerate(tasks)}
         try:
             for future in cf.as_completed(futures):

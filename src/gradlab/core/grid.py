@@ -5,6 +5,7 @@ JSON form, so the same spec has the same id in every process and on every machin
 cached, skipped and resumed by id.
 """
 
+import fnmatch
 import hashlib
 import itertools
 import json
@@ -35,7 +36,8 @@ REGISTRIES: dict[str, tuple[Mapping[str, Any], str]] = {
 class RunSpec(BaseModel):
     """Every knob of one training run."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # allow_inf_nan=False: an infinite lr or init_std is a typo, not an experiment
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
     dataset: str = "poly"
     input_norm: str = "zscore"
@@ -87,21 +89,39 @@ class RunSpec(BaseModel):
 
     @property
     def init_name(self) -> str:
-        """The init with its parameter, e.g. ``normal(1.0)``."""
-        return f"normal({self.init_std:g})" if self.init == "normal" else self.init
+        """The init with its parameter, e.g. ``normal(1)``."""
+        return f"normal({_number(self.init_std)})" if self.init == "normal" else self.init
 
     @property
     def label(self) -> str:
-        """A readable name: the axes a reader scans first, then those that differ from default."""
+        """A readable name, unique per spec: the axes a reader scans first, then every other axis
+        whose value is not the default (so runs that differ only in width still differ by name)."""
         parts = [self.activation, self.init_name, self.optimizer, f"d{self.depth}", self.input_norm]
-        if self.norm_layer != "none":
-            parts.append(self.norm_layer)
-        if self.schedule != "constant":
-            parts.append(self.schedule)
-        if self.clip is not None:
-            parts.append(f"clip{self.clip:g}")
-        parts += [f"lr{self.lr:g}", self.dataset, f"s{self.seed}"]
+        for axis, prefix in _LABELLED_WHEN_SET.items():
+            value = getattr(self, axis)
+            if value != RunSpec.model_fields[axis].default:
+                parts.append(f"{prefix}{_number(value)}")
+        parts += [f"lr{_number(self.lr)}", self.dataset, f"s{self.seed}"]
         return "·".join(parts)
+
+
+def _number(value: Any) -> str:
+    """Shortest exact form (``repr``): 0.05 → "0.05", 1.0 → "1"; distinct values stay distinct."""
+    return repr(value).removesuffix(".0") if isinstance(value, float) else str(value)
+
+
+# Axes a label shows only when they differ from RunSpec's default, with their prefix; the names
+# of norm layers and schedules need none. With the always-shown axes this covers every field.
+_LABELLED_WHEN_SET = {
+    "norm_layer": "",
+    "schedule": "",
+    "clip": "clip",
+    "width": "w",
+    "batch_size": "bs",
+    "weight_decay": "wd",
+    "epochs": "e",
+    "log_every": "le",
+}
 
 
 AXES: tuple[str, ...] = tuple(name for name in RunSpec.model_fields if name != "seed")
@@ -150,6 +170,23 @@ def expand(baseline: RunSpec, studies: Sequence[Study], seeds: Sequence[int]) ->
     table = pd.DataFrame(list(rows.values()))
     table["studies"] = table["studies"].map(",".join)
     return table
+
+
+def select(table: pd.DataFrame, patterns: Sequence[str]) -> pd.DataFrame:
+    """The rows of a ``run_specs`` table that belong to a named study or whose label matches a glob.
+
+    Args:
+        table: One row per run with ``label`` and ``studies`` (comma-separated).
+        patterns: Study names (``optimizer``) or label globs (``relu·*·d16·*``).
+    Returns:
+        The selected rows, in table order.
+    """
+    studies = table["studies"].str.split(",")
+    chosen = pd.Series(False, index=table.index)
+    for pattern in patterns:
+        chosen |= studies.map(lambda names, p=pattern: p in names)
+        chosen |= table["label"].map(lambda label, p=pattern: fnmatch.fnmatchcase(label, p))
+    return table[chosen]
 
 
 def specs_from_table(table: pd.DataFrame) -> list[RunSpec]:

@@ -180,12 +180,13 @@ def gradient_flow_table(runs: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.Dat
     """
     _require(runs, ["run_id", "label", "activation", "init_name", "depth"], "runs")
     _require(layer_stats, ["run_id", "phase", "step", "layer", "quantity", "value"], "layer_stats")
-    depth = runs.set_index("run_id")["depth"]
+    # float: an empty map keeps the run_id's text dtype (pandas 3), which `between` refuses
+    depth = runs.set_index("run_id")["depth"].astype(float)
     rms = layer_stats[
         (layer_stats["quantity"] == "grad_preact_rms")
         & layer_stats["phase"].isin(["init", "train"])
     ]
-    rms = rms[rms["layer"].between(1, rms["run_id"].map(depth))]
+    rms = rms[rms["layer"].between(1, rms["run_id"].map(depth).astype(float))]
     train = rms[rms["phase"] == "train"]
     last = train.groupby("run_id")["step"].transform("max")
     end = train[train["step"] == last]
@@ -198,7 +199,7 @@ def gradient_flow_table(runs: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.Dat
     weights = layer_stats[
         (layer_stats["phase"] == "init") & (layer_stats["quantity"] == "grad_weight_norm")
     ]
-    weights = weights[weights["layer"].between(1, weights["run_id"].map(depth))]
+    weights = weights[weights["layer"].between(1, weights["run_id"].map(depth).astype(float))]
     ends = weights.sort_values("layer").groupby("run_id")["value"].agg(["first", "last"])
     with np.errstate(divide="ignore", invalid="ignore"):
         weight_ratio = (ends["first"] / ends["last"]).rename("init_weight_ratio")
@@ -337,7 +338,9 @@ def theory_profiles(selection: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.Da
     measured = stats[stats["phase"] == "init"]
     last = measured[measured["layer"] == measured["depth"]].set_index("run_id")["value"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        measured = measured.assign(value=measured["value"] / measured["run_id"].map(last))
+        measured = measured.assign(
+            value=measured["value"] / measured["run_id"].map(last).astype(float)
+        )
     predicted = stats[stats["phase"] == "theory"].drop_duplicates(
         ["activation", "init_name", "layer"]
     )

@@ -4,6 +4,7 @@
 (in-process, a process pool, later a cluster) can run it and get identical numbers on CPU.
 """
 
+import hashlib
 import logging
 import math
 import random
@@ -70,6 +71,17 @@ class TaskData:
             parts[name] = (x, y)
         return cls(task, n_outputs(frame, task), *parts["train"], *parts["val"])
 
+    def fingerprint(self) -> str:
+        """SHA-256 (16 hex digits) of the exact tensors a run trains and validates on.
+
+        Part of a stored result's identity: the same spec on other data is another result.
+        """
+        digest = hashlib.sha256(f"{self.task}:{self.n_outputs}".encode())
+        for tensor in (self.x_train, self.y_train, self.x_val, self.y_val):
+            digest.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(tensor.contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -80,6 +92,16 @@ class RunOptions:
     probe_batch_size: int = 256
     distribution_size: int = 64  # values kept per layer and quantity at each checkpoint
     probe: bool = True  # False: the bare loop, for overhead benchmarks; no statistics at all
+
+    def identity(self) -> dict[str, Any]:
+        """The options that change a run's numbers (the device by kind: cpu, cuda, mps)."""
+        return {
+            "device": resolve_device(self.device).type,
+            "divergence_factor": self.divergence_factor,
+            "probe_batch_size": self.probe_batch_size,
+            "distribution_size": self.distribution_size,
+            "probe": self.probe,
+        }
 
 
 @dataclass
@@ -93,6 +115,16 @@ class RunResult:
     layer_stats: pd.DataFrame  # phase, step, layer, quantity, value
     distributions: pd.DataFrame  # phase, step, layer, quantity, value
     state_dict: dict[str, Tensor] = field(repr=False)
+
+
+def available_devices() -> list[str]:
+    """The ``device`` values this machine can run: auto, cpu, each CUDA device, MPS if present."""
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
 
 
 def resolve_device(device: str) -> torch.device:
@@ -180,7 +212,7 @@ class _Recorder:
 
     def layer_stats(self) -> pd.DataFrame:
         if not self.stats:
-            return _empty_long()
+            return empty_table("layer_stats")
         depth, n_hidden = self.depth, self.depth * len(probes.HIDDEN_QUANTITIES)
         n_weight = len(probes.WEIGHT_QUANTITIES) - 1  # update_ratio comes after the step
         layer = np.concatenate(
@@ -213,7 +245,7 @@ class _Recorder:
 
     def distributions(self) -> pd.DataFrame:
         if not self.samples:
-            return _empty_long()
+            return empty_table("layer_stats")
         values = torch.stack([sample[4] for sample in self.samples]).float().cpu().numpy()
         size = values.shape[1]
         return pd.DataFrame(
@@ -227,7 +259,16 @@ class _Recorder:
         )
 
 
-def _empty_long() -> pd.DataFrame:
+def empty_table(name: str) -> pd.DataFrame:
+    """A result table with no rows but its columns and dtypes: ``history``, else a long table."""
+    if name == "history":
+        return pd.DataFrame(
+            {
+                "epoch": pd.Series(dtype=np.int64),
+                "metric": pd.Series(dtype=str),
+                "value": pd.Series(dtype=np.float64),
+            }
+        )
     return pd.DataFrame(
         {
             "phase": pd.Series(dtype=str),
@@ -264,8 +305,8 @@ def train_run(spec: RunSpec, data: TaskData, options: RunOptions = RunOptions())
     except Exception:  # a bug or a numerical error in one run is that run's result
         log.exception("run %s (%s) failed", spec.run_id, spec.label)
         summary = {"error": traceback.format_exc(), "wall_s": time.perf_counter() - start}
-        empty = _empty_long()
-        return RunResult(spec.run_id, "failed", summary, empty, empty, empty, {})
+        tables = [empty_table(name) for name in ("history", "layer_stats", "distributions")]
+        return RunResult(spec.run_id, "failed", summary, *tables, {})
 
 
 def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> RunResult:
@@ -440,7 +481,7 @@ def _predict(spec: RunSpec, d_in: int, d_out: int, q_in: float) -> theory.Profil
 def _theory_rows(prediction: theory.ProfilePrediction | None) -> pd.DataFrame:
     """Phase ``theory``: predicted grad_preact_rms (last hidden layer = 1), preact_std, chi1."""
     if prediction is None:
-        return _empty_long()
+        return empty_table("layer_stats")
     depth = len(prediction.q)
     quantities = ("grad_preact_rms", "preact_std", "chi1")
     values = (prediction.grad_rms, np.sqrt(prediction.q), prediction.chi1)

@@ -1,4 +1,4 @@
-"""Train stage nodes."""
+"""Train stage nodes: train what has no current result, then gather every stored result."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -8,7 +8,7 @@ import pandas as pd
 from gradlab.core.config import parse_train
 from gradlab.core.data import DATASETS
 from gradlab.core.execute import make_executor
-from gradlab.core.grid import specs_from_table
+from gradlab.core.grid import select, specs_from_table
 from gradlab.core.train import RunOptions, TaskData
 from gradlab.grid_runner import collect, train_missing
 from gradlab.pipelines import load_partition
@@ -16,33 +16,33 @@ from gradlab.store import ResultStore
 from gradlab.tracking import Tracker
 
 
-def train_grid(
+def train_runs(
     run_specs: pd.DataFrame, model_inputs: Mapping[str, Any], train: dict[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Train one MLP per row of ``run_specs`` that has no stored result, then gather all results.
+) -> pd.DataFrame:
+    """Train one MLP per row of ``run_specs`` without a whole, current stored result.
 
     Args:
         run_specs: One row per run, as expanded by the grid stage.
         model_inputs: Normalized tables keyed ``<dataset>/<input_norm>``.
-        train: ``params:train`` (workers, device, force, store, ...).
+        train: ``params:train`` (workers, device, force, only, store, ...).
     Returns:
-        The runs table, and the long history, layer-statistics and distribution tables.
+        One row per run trained now, with the reason it was trained and how it ended.
     """
     config = parse_train(train)
+    chosen = select(run_specs, config.only) if config.only else run_specs
     specs = specs_from_table(run_specs)
-    needed = {(spec.dataset, spec.input_norm) for spec in specs}
+    needed = {(spec.dataset, spec.input_norm) for spec in specs_from_table(chosen)}
     data = {
         (dataset, norm): TaskData.from_frame(
             load_partition(model_inputs[f"{dataset}/{norm}"]), DATASETS[dataset].task
         )
         for dataset, norm in sorted(needed)
     }
-    store = ResultStore(config.store)
-    train_missing(
+    return train_missing(
         specs,
         dict(zip(run_specs["run_id"], run_specs["studies"], strict=True)),
         data,
-        store,
+        ResultStore(config.store),
         make_executor(config.n_workers),
         Tracker(layer_every=config.mlflow_layer_every, quantities=config.mlflow_quantities),
         RunOptions(
@@ -51,5 +51,20 @@ def train_grid(
             probe_batch_size=config.probe_batch_size,
         ),
         force=config.force,
+        selected=set(chosen["run_id"]) if config.only else None,
     )
-    return collect(run_specs, store)
+
+
+def collect_results(
+    run_specs: pd.DataFrame, trained_runs: pd.DataFrame, train: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Gather the stored results of the grid's runs into the four output tables.
+
+    Args:
+        run_specs: One row per run, as expanded by the grid stage.
+        trained_runs: What the train node did (only orders this node after it).
+        train: ``params:train`` (where the store is).
+    Returns:
+        The runs table, and the long history, layer-statistics and distribution tables.
+    """
+    return collect(run_specs, ResultStore(parse_train(train).store))

@@ -1,0 +1,258 @@
+"""Trustworthy results, for real: stale caches, bad environments, damaged entries, kills,
+interrupts and two runs at once — each case a new user met, reproduced with `kedro run`."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import KEDRO, make_project, run_kedro
+
+SMOKE = ("run", "--env", "smoke")
+SLOW = "grid.baseline.epochs=400"  # a grid that trains long enough to be interrupted
+STORE = Path("data/smoke/06_models/runs")
+
+
+def _output(result: subprocess.CompletedProcess) -> str:
+    return result.stdout + result.stderr
+
+
+def _trained(project: Path) -> pd.DataFrame:
+    return pd.read_parquet(project / "data/smoke/07_model_output/trained_runs.parquet")
+
+
+def _runs(project: Path) -> pd.DataFrame:
+    return pd.read_parquet(project / "data/smoke/07_model_output/runs.parquet")
+
+
+def _client(project: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def _refused(result: subprocess.CompletedProcess) -> str:
+    """A refusal is the message alone: non-zero exit, no traceback, no node run."""
+    output = _output(result)
+    assert result.returncode != 0, output[-3000:]
+    assert "Traceback" not in output and "──────" not in output, output[-3000:]
+    assert "Running node" not in output, output[-3000:]
+    return output
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """A project after one smoke run; tests below change it in the order they are written."""
+    project = make_project(tmp_path_factory.mktemp("trust") / "project")
+    result = run_kedro(project, *SMOKE)
+    assert result.returncode == 0, _output(result)[-4000:]
+    return project
+
+
+def test_a_other_data_retrains_the_runs_on_it_and_says_why(smoke):
+    result = run_kedro(smoke, *SMOKE, "--params", "data.datasets.poly.n_samples=120")
+    assert result.returncode == 0, _output(result)[-3000:]
+    trained = _trained(smoke)
+    poly = _runs(smoke).query("dataset == 'poly'")["run_id"]
+    assert set(trained["run_id"]) == set(poly), trained[["label", "reason"]]
+    assert all(r.startswith("stale: data ") for r in trained["reason"]), list(trained["reason"])
+    assert "4 to train (4 stale), 2 reused" in _output(result)
+
+
+def test_b_train_stage_refuses_a_run_specs_of_other_grid_parameters(smoke):
+    result = run_kedro(smoke, *SMOKE, "--pipeline", "train", "--params", "grid.baseline.depth=5")
+    output = _refused(result)
+    assert "run_specs holds 6 runs expanded from other grid parameters" in output, output
+    assert "kedro run --pipelines grid,train" in output
+
+
+def test_c_environment_dependent_values_are_refused_before_anything_runs(smoke):
+    before = sorted(p.name for p in (smoke / STORE).iterdir())
+    params = "train.device=cuda:abc,data.split.val=0.8,grid.baseline.lr=.inf,grid.studies={}"
+    output = _refused(run_kedro(smoke, *SMOKE, "--params", params))
+    assert "invalid parameters (4 problems)" in output, output
+    for expected in (
+        "train.device = 'cuda:abc': not a device of this machine; expected one of ['auto', 'cpu'",
+        "data.split = {'val': 0.8, 'test': 0.2}: val + test = 1 leaves no train split",
+        "grid.baseline.lr = inf: Input should be a finite number",
+        "grid.studies = {}: an empty mapping given with --params",
+    ):
+        assert expected in output, (expected, output)
+    assert sorted(p.name for p in (smoke / STORE).iterdir()) == before
+
+
+def test_f_damaged_entries_are_named_and_retrained(smoke):
+    runs = _runs(smoke).set_index("label")["run_id"]
+    victims = list(runs.iloc[:3])
+    store = smoke / STORE
+    (store / victims[0] / "layer_stats.parquet").write_bytes(b"")
+    (store / victims[1] / "summary.json").write_text("garbage")
+    (store / victims[2] / "weights.pt").unlink()
+    result = run_kedro(smoke, *SMOKE, "--pipeline", "train")
+    output = " ".join(_output(result).split())  # the log wraps long lines
+    assert result.returncode == 0, output[-3000:]
+    reasons = _trained(smoke).set_index("run_id")["reason"]
+    assert set(reasons.index) == set(victims), reasons
+    assert reasons[victims[0]].startswith(f"damaged: {store / victims[0] / 'layer_stats.parquet'}")
+    assert reasons[victims[1]].startswith(f"damaged: {store / victims[1] / 'summary.json'}")
+    assert reasons[victims[2]] == f"damaged: {store / victims[2] / 'weights.pt'} is missing"
+    assert str(store / victims[1] / "summary.json") in output
+    assert len(_runs(smoke)) == 6
+
+
+def test_only_trains_the_chosen_study(smoke):
+    result = run_kedro(
+        smoke, *SMOKE, "--pipeline", "train", "--params", "train.only=[optimizer],train.force=true"
+    )
+    assert result.returncode == 0, _output(result)[-3000:]
+    trained = _trained(smoke)
+    optimizer = _runs(smoke)[lambda r: r["studies"].str.contains("optimizer")]["run_id"]
+    assert set(trained["run_id"]) == set(optimizer) and len(trained) == 2, trained
+    assert set(trained["reason"]) == {"forced"}
+    assert "4 not selected by train.only" in _output(result)
+
+
+def test_i_unknown_environment_is_named(smoke):
+    output = _refused(run_kedro(smoke, "run", "--env", "smok"))
+    assert "unknown environment 'smok'" in output, output
+    assert "expected one of ['base', 'local', 'smoke']" in output
+
+
+def test_e_reconciliation_logs_a_stored_result_that_never_reached_mlflow(smoke):
+    client = _client(smoke)
+    run_id = _runs(smoke)["run_id"].iloc[0]
+    summary_path = smoke / STORE / run_id / "summary.json"
+    summary = pd.read_json(summary_path, typ="series").to_dict()
+    # the process died between storing the result and logging it
+    client.delete_run(summary.pop("mlflow_run_id"))
+    summary_path.write_text(pd.Series(summary).to_json())
+    result = run_kedro(smoke, *SMOKE, "--pipeline", "train")
+    assert result.returncode == 0, _output(result)[-3000:]
+    assert "logged 1 stored result(s) whose MLflow logging was interrupted" in _output(result)
+    experiment = client.get_experiment_by_name("gradlab").experiment_id
+    for stored in (smoke / STORE).iterdir():
+        summary = pd.read_json(stored / "summary.json", typ="series")
+        children = client.search_runs(
+            [experiment], f"tags.`gradlab.result_id` = '{summary['result_id']}'"
+        )
+        assert [c.info.run_id for c in children] == [summary["mlflow_run_id"]], stored.name
+
+
+def _start(project: Path, *args: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "200"}
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [str(KEDRO), *args],
+            cwd=project,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal would make it
+        )
+
+
+def _wait_for(log: Path, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's bookkeeping remains
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.parametrize("how", ["SIGINT to the group (Ctrl-C)", "SIGTERM"])
+def test_e_an_interrupted_run_ends_killed_in_mlflow(how, tmp_path):
+    project = make_project(tmp_path / "project")
+    log = tmp_path / "run.log"
+    process = _start(project, *SMOKE, "--params", SLOW, log=log)
+    try:
+        _wait_for(log, "to train")
+        time.sleep(1.0)
+        if how == "SIGTERM":
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=60) != 0
+    finally:
+        _stop(process)
+    client = _client(project)
+    experiment = client.get_experiment_by_name("gradlab").experiment_id
+    parents = [
+        r for r in client.search_runs([experiment]) if "mlflow.parentRunId" not in r.data.tags
+    ]
+    assert [p.info.status for p in parents] == ["KILLED"], log.read_text()[-3000:]
+    assert not client.search_runs([experiment], "attributes.status = 'RUNNING'")
+
+
+def test_d_pool_workers_exit_when_their_parent_is_killed(tmp_path):
+    project = make_project(tmp_path / "project")
+    log = tmp_path / "run.log"
+    process = _start(project, *SMOKE, "--params", f"{SLOW},train.workers=2", log=log)
+    try:
+        _wait_for(log, "to train")
+        deadline = time.monotonic() + 60
+        while len(workers := _children(process.pid)) < 2:
+            assert time.monotonic() < deadline, (workers, log.read_text()[-2000:])
+            time.sleep(0.2)
+        process.kill()  # SIGKILL to kedro alone: it cannot clean up, its workers must notice
+        process.wait()
+        deadline = time.monotonic() + 10
+        while alive := [pid for pid in workers if _alive(pid)]:
+            assert time.monotonic() < deadline, f"workers {alive} outlived their parent"
+            time.sleep(0.2)
+    finally:
+        _stop(process)
+
+
+def test_g_a_second_run_on_the_same_project_is_refused(tmp_path):
+    project = make_project(tmp_path / "project")
+    log = tmp_path / "run.log"
+    first = _start(project, *SMOKE, "--params", SLOW, log=log)
+    try:
+        _wait_for(log, "to train")
+        second = run_kedro(project, *SMOKE, "--pipeline", "data")
+        output = _refused(second)
+        assert f"another gradlab run (pid {first.pid}) is using {project}" in output, output
+    finally:
+        os.killpg(first.pid, signal.SIGINT)
+        first.wait(timeout=60)
+        _stop(first)
+
+
+def test_g_two_runs_started_together_on_a_fresh_project_do_not_crash(tmp_path):
+    project = make_project(tmp_path / "project")
+    logs = [tmp_path / f"run{i}.log" for i in range(2)]
+    processes = [_start(project, *SMOKE, "--pipeline", "data", log=log) for log in logs]
+    codes = [process.wait(timeout=120) for process in processes]
+    outputs = [log.read_text() for log in logs]
+    assert 0 in codes, outputs
+    for code, output in zip(codes, outputs, strict=True):
+        assert "Traceback" not in output and "──────" not in output, output[-3000:]
+        if code != 0:
+            assert "another gradlab run (pid" in output, output[-3000:]
