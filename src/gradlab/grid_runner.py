@@ -73,24 +73,20 @@ def plan(
     specs: Sequence[RunSpec],
     identities: Mapping[str, dict[str, Any]],
     store: ResultStore,
-    selected: Collection[str] | None = None,
     force: bool = False,
 ) -> list[Job]:
-    """The runs to train: those without a whole, current result (all selected ones with ``force``).
+    """The runs to train: those without a whole, current result (all of them with ``force``).
 
     Args:
-        specs: The grid's run specs.
+        specs: The run specs to consider.
         identities: What each run id's result must have been made from (see ``ResultStore``).
         store: Where finished runs are kept.
-        selected: Run ids to consider (``train.only``); None considers every run.
-        force: Retrain the considered runs even when their results are current.
+        force: Retrain runs even when their results are current.
     Returns:
-        One job per run to train, in grid order.
+        One job per run to train, in the order of ``specs``.
     """
     jobs = []
     for spec in specs:
-        if selected is not None and spec.run_id not in selected:
-            continue
         reason = store.why_train(spec.run_id, identities[spec.run_id])
         if reason is None and force:
             reason = "forced"
@@ -126,21 +122,21 @@ def train_missing(
         One row per run trained now: ``run_id``, ``label``, ``reason``, ``status``, ``verdict``,
         ``wall_s``, ``error``.
     """
+    considered = [s for s in specs if selected is None or s.run_id in selected]
     fingerprints = {key: task.fingerprint() for key, task in data.items()}
     identities = {
         spec.run_id: {"data": fingerprints[spec.dataset, spec.input_norm], **options.identity()}
-        for spec in specs
+        for spec in considered
     }
-    jobs = plan(specs, identities, store, selected, force)
+    jobs = plan(considered, identities, store, force=force)
     reasons = Counter(job.reason.split(":")[0] for job in jobs)
-    considered = len(specs) if selected is None else len(selected)
     log.info(
         "%d runs in the grid, %d to train%s, %d reused%s",
         len(specs),
         len(jobs),
         f" ({', '.join(f'{n} {why}' for why, n in reasons.most_common())})" if jobs else "",
-        considered - len(jobs),
-        "" if selected is None else f", {len(specs) - considered} not selected by train.only",
+        len(considered) - len(jobs),
+        "" if selected is None else f", {len(specs) - len(considered)} not selected by train.only",
     )
     for job in jobs:
         if job.reason.startswith(("damaged", "stale")):

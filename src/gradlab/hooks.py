@@ -57,6 +57,17 @@ def check_environment(context: Any) -> None:
         )
 
 
+def _changed_keys(prefix: str, old: Any, new: Any) -> str:
+    """``data.datasets.poly.n_samples: 300 → 50, …`` for every leaf that differs."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        parts = [
+            _changed_keys(f"{prefix}.{key}", old.get(key), new.get(key))
+            for key in sorted(set(old) | set(new))
+        ]
+        return ", ".join(part for part in parts if part)
+    return "" if old == new else f"{prefix}: {old!r} → {new!r}"
+
+
 class ValidateParametersHook:
     """Reject bad parameters (with ``--params`` overrides) before anything is loaded or trained."""
 
@@ -178,7 +189,7 @@ class RunGuardHook:
                 "wait for it to end, or stop it"
             )
         try:
-            self._check_run_specs(pipeline, catalog)
+            self._check_stage_inputs(pipeline, catalog)
         except BaseException:
             self.lock.release()
             raise
@@ -186,23 +197,33 @@ class RunGuardHook:
             signal.signal(signal.SIGTERM, _raise_interrupt)  # default: die without cleanup
         self.running = True
 
-    def _check_run_specs(self, pipeline: Any, catalog: Any) -> None:
-        """Training a ``run_specs`` left by other grid parameters would train the wrong runs."""
+    def _check_stage_inputs(self, pipeline: Any, catalog: Any) -> None:
+        """Training on model inputs or a ``run_specs`` that earlier, other parameters made
+        would silently train other runs than the parameters say."""
         nodes = {node.name for node in pipeline.nodes}
         params = self.validation.parameters
-        if "train_runs_node" not in nodes or "expand_grid_node" in nodes or params is None:
+        if "train_runs_node" not in nodes or params is None:
             return
-        if not catalog.exists("run_specs"):
-            return  # Kedro names the missing input itself
-        stored = set(catalog.load("run_specs")["run_id"])
-        grid = params.grid
-        current = set(expand(grid.baseline, grid.studies, grid.seeds)["run_id"])
-        if stored != current:
+        stale = []
+        if "normalize_datasets_node" not in nodes and catalog.exists("model_input_params"):
+            made_from = catalog.load("model_input_params")
+            wanted = params.data.model_dump(mode="json")
+            if changed := _changed_keys("data", made_from, wanted):
+                stale.append(f"the model inputs were made from other data parameters ({changed})")
+        if "expand_grid_node" not in nodes and catalog.exists("run_specs"):
+            stored = set(catalog.load("run_specs")["run_id"])
+            grid = params.grid
+            current = set(expand(grid.baseline, grid.studies, grid.seeds)["run_id"])
+            if stored != current:
+                stale.append(
+                    f"run_specs holds {len(stored)} runs expanded from other grid parameters "
+                    f"({len(current - stored)} of the current grid's {len(current)} runs are "
+                    f"missing from it, {len(stored - current)} are not in the grid)"
+                )
+        if stale:
             raise UsageError(
-                f"run_specs holds {len(stored)} runs expanded from other grid parameters "
-                f"({len(current - stored)} of the current grid's {len(current)} runs are "
-                f"missing from it, {len(stored - current)} are not in the grid); expand the "
-                "grid first: kedro run --pipelines grid,train (add your --params and --env)"
+                "; ".join(stale) + "; run those stages first: kedro run --pipelines "
+                "data,grid,train (with the same --env and --params)"
             )
 
     def _done(self) -> None:
@@ -222,9 +243,13 @@ class RunGuardHook:
 
     def _end_interrupted_run(self) -> None:
         # neither finished nor failed: a KeyboardInterrupt (Ctrl-C, or SIGTERM above) ended it
-        if self.running and mlflow.active_run() is not None:
+        if not self.running or mlflow.active_run() is None:
+            return
+        # the parent can sit on mlflow's run stack more than once: end every entry, or
+        # mlflow's own exit handler ends the rest FINISHED
+        while mlflow.active_run() is not None:
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            log.warning("the interrupted run is marked KILLED in MLflow")
+        log.warning("the interrupted run is marked KILLED in MLflow")
 
 
 class MlflowOwnerHook:

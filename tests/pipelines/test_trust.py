@@ -60,13 +60,25 @@ def test_a_other_data_retrains_the_runs_on_it_and_says_why(smoke):
     assert set(trained["run_id"]) == set(poly), trained[["label", "reason"]]
     assert all(r.startswith("stale: data ") for r in trained["reason"]), list(trained["reason"])
     assert "4 to train (4 stale), 2 reused" in _output(result)
+    back = run_kedro(smoke, *SMOKE)  # the default data again: those runs are stale again
+    assert back.returncode == 0, _output(back)[-3000:]
+    assert set(_trained(smoke)["run_id"]) == set(poly)
 
 
 def test_b_train_stage_refuses_a_run_specs_of_other_grid_parameters(smoke):
     result = run_kedro(smoke, *SMOKE, "--pipeline", "train", "--params", "grid.baseline.depth=5")
     output = _refused(result)
     assert "run_specs holds 6 runs expanded from other grid parameters" in output, output
-    assert "kedro run --pipelines grid,train" in output
+    assert "kedro run --pipelines data,grid,train" in output
+
+
+def test_b_train_stage_refuses_model_inputs_of_other_data_parameters(smoke):
+    result = run_kedro(
+        smoke, *SMOKE, "--pipeline", "train", "--params", "data.datasets.poly.n_samples=50"
+    )
+    output = _refused(result)
+    assert "the model inputs were made from other data parameters" in output, output
+    assert "data.datasets.poly.n_samples: 300 → 50" in output, output
 
 
 def test_c_environment_dependent_values_are_refused_before_anything_runs(smoke):
@@ -92,14 +104,15 @@ def test_f_damaged_entries_are_named_and_retrained(smoke):
     (store / victims[1] / "summary.json").write_text("garbage")
     (store / victims[2] / "weights.pt").unlink()
     result = run_kedro(smoke, *SMOKE, "--pipeline", "train")
-    output = " ".join(_output(result).split())  # the log wraps long lines
+    output = "".join(_output(result).split())  # the log wraps long lines
     assert result.returncode == 0, output[-3000:]
     reasons = _trained(smoke).set_index("run_id")["reason"]
     assert set(reasons.index) == set(victims), reasons
-    assert reasons[victims[0]].startswith(f"damaged: {store / victims[0] / 'layer_stats.parquet'}")
-    assert reasons[victims[1]].startswith(f"damaged: {store / victims[1] / 'summary.json'}")
-    assert reasons[victims[2]] == f"damaged: {store / victims[2] / 'weights.pt'} is missing"
-    assert str(store / victims[1] / "summary.json") in output
+    # paths as the project's config gives them (relative to the project)
+    assert reasons[victims[0]].startswith(f"damaged: {STORE / victims[0] / 'layer_stats.parquet'}")
+    assert reasons[victims[1]].startswith(f"damaged: {STORE / victims[1] / 'summary.json'}")
+    assert reasons[victims[2]] == f"damaged: {STORE / victims[2] / 'weights.pt'} is missing"
+    assert f"damaged:{STORE / victims[1] / 'summary.json'}" in output
     assert len(_runs(smoke)) == 6
 
 
@@ -169,14 +182,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its parent's bookkeeping remains
 
 
-def _children(pid: int) -> list[int]:
+def _pool_workers(pid: int) -> list[int]:
+    """Child processes of ``pid`` that are multiprocessing workers (not its resource tracker)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
+        if ppid == pid and b"spawn_main" in command:
+            found.append(int(stat.parent.name))
     return found
 
 
@@ -213,13 +229,16 @@ def test_e_an_interrupted_run_ends_killed_in_mlflow(how, tmp_path):
 def test_d_pool_workers_exit_when_their_parent_is_killed(tmp_path):
     project = make_project(tmp_path / "project")
     log = tmp_path / "run.log"
-    process = _start(project, *SMOKE, "--params", f"{SLOW},train.workers=2", log=log)
+    # runs long enough that a worker never goes back to its task queue to find the parent gone
+    longer = "grid.baseline.epochs=20000,train.workers=2"
+    process = _start(project, *SMOKE, "--params", longer, log=log)
     try:
         _wait_for(log, "to train")
         deadline = time.monotonic() + 60
-        while len(workers := _children(process.pid)) < 2:
+        while len(workers := _pool_workers(process.pid)) < 2:
             assert time.monotonic() < deadline, (workers, log.read_text()[-2000:])
             time.sleep(0.2)
+        time.sleep(5)  # past their start-up (which fails by itself without a parent), mid-run
         process.kill()  # SIGKILL to kedro alone: it cannot clean up, its workers must notice
         process.wait()
         deadline = time.monotonic() + 10

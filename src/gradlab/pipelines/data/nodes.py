@@ -45,15 +45,16 @@ def split_datasets(
 
 def normalize_datasets(
     split_datasets: Mapping[str, Any], data: dict[str, Any]
-) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, Any]]:
     """Apply every input normalization, fitted on each dataset's train split only.
 
     Args:
         split_datasets: The split tables, by dataset name.
         data: ``params:data`` (``input_norms``).
     Returns:
-        The model inputs keyed ``<dataset>/<input_norm>``, and the fitted statistics
-        (dataset, input_norm, feature, shift, scale).
+        The model inputs keyed ``<dataset>/<input_norm>``, the fitted statistics
+        (dataset, input_norm, feature, shift, scale), and the data parameters they were made
+        from (so that training can tell when they no longer match ``params:data``).
     """
     config = parse_data(data)
     inputs, stats = {}, []
@@ -63,4 +64,4 @@ def normalize_datasets(
             inputs[f"{name}/{norm}"], fitted = core.normalize(frame, core.INPUT_NORMS[norm])
             stats.append(fitted.assign(dataset=name, input_norm=norm))
     columns = ["dataset", "input_norm", "feature", "shift", "scale"]
-    return inputs, pd.concat(stats, ignore_index=True)[columns]
+    return inputs, pd.concat(stats, ignore_index=True)[columns], config.model_dump(mode="json")

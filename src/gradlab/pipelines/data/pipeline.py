@@ -23,7 +23,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 func=normalize_datasets,
                 inputs={"split_datasets": "split_datasets", "data": "params:data"},
-                outputs=["model_inputs", "normalization_stats"],
+                outputs=["model_inputs", "normalization_stats", "model_input_params"],
                 name="normalize_datasets_node",
             ),
         ],
