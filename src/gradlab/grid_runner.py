@@ -229,8 +229,8 @@ def reconcile(
         return 0
     logged = 0
     for spec in specs:
-        if not store.has(spec.run_id):
-            continue
+        if not store.has(spec.run_id) or store.damage(spec.run_id):
+            continue  # damaged entries are retrained (and logged) when they are next selected
         summary = store.summary(spec.run_id)
         if summary.get("mlflow_run_id") or "result_id" not in summary:
             continue

@@ -176,6 +176,7 @@ class RunGuardHook:
         self.validation = validation
         self.lock: ProjectLock | None = None
         self.running = False
+        self.previous_sigterm: Any = None
         # registered after mlflow's own (at its import), so it runs first at exit
         atexit.register(self._end_interrupted_run)
 
@@ -194,7 +195,8 @@ class RunGuardHook:
             self.lock.release()
             raise
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _raise_interrupt)  # default: die without cleanup
+            # SIGTERM's default is to die without cleanup: run the Ctrl-C path instead
+            self.previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
         self.running = True
 
     def _check_stage_inputs(self, pipeline: Any, catalog: Any) -> None:
@@ -230,8 +232,9 @@ class RunGuardHook:
         self.running = False
         if self.lock is not None:
             self.lock.release()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if self.previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self.previous_sigterm)
+            self.previous_sigterm = None
 
     @hook_impl
     def after_pipeline_run(self) -> None:
