@@ -42,3 +42,31 @@ def run_kedro(project: Path, *args: str, timeout: float = 300) -> subprocess.Com
 def project(tmp_path: Path) -> Path:
     """A fresh copy of the project to run ``kedro`` in."""
     return make_project(tmp_path / "project")
+
+
+def train_in_process(specs, store, data, options=None, tracker=None, **kwargs):
+    """``train_missing`` in this process on ``data`` as (poly, zscore); the trained-runs table."""
+    from gradlab.core.execute import SequentialExecutor
+    from gradlab.core.train import RunOptions
+    from gradlab.grid_runner import train_missing
+    from gradlab.tracking import Tracker
+
+    return train_missing(
+        specs,
+        {s.run_id: "s" for s in specs},
+        {("poly", "zscore"): data},
+        store,
+        SequentialExecutor(),
+        tracker or Tracker(),  # no active MLflow run: tracks nothing
+        options or RunOptions(),
+        **kwargs,
+    )
+
+
+def broken(data):
+    """The same data with validation inputs of the wrong width: every run on it raises."""
+    from gradlab.core.train import TaskData
+
+    return TaskData(
+        data.task, data.n_outputs, data.x_train, data.y_train, data.x_val[:, :1], data.y_val
+    )

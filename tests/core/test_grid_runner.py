@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gradlab.core.execute import SequentialExecutor
 from gradlab.core.grid import RunSpec
 from gradlab.core.train import RunOptions, TaskData, train_run
-from gradlab.grid_runner import collect, train_missing
+from gradlab.grid_runner import collect
 from gradlab.store import ResultStore
 from gradlab.tracking import Tracker, reap_stale_runs
+from tests.conftest import broken, train_in_process
 from tests.core.test_train import SMALL, task
 
 EXPLODING = RunSpec(
@@ -33,15 +33,7 @@ def specs_table(specs: list[RunSpec]) -> pd.DataFrame:
 def test_exploding_run_diverges_while_the_rest_of_the_grid_finishes(poly, tmp_path):
     specs = [HEALTHY[0], EXPLODING, HEALTHY[1]]
     store = ResultStore(tmp_path / "runs")
-    trained = train_missing(
-        specs,
-        {s.run_id: "s" for s in specs},
-        {("poly", "zscore"): poly},
-        store,
-        SequentialExecutor(),
-        Tracker(),  # no active MLflow run: tracks nothing
-        RunOptions(),
-    )
+    trained = train_in_process(specs, store, poly)
     assert trained["status"].value_counts().to_dict() == {"finished": 2, "diverged": 1}
     assert set(trained["reason"]) == {"new"}
     runs, history, layer_stats, distributions = collect(specs_table(specs), store)
@@ -53,58 +45,42 @@ def test_exploding_run_diverges_while_the_rest_of_the_grid_finishes(poly, tmp_pa
     assert list(distributions.columns)[0] == "run_id"
 
 
-def _train(specs, store, data, options=RunOptions(), tracker=None, **kwargs) -> pd.DataFrame:
-    """``train_missing`` in this process, on ``data`` for (poly, zscore)."""
-    return train_missing(
-        specs,
-        {s.run_id: "s" for s in specs},
-        {("poly", "zscore"): data},
-        store,
-        SequentialExecutor(),
-        tracker or Tracker(),
-        options,
-        **kwargs,
-    )
-
-
-def broken(data: TaskData) -> TaskData:
-    """Validation inputs of the wrong width: every run on it raises (status failed)."""
-    return TaskData(
-        data.task, data.n_outputs, data.x_train, data.y_train, data.x_val[:, :1], data.y_val
-    )
-
-
 def test_stored_results_are_reused_unless_forced(poly, tmp_path):
     store = ResultStore(tmp_path / "runs")
-    assert list(_train(HEALTHY, store, poly)["reason"]) == ["new", "new"]
-    assert _train(HEALTHY, store, poly).empty
-    assert list(_train(HEALTHY, store, poly, force=True)["reason"]) == ["forced", "forced"]
+    assert list(train_in_process(HEALTHY, store, poly)["reason"]) == ["new", "new"]
+    assert train_in_process(HEALTHY, store, poly).empty
+    assert list(train_in_process(HEALTHY, store, poly, force=True)["reason"]) == [
+        "forced",
+        "forced",
+    ]
 
 
 def test_other_data_or_options_retrain_and_say_why(poly, tmp_path):
     store = ResultStore(tmp_path / "runs")
-    _train(HEALTHY, store, poly)
+    train_in_process(HEALTHY, store, poly)
     fewer = TaskData(poly.task, poly.n_outputs, poly.x_train[:50], poly.y_train[:50], poly.x_val,
                      poly.y_val)  # fmt: skip
-    reasons = list(_train(HEALTHY, store, fewer)["reason"])
+    reasons = list(train_in_process(HEALTHY, store, fewer)["reason"])
     assert len(reasons) == 2 and all(r.startswith("stale: data ") for r in reasons), reasons
-    assert _train(HEALTHY, store, fewer).empty  # the new identity is stored with the result
+    assert train_in_process(
+        HEALTHY, store, fewer
+    ).empty  # the new identity is stored with the result
     options = RunOptions(divergence_factor=100.0)
-    reasons = list(_train(HEALTHY, store, fewer, options)["reason"])
+    reasons = list(train_in_process(HEALTHY, store, fewer, options)["reason"])
     assert reasons == ["stale: divergence_factor 10000.0 → 100.0"] * 2, reasons
 
 
 def test_a_failed_run_is_retried_and_never_replaces_a_good_result(poly, tmp_path):
     store = ResultStore(tmp_path / "runs")
-    failed = _train(HEALTHY[:1], store, broken(poly))
+    failed = train_in_process(HEALTHY[:1], store, broken(poly))
     assert list(failed["status"]) == ["failed"] and "shapes" in failed["error"].iloc[0]
-    retried = _train(HEALTHY[:1], store, poly)
+    retried = train_in_process(HEALTHY[:1], store, poly)
     assert list(retried["reason"]) == ["failed last time"]
     assert list(retried["status"]) == ["finished"]
     good = store.summary(HEALTHY[0].run_id)
     # a retrain that raises (forced, or on other data) leaves the whole stored result in place
     for kwargs in ({"force": True}, {}):
-        again = _train(HEALTHY[:1], store, broken(poly), **kwargs)
+        again = train_in_process(HEALTHY[:1], store, broken(poly), **kwargs)
         assert list(again["status"]) == ["failed"]
         assert store.summary(HEALTHY[0].run_id) == good
 
@@ -112,13 +88,15 @@ def test_a_failed_run_is_retried_and_never_replaces_a_good_result(poly, tmp_path
 def test_damaged_entries_are_named_and_retrained(poly, tmp_path):
     store = ResultStore(tmp_path / "runs")
     specs = [*HEALTHY, EXPLODING]
-    _train(specs, store, poly)
+    train_in_process(specs, store, poly)
     (store.path(HEALTHY[0].run_id) / "history.parquet").write_bytes(b"")
     (store.path(HEALTHY[1].run_id) / "summary.json").write_text("{not json")
     (store.path(EXPLODING.run_id) / "weights.pt").unlink()
     runs, *_ = collect(specs_table(specs), store)
     assert runs.empty  # damaged entries are left out of the tables, not a crash
-    reasons = dict(zip(*_train(specs, store, poly)[["run_id", "reason"]].T.values, strict=True))
+    reasons = dict(
+        zip(*train_in_process(specs, store, poly)[["run_id", "reason"]].T.values, strict=True)
+    )
     root = store.root
     assert reasons[HEALTHY[0].run_id].startswith(
         f"damaged: {root / HEALTHY[0].run_id / 'history.parquet'} is unreadable"
@@ -129,12 +107,12 @@ def test_damaged_entries_are_named_and_retrained(poly, tmp_path):
     assert (
         reasons[EXPLODING.run_id] == f"damaged: {root / EXPLODING.run_id / 'weights.pt'} is missing"
     )
-    assert _train(specs, store, poly).empty
+    assert train_in_process(specs, store, poly).empty
 
 
 def test_save_keeps_the_old_result_until_the_new_one_is_in_place(poly, tmp_path):
     store = ResultStore(tmp_path / "runs")
-    _train(HEALTHY[:1], store, poly)
+    train_in_process(HEALTHY[:1], store, poly)
     run_id = HEALTHY[0].run_id
     before = store.summary(run_id)["result_id"]
     # a crash between moving the old result aside and moving the new one in
@@ -147,9 +125,9 @@ def test_save_keeps_the_old_result_until_the_new_one_is_in_place(poly, tmp_path)
 
 def test_selected_runs_alone_are_trained(poly, tmp_path):
     store = ResultStore(tmp_path / "runs")
-    trained = _train(HEALTHY, store, poly, selected={HEALTHY[1].run_id})
+    trained = train_in_process(HEALTHY, store, poly, selected={HEALTHY[1].run_id})
     assert list(trained["run_id"]) == [HEALTHY[1].run_id]
-    forced = _train(HEALTHY, store, poly, selected={HEALTHY[1].run_id}, force=True)
+    forced = train_in_process(HEALTHY, store, poly, selected={HEALTHY[1].run_id}, force=True)
     assert list(forced["run_id"]) == [HEALTHY[1].run_id]
     assert not store.has(HEALTHY[0].run_id)
 
@@ -159,7 +137,7 @@ def test_every_stored_result_gets_exactly_one_mlflow_child(poly, tmp_path):
     try:
         mlflow.set_experiment("reconcile-test")
         store = ResultStore(tmp_path / "runs")
-        _train(HEALTHY, store, poly)  # no active parent run: logs nothing
+        train_in_process(HEALTHY, store, poly)  # no active parent run: logs nothing
         with mlflow.start_run() as parent:
             tracker = Tracker()
             # interrupted logging: one result never logged, one cut short mid-way (KILLED)
@@ -168,8 +146,10 @@ def test_every_stored_result_gets_exactly_one_mlflow_child(poly, tmp_path):
                 parent.info.experiment_id, tags={"gradlab.result_id": result_id}
             )
             tracker.client.set_terminated(partial.info.run_id, "KILLED")
-            assert _train(HEALTHY, store, poly, tracker=tracker).empty
-            assert _train(HEALTHY, store, poly, tracker=tracker).empty  # nothing logged twice
+            assert train_in_process(HEALTHY, store, poly, tracker=tracker).empty
+            assert train_in_process(
+                HEALTHY, store, poly, tracker=tracker
+            ).empty  # nothing logged twice
         client = MlflowClient()
         children = client.search_runs(
             [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
@@ -189,11 +169,8 @@ def test_tracker_logs_failed_run_as_failed_and_reaps_dead_owners(poly, tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         mlflow.set_experiment("tracker-test")
-        broken = TaskData(
-            poly.task, poly.n_outputs, poly.x_train, poly.y_train, poly.x_val[:, :1], poly.y_val
-        )
         spec = HEALTHY[0]
-        result = train_run(spec, broken)
+        result = train_run(spec, broken(poly))
         with mlflow.start_run() as parent:
             child_id = Tracker().log_run(spec, result, "s", None)
         client = MlflowClient()

@@ -13,15 +13,12 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
 
-from gradlab.core.execute import SequentialExecutor
 from gradlab.core.grid import RunSpec, Study, expand
 from gradlab.core.report import FLOW_FIGURES, THEORY_FIGURES
-from gradlab.core.train import RunOptions, TaskData
-from gradlab.grid_runner import collect, train_missing
+from gradlab.grid_runner import collect
 from gradlab.pipelines.report import create_pipeline
 from gradlab.store import ResultStore
-from gradlab.tracking import Tracker
-from tests.conftest import make_project, run_kedro
+from tests.conftest import broken, make_project, run_kedro, train_in_process
 from tests.core.test_report import make_results
 from tests.core.test_train import SMALL, task
 
@@ -135,23 +132,11 @@ def test_report_pipeline_runs_on_hand_made_tables(tmp_path):
 @pytest.mark.parametrize("outcome", ["failed", "diverged"])
 def test_report_pipeline_draws_a_grid_where_no_run_finished(outcome, tmp_path):
     """Divergence and failure are results: the report says so instead of crashing."""
-    poly = task()
-    if outcome == "failed":  # validation inputs of the wrong width: every run raises
-        poly = TaskData(
-            poly.task, poly.n_outputs, poly.x_train, poly.y_train, poly.x_val[:, :1], poly.y_val
-        )
+    data = broken(task()) if outcome == "failed" else task()
     lr = 1e9 if outcome == "diverged" else 0.05
     specs = [RunSpec(**SMALL, activation=a, lr=lr) for a in ("tanh", "relu")]
     store = ResultStore(tmp_path / "runs")
-    trained = train_missing(
-        specs,
-        {s.run_id: "acts" for s in specs},
-        {("poly", "zscore"): poly},
-        store,
-        SequentialExecutor(),
-        Tracker(),
-        RunOptions(),
-    )
+    trained = train_in_process(specs, store, data)
     assert set(trained["status"]) == {outcome}, trained
     study = Study(name="acts", question="Which?", axes={"activation": ("tanh", "relu")})
     table = expand(specs[0].model_copy(update={"seed": 0}), [study], seeds=(0,))
