@@ -20,7 +20,7 @@ import torch
 
 from gradlab.core import data as data_core
 from gradlab.core import probes
-from gradlab.core.config import DEFAULT_MLFLOW_QUANTITIES
+from gradlab.core.config import DEFAULT_MLFLOW_QUANTITIES, TrainConfig
 from gradlab.core.grid import RunSpec
 from gradlab.core.inits import initialize
 from gradlab.core.models import MLP
@@ -62,7 +62,11 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     with mlflow.start_run(run_name="benchmark parent"):
-        tracker = Tracker(quantities=DEFAULT_MLFLOW_QUANTITIES)  # as the default config
+        # as the default config logs; synchronously here: the CPU cost the grid pays for a run
+        tracker = Tracker(
+            layer_every=TrainConfig.model_fields["mlflow_layer_every"].default,
+            quantities=DEFAULT_MLFLOW_QUANTITIES,
+        )
         for depth in (5, 10, 20):
             for width in (64, 128):
                 spec = RunSpec(

@@ -149,37 +149,43 @@ def train_missing(
     rows = []
     start = time.perf_counter()
     tasks = [(job.spec, data[job.spec.dataset, job.spec.input_norm], options) for job in jobs]
-    for done, (index, result) in enumerate(executor.map(train_run, tasks), start=1):
-        job = jobs[index]
-        extra = {
-            "identity": identities[job.spec.run_id],
-            "label": job.spec.label,
-            "studies": studies[job.spec.run_id],
-        }
-        _record(job, result, extra, store, tracker)
-        counts[result.status] += 1
-        verdicts[result.summary.get("verdict", "-")] += 1
-        rows.append(
-            {
-                "run_id": job.spec.run_id,
+    try:
+        for done, (index, result) in enumerate(executor.map(train_run, tasks), start=1):
+            job = jobs[index]
+            extra = {
+                "identity": identities[job.spec.run_id],
                 "label": job.spec.label,
-                "reason": job.reason,
-                "status": result.status,
-                "verdict": result.summary.get("verdict"),
-                "wall_s": result.summary.get("wall_s"),
-                "error": result.summary.get("error"),
+                "studies": studies[job.spec.run_id],
             }
-        )
-        log.info(
-            "[%d/%d] %s %s (%s) · %d diverged · ETA %s",
-            done,
-            len(jobs),
-            job.spec.label,
-            result.status,
-            result.summary.get("verdict", "-"),
-            counts["diverged"],
-            _eta(done, len(jobs), time.perf_counter() - start),
-        )
+            _record(job, result, extra, store, tracker)
+            counts[result.status] += 1
+            verdicts[result.summary.get("verdict", "-")] += 1
+            rows.append(
+                {
+                    "run_id": job.spec.run_id,
+                    "label": job.spec.label,
+                    "reason": job.reason,
+                    "status": result.status,
+                    "verdict": result.summary.get("verdict"),
+                    "wall_s": result.summary.get("wall_s"),
+                    "error": result.summary.get("error"),
+                }
+            )
+            log.info(
+                "[%d/%d] %s %s (%s) · %d diverged · ETA %s",
+                done,
+                len(jobs),
+                job.spec.label,
+                result.status,
+                result.summary.get("verdict", "-"),
+                counts["diverged"],
+                _eta(done, len(jobs), time.perf_counter() - start),
+            )
+    except BaseException:
+        tracker.close(drain=False, timeout=30)  # Ctrl-C: the rest is logged at the next start
+        raise
+    tracker.close()  # every finished run is in MLflow before the tables are collected
+
     if jobs:
         elapsed = time.perf_counter() - start
         log.info(
@@ -203,18 +209,22 @@ def train_missing(
 def _record(
     job: Job, result: RunResult, extra: dict[str, Any], store: ResultStore, tracker: Tracker
 ) -> None:
+    run_id = job.spec.run_id
     if result.status == "failed" and (job.reason == "forced" or job.reason.startswith("stale")):
         # a failure is not a result: the whole result stored before stays until one replaces it
         log.error("retraining %s failed; its stored result is kept", job.spec.label)
-        tracker.log_run(job.spec, result, extra["studies"], None)
+        tracker.submit(job.spec, result, extra["studies"], None, None, lambda _: None)
         return
     # stored first: the result survives an MLflow failure, and the artifact is logged from disk
     folder = store.save(result, extra)
-    summary = store.summary(job.spec.run_id)
-    mlflow_run_id = tracker.log_run(
-        job.spec, result, extra["studies"], folder / "weights.pt", summary["result_id"]
+    tracker.submit(
+        job.spec,
+        result,
+        extra["studies"],
+        folder / "weights.pt",
+        store.summary(run_id)["result_id"],
+        lambda mlflow_run_id: store.update_summary(run_id, mlflow_run_id=mlflow_run_id),
     )
-    store.update_summary(job.spec.run_id, mlflow_run_id=mlflow_run_id)
 
 
 def reconcile(

@@ -8,12 +8,15 @@ Metric names: per epoch ``train_loss``, ``val_loss``, ``val_r2``/``val_accuracy`
 ``init/<quantity>/layer_NN`` and the mean-field prediction as ``theory/<quantity>/layer_NN``.
 """
 
+import contextlib
 import logging
 import math
 import os
+import queue
 import socket
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +91,72 @@ def claim_active_run() -> None:
 class Tracker:
     """Logs each finished run as a child of the active MLflow run (does nothing without one)."""
 
-    def __init__(self, layer_every: int = 1, quantities: Iterable[str] | None = None) -> None:
-        parent = mlflow.active_run()
+    def __init__(
+        self,
+        layer_every: int = 1,
+        quantities: Iterable[str] | None = None,
+        enabled: bool = True,
+        queue_size: int = 16,
+    ) -> None:
+        parent = mlflow.active_run() if enabled else None
         self.client = MlflowClient() if parent else None
         self.parent_id = parent.info.run_id if parent else None
         self.experiment_id = parent.info.experiment_id if parent else None
         self.layer_every = layer_every
         self.quantities = None if quantities is None else set(quantities)  # None: all
+        # finished runs wait here for the logging thread; a full queue holds the grid back
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
 
     @property
     def enabled(self) -> bool:
         return self.client is not None
+
+    def submit(
+        self,
+        spec: RunSpec,
+        result: RunResult,
+        studies: str,
+        weights: Path | None,
+        result_id: str | None,
+        on_logged: Callable[[str], None],
+    ) -> None:
+        """Log a finished run from the logging thread, off the training path.
+
+        ``on_logged(child_run_id)`` is called from that thread once the child is complete. A run
+        whose logging fails or never starts keeps no child id, and ``reconcile`` logs it at the
+        next start.
+        """
+        if self.client is None:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="mlflow-logging", daemon=True)
+            self._thread.start()
+        self._queue.put((spec, result, studies, weights, result_id, on_logged))
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            spec, result, studies, weights, result_id, on_logged = item
+            try:
+                on_logged(self.log_run(spec, result, studies, weights, result_id))
+            except Exception:  # the grid goes on; the next start logs this run again
+                log.exception("MLflow logging of %s failed; the next start retries it", spec.label)
+            finally:
+                self._queue.task_done()
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop the logging thread once every queued run is logged (``drain``), or once the run
+        it is logging is (Ctrl-C: what is left is logged at the next start)."""
+        if self._thread is None:
+            return
+        if not drain:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._queue.get_nowait()
+                    self._queue.task_done()
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._thread = None
 
     def log_run(
         self,
@@ -141,9 +199,11 @@ class Tracker:
         run_id = run.info.run_id
         try:
             params = [Param(k, str(v)) for k, v in spec.model_dump().items()]
-            self.client.log_batch(run_id, params=params)
             metrics = list(self._metrics(result))
-            for chunk in _chunks(metrics, BATCH):
+            # the params ride in the first batch: MLflow takes 1,000 entities per call
+            first = BATCH - len(params)
+            self.client.log_batch(run_id, metrics=metrics[:first], params=params)
+            for chunk in _chunks(metrics[first:], BATCH):
                 self.client.log_batch(run_id, metrics=chunk)
             if weights is not None and weights.exists():
                 self.client.log_artifact(run_id, str(weights))

@@ -107,6 +107,7 @@ BAD = [
         "expected one of",
     ),
     ("train.mlflow_layer_every", 0, "train.mlflow_layer_every", "greater than 0"),
+    ("train.mlflow", "off", "train.mlflow", "valid boolean"),
     ("train.probe_batch_size", -1, "train.probe_batch_size", "greater than 0"),
     ("train.store", "", "train.store", "at least 1 character"),
     ("gird", {}, "gird", "unknown parameters section"),

@@ -194,3 +194,26 @@ def _host() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def test_logging_thread_logs_every_submitted_run_before_close_returns(poly, tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        mlflow.set_experiment("logging-thread-test")
+        results = [(spec, train_run(spec, poly)) for spec in HEALTHY]
+        logged: list[str] = []
+        with mlflow.start_run():
+            tracker = Tracker(queue_size=1)  # the second submit waits for the first to be taken
+            for spec, result in results:
+                tracker.submit(spec, result, "s", None, spec.run_id, logged.append)
+            tracker.close()
+        client = MlflowClient()
+        assert len(logged) == 2, logged
+        for (spec, _), child_id in zip(results, logged, strict=True):
+            child = client.get_run(child_id)
+            assert child.info.status == "FINISHED"
+            assert child.data.tags["gradlab.result_id"] == spec.run_id
+            assert child.data.params["activation"] == spec.activation
+            assert "train_loss" in child.data.metrics
+    finally:
+        mlflow.set_tracking_uri(None)

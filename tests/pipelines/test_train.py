@@ -167,3 +167,20 @@ def test_killed_run_leaves_no_running_mlflow_run_after_next_start(tmp_path):
     assert not still, [(r.info.run_name, r.info.status) for r in still]
     killed = mlflow.search_runs([experiment.experiment_id], "attributes.status = 'KILLED'")
     assert {r.info.run_id for r in running} <= {r.info.run_id for r in killed}
+
+
+def test_tracking_off_logs_nothing_and_turning_it_on_logs_every_stored_result(tmp_path):
+    project = make_project(tmp_path / "project")
+    off = run_kedro(project, "run", "--env", "smoke", "--params", "train.mlflow=false")
+    assert off.returncode == 0, off.stderr[-3000:]
+    assert runs_table(project)["mlflow_run_id"].isna().all()
+    mlflow = client(project)
+    experiment = mlflow.get_experiment_by_name("gradlab").experiment_id
+    assert not mlflow.search_runs([experiment], "tags.mlflow.parentRunId != ''")
+
+    on = run_kedro(project, "run", "--env", "smoke", "--pipeline", "train")
+    assert on.returncode == 0, on.stderr[-3000:]
+    assert f"logged {SMOKE_RUNS} stored result(s)" in on.stdout + on.stderr
+    runs = runs_table(project)
+    children = mlflow.search_runs([experiment], "tags.mlflow.parentRunId != ''")
+    assert sorted(c.info.run_id for c in children) == sorted(runs["mlflow_run_id"])

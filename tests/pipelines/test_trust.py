@@ -224,6 +224,15 @@ def test_e_an_interrupted_run_ends_killed_in_mlflow(how, tmp_path):
     ]
     assert [p.info.status for p in parents] == ["KILLED"], log.read_text()[-3000:]
     assert not client.search_runs([experiment], "attributes.status = 'RUNNING'")
+    # the next start trains the rest and logs what the interrupt left unlogged: one child each
+    again = run_kedro(project, *SMOKE, "--pipeline", "train", "--params", SLOW)
+    assert again.returncode == 0, _output(again)[-3000:]
+    for stored in (project / STORE).iterdir():
+        summary = pd.read_json(stored / "summary.json", typ="series")
+        children = client.search_runs(
+            [experiment], f"tags.`gradlab.result_id` = '{summary['result_id']}'"
+        )
+        assert [c.info.run_id for c in children] == [summary["mlflow_run_id"]], stored.name
 
 
 def test_d_pool_workers_exit_when_their_parent_is_killed(tmp_path):

@@ -134,7 +134,8 @@ class TrainConfig(_Strict):
     divergence_factor: float = Field(default=1e4, gt=1)
     probe_batch_size: int = Field(default=256, gt=0)
     store: str = Field(min_length=1)
-    mlflow_layer_every: int = Field(default=1, gt=0)
+    mlflow: bool = True  # False: no child run per run (the parquet tables hold everything)
+    mlflow_layer_every: int = Field(default=4, gt=0)
     mlflow_quantities: list[Annotated[str, AfterValidator(_quantity)]] = Field(
         default_factory=lambda: list(DEFAULT_MLFLOW_QUANTITIES)
     )

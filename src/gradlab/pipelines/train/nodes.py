@@ -44,7 +44,11 @@ def train_runs(
         data,
         ResultStore(config.store),
         make_executor(config.n_workers),
-        Tracker(layer_every=config.mlflow_layer_every, quantities=config.mlflow_quantities),
+        Tracker(
+            layer_every=config.mlflow_layer_every,
+            quantities=config.mlflow_quantities,
+            enabled=config.mlflow,
+        ),
         RunOptions(
             device=config.device,
             divergence_factor=config.divergence_factor,

@@ -1,0 +1,142 @@
+"""Tracking cost: the same grid trained with MLflow logging on and off, side by side.
+
+First, where one run's logging time goes (median milliseconds of each MLflow call, as
+``Tracker.log_run`` makes them, at the default ``train.mlflow_layer_every``), its metric points
+and the database bytes it adds. Then a grid of ``--runs`` default-sized runs is trained through
+``gradlab.grid_runner.train_missing`` on a process pool of ``--workers``, as ``kedro run`` does:
+tracking on (child runs logged by the background logging thread under a parent run) and off
+(``train.mlflow: false``), alternated ``--repeats`` times in this one process. The last line is
+``tracking overhead: N.NN×``, the median grid wall time on / off. Target ≤ 1.05×.
+
+    .venv/bin/python benchmarks/tracking_cost.py [--runs 32] [--workers 2] [--repeats 3]
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import torch
+from mlflow.entities import Param
+
+from gradlab.core.config import DEFAULT_MLFLOW_QUANTITIES, TrainConfig
+from gradlab.core.execute import ProcessPoolExecutor, SequentialExecutor
+from gradlab.core.grid import RunSpec
+from gradlab.core.train import RunOptions, TaskData, train_run
+from gradlab.grid_runner import train_missing
+from gradlab.store import ResultStore
+from gradlab.tracking import BATCH, Tracker, _chunks
+from probe_overhead import _task
+
+LAYER_EVERY = TrainConfig.model_fields["mlflow_layer_every"].default
+# the default grid's baseline (conf/base/parameters_grid.yml), varied in activation and init
+BASELINE = RunSpec(init="xavier_uniform", depth=8, width=64, lr=0.02, epochs=20)
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu")
+INITS = ("xavier_uniform", "kaiming_normal", "default", "orthogonal")
+
+
+def grid(n_runs: int) -> list[RunSpec]:
+    """``n_runs`` distinct specs: activation × init × seed around the baseline."""
+    specs = [
+        BASELINE.model_copy(update={"activation": a, "init": i, "seed": seed})
+        for seed in range(n_runs)
+        for a in ACTIVATIONS
+        for i in INITS
+    ]
+    return [RunSpec(**spec.model_dump()) for spec in specs[:n_runs]]
+
+
+def breakdown(data: TaskData, folder: Path, repeats: int = 5) -> None:
+    """Milliseconds of each call of one run's logging, its points, and database bytes."""
+    train_run(BASELINE, data)  # warm-up: the first run in a process pays for allocations
+    result = train_run(BASELINE, data)
+    weights = folder / "weights.pt"
+    torch.save(result.state_dict, weights)
+    db = folder / "mlflow.db"
+    parts: dict[str, list[float]] = {
+        k: [] for k in ("build", "create_run", "log_batch", "artifact", "set_terminated")
+    }
+    with mlflow.start_run(run_name="breakdown parent"):
+        tracker = Tracker(layer_every=LAYER_EVERY, quantities=DEFAULT_MLFLOW_QUANTITIES)
+        client = tracker.client
+        size_before = db.stat().st_size
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            metrics = list(tracker._metrics(result))
+            params = [Param(k, str(v)) for k, v in BASELINE.model_dump().items()]
+            t1 = time.perf_counter()
+            run_id = client.create_run(tracker.experiment_id, run_name="x").info.run_id
+            t2 = time.perf_counter()
+            first = BATCH - len(params)
+            client.log_batch(run_id, metrics=metrics[:first], params=params)
+            for chunk in _chunks(metrics[first:], BATCH):
+                client.log_batch(run_id, metrics=chunk)
+            t3 = time.perf_counter()
+            client.log_artifact(run_id, str(weights))
+            t4 = time.perf_counter()
+            client.set_terminated(run_id, "FINISHED")
+            t5 = time.perf_counter()
+            for key, (a, b) in zip(parts, [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]):
+                parts[key].append((b - a) * 1000)
+        per_run_bytes = (db.stat().st_size - size_before) / repeats
+    ms = {key: statistics.median(values) for key, values in parts.items()}
+    train_ms = result.summary["wall_s"] * 1000
+    print(
+        f"one run (depth 8, width 64, 20 epochs, {result.summary['steps']} steps): training "
+        f"{train_ms:.0f} ms; logging {sum(ms.values()):.1f} ms "
+        f"({sum(ms.values()) / train_ms:.3f}× its training), {len(metrics)} metric points "
+        f"(mlflow_layer_every={LAYER_EVERY}), ~{per_run_bytes / 1e6:.2f} MB of mlflow.db"
+    )
+    print("  " + " · ".join(f"{key} {value:.1f} ms" for key, value in ms.items()))
+
+
+def train_grid(specs: list[RunSpec], data: TaskData, root: Path, workers: int, on: bool) -> float:
+    """Wall seconds to train ``specs`` (forced) with tracking on or off."""
+    executor = ProcessPoolExecutor(workers) if workers > 1 else SequentialExecutor()
+    store = ResultStore(root / ("on" if on else "off"))
+    with mlflow.start_run(run_name=f"tracking {'on' if on else 'off'}"):
+        tracker = Tracker(layer_every=LAYER_EVERY, quantities=DEFAULT_MLFLOW_QUANTITIES, enabled=on)
+        start = time.perf_counter()
+        train_missing(
+            specs,
+            {s.run_id: "benchmark" for s in specs},
+            {("poly", "zscore"): data},
+            store,
+            executor,
+            tracker,
+            RunOptions(),
+            force=True,
+        )
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    data = _task(2000)
+    folder = Path(tempfile.mkdtemp(prefix="gradlab-tracking-"))
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    mlflow.set_experiment("tracking_cost")
+    breakdown(data, folder)
+
+    specs = grid(args.runs)
+    train_grid(specs[: args.workers], data, folder, args.workers, on=False)  # warm-up
+    times: dict[bool, list[float]] = {True: [], False: []}
+    print(f"grid: {len(specs)} runs, {args.workers} worker processes, forced retrain each time")
+    for repeat in range(args.repeats):
+        for on in (False, True) if repeat % 2 == 0 else (True, False):
+            times[on].append(train_grid(specs, data, folder, args.workers, on))
+            print(f"  repeat {repeat + 1}: tracking {'on ' if on else 'off'} {times[on][-1]:.2f} s")
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    print(f"median wall: on {on:.2f} s, off {off:.2f} s")
+    print(f"tracking overhead: {on / off:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
