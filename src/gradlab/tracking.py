@@ -3,9 +3,15 @@
 Everything is sent with ``MlflowClient.log_batch`` in chunks (≤ 1,000 metrics a call): one
 ``log_metric`` per point costs ~4 ms against sqlite, a batch of 1,000 about as much as ten.
 Metric names: per epoch ``train_loss``, ``val_loss``, ``val_r2``/``val_accuracy``, ``lr``,
-``grad_norm``; per probe step ``<quantity>/layer_NN`` (see ``gradlab.core.probes``) and
-``step_loss``, ``grad_global_norm``; at step 0, the statistics at init as
-``init/<quantity>/layer_NN`` and the mean-field prediction as ``theory/<quantity>/layer_NN``.
+``grad_norm``; at every ``layer_every``-th probe step ``<quantity>/layer_NN`` (see
+``gradlab.core.probes``) and ``step_loss``, ``grad_global_norm``; at step 0, the statistics at
+init as ``init/<quantity>/layer_NN`` and the mean-field prediction as
+``theory/<quantity>/layer_NN``.
+
+The grid hands finished runs to ``Tracker.submit``: a background thread logs them while the
+workers train (measured here: ~45 ms and 0.19 MB of sqlite per default-sized run). Each child is
+tagged with its stored result's id, so a result whose logging was cut short is logged exactly
+once by the next start (``gradlab.grid_runner.reconcile``).
 """
 
 import contextlib
