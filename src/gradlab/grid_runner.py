@@ -142,7 +142,7 @@ def train_missing(
         if job.reason.startswith(("damaged", "stale")):
             log.warning("retraining %s (%s): %s", job.spec.run_id, job.spec.label, job.reason)
     training = {job.spec.run_id for job in jobs}
-    reconcile([s for s in specs if s.run_id not in training], studies, store, tracker)
+    reconcile([s for s in considered if s.run_id not in training], studies, store, tracker)
 
     counts: Counter = Counter()
     verdicts: Counter = Counter()
@@ -232,6 +232,11 @@ def reconcile(
 ) -> int:
     """Log to MLflow every stored result that has no child run yet (its logging was interrupted).
 
+    Args:
+        specs: Runs whose stored results ``plan`` found whole and current.
+        studies: Comma-separated studies per run id (for tags).
+        store: Where finished runs are kept.
+        tracker: Logs to the active MLflow run.
     Returns:
         How many results were logged now.
     """
@@ -239,8 +244,6 @@ def reconcile(
         return 0
     logged = 0
     for spec in specs:
-        if not store.has(spec.run_id) or store.damage(spec.run_id):
-            continue  # damaged entries are retrained (and logged) when they are next selected
         summary = store.summary(spec.run_id)
         if summary.get("mlflow_run_id") or "result_id" not in summary:
             continue

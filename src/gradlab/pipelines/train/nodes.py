@@ -29,9 +29,13 @@ def train_runs(
         One row per run trained now, with the reason it was trained and how it ended.
     """
     config = parse_train(train)
-    chosen = select(run_specs, config.only) if config.only else run_specs
     specs = specs_from_table(run_specs)
-    needed = {(spec.dataset, spec.input_norm) for spec in specs_from_table(chosen)}
+    selected = set(select(run_specs, config.only)["run_id"]) if config.only else None
+    needed = {
+        (spec.dataset, spec.input_norm)
+        for spec in specs
+        if selected is None or spec.run_id in selected
+    }
     data = {
         (dataset, norm): TaskData.from_frame(
             load_partition(model_inputs[f"{dataset}/{norm}"]), DATASETS[dataset].task
@@ -55,7 +59,7 @@ def train_runs(
             probe_batch_size=config.probe_batch_size,
         ),
         force=config.force,
-        selected=set(chosen["run_id"]) if config.only else None,
+        selected=selected,
     )
 
 
