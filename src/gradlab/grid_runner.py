@@ -1,7 +1,8 @@
 """Train the runs of a grid that have no stored result yet, log each to MLflow, gather the tables.
 
-The per-run work is ``gradlab.core.train.train_run(spec, data, options)``; this module only
-decides what to run, hands it to an executor, and records what comes back.
+The work is ``gradlab.core.train.train_group(specs, data, options)``: runs of one model shape
+train together as one stacked model. This module only decides what to run, groups it, hands the
+groups to an executor, and records each run as its group comes back.
 """
 
 import logging
@@ -21,7 +22,8 @@ from gradlab.core.train import (
     RunResult,
     TaskData,
     empty_table,
-    train_run,
+    group_runs,
+    train_group,
 )
 from gradlab.store import ResultStore
 from gradlab.tracking import Tracker
@@ -105,6 +107,7 @@ def train_missing(
     options: RunOptions,
     force: bool = False,
     selected: Collection[str] | None = None,
+    max_replicas: int = 32,
 ) -> pd.DataFrame:
     """Train every spec without a whole, current stored result; log unlogged results to MLflow.
 
@@ -113,11 +116,12 @@ def train_missing(
         studies: Comma-separated studies per run id (for tags).
         data: Train/val tensors by (dataset, input_norm).
         store: Where finished runs are kept.
-        executor: Runs ``train_run`` over the specs.
+        executor: Runs ``train_group`` over the groups of runs.
         tracker: Logs each finished run as an MLflow child run.
         options: Device and probe options for every run.
         force: Retrain runs whose results are current.
         selected: Run ids to train (``train.only``); None: the whole grid.
+        max_replicas: Most runs trained together as one stacked model.
     Returns:
         One row per run trained now: ``run_id``, ``label``, ``reason``, ``status``, ``verdict``,
         ``wall_s``, ``error``.
@@ -148,39 +152,46 @@ def train_missing(
     verdicts: Counter = Counter()
     rows = []
     start = time.perf_counter()
-    tasks = [(job.spec, data[job.spec.dataset, job.spec.input_norm], options) for job in jobs]
+    by_run = {job.spec.run_id: job for job in jobs}
+    groups = group_runs([job.spec for job in jobs], max_replicas)
+    if jobs:
+        log.info("%d runs train as %d stacked groups", len(jobs), len(groups))
+    tasks = [(group, data[group[0].dataset, group[0].input_norm], options) for group in groups]
+    done = 0
     try:
-        for done, (index, result) in enumerate(executor.map(train_run, tasks), start=1):
-            job = jobs[index]
-            extra = {
-                "identity": identities[job.spec.run_id],
-                "label": job.spec.label,
-                "studies": studies[job.spec.run_id],
-            }
-            _record(job, result, extra, store, tracker)
-            counts[result.status] += 1
-            verdicts[result.summary.get("verdict", "-")] += 1
-            rows.append(
-                {
-                    "run_id": job.spec.run_id,
+        for _, results in executor.map(train_group, tasks):
+            for result in results:
+                done += 1
+                job = by_run[result.run_id]
+                extra = {
+                    "identity": identities[job.spec.run_id],
                     "label": job.spec.label,
-                    "reason": job.reason,
-                    "status": result.status,
-                    "verdict": result.summary.get("verdict"),
-                    "wall_s": result.summary.get("wall_s"),
-                    "error": result.summary.get("error"),
+                    "studies": studies[job.spec.run_id],
                 }
-            )
-            log.info(
-                "[%d/%d] %s %s (%s) · %d diverged · ETA %s",
-                done,
-                len(jobs),
-                job.spec.label,
-                result.status,
-                result.summary.get("verdict", "-"),
-                counts["diverged"],
-                _eta(done, len(jobs), time.perf_counter() - start),
-            )
+                _record(job, result, extra, store, tracker)
+                counts[result.status] += 1
+                verdicts[result.summary.get("verdict", "-")] += 1
+                rows.append(
+                    {
+                        "run_id": job.spec.run_id,
+                        "label": job.spec.label,
+                        "reason": job.reason,
+                        "status": result.status,
+                        "verdict": result.summary.get("verdict"),
+                        "wall_s": result.summary.get("wall_s"),
+                        "error": result.summary.get("error"),
+                    }
+                )
+                log.info(
+                    "[%d/%d] %s %s (%s) · %d diverged · ETA %s",
+                    done,
+                    len(jobs),
+                    job.spec.label,
+                    result.status,
+                    result.summary.get("verdict", "-"),
+                    counts["diverged"],
+                    _eta(done, len(jobs), time.perf_counter() - start),
+                )
     except BaseException:
         tracker.close(drain=False, timeout=30)  # Ctrl-C: the rest is logged at the next start
         raise

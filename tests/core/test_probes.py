@@ -24,7 +24,7 @@ def _probe(model: MLP, x: torch.Tensor, y: torch.Tensor, activation: str) -> dic
         loss.backward()
     stats = probes.hidden_stats(
         cap, probes.ACTIVATION_TRAITS[activation], probes.Workspace()
-    ).numpy()
+    ).numpy()[0]  # replica 0 of 1
     return dict(zip(probes.HIDDEN_QUANTITIES, stats.T, strict=True))
 
 
@@ -107,32 +107,40 @@ def test_tanh_has_no_dead_fraction_and_relu_no_saturation():
     assert np.isnan(_probe(model, x, y, "relu")["act_saturation"]).all()
 
 
-def test_weight_grad_stats_match_direct_computation():
+@pytest.mark.parametrize("replica", [0, 1])
+def test_weight_grad_stats_match_direct_computation(replica):
     generator = torch.Generator().manual_seed(0)
-    grads = [torch.randn(8, 5, generator=generator), torch.randn(64, 64, generator=generator)]
-    grads[1][0, :40] = 0.0
-    grads.append(torch.randn(64, 64, generator=generator))
-    stats = probes.weight_grad_stats(grads, probes.Workspace())
-    for i, g in enumerate(grads):
+    # two replicas of three layers, two of one shape: each replica's stats are its own
+    grads = [torch.randn(2, 8, 5, generator=generator), torch.randn(2, 64, 64, generator=generator)]
+    grads[1][replica, 0, :40] = 0.0
+    grads.append(torch.randn(2, 64, 64, generator=generator) * (1 + replica))
+    stats = probes.weight_grad_stats(grads, probes.Workspace())[replica]
+    for i, g in enumerate(g[replica] for g in grads):
         magnitude = g.abs().flatten()
         exact = [g.norm(), g.mean(), g.std(correction=0), magnitude.max()]
         got = stats[i, :4]
         assert torch.allclose(got, torch.stack(exact), atol=1e-5), f"layer {i}: {got} vs {exact}"
-        # quantiles are estimated on a fixed subset of QUANTILE_SAMPLE entries
+        # quantiles are nearest-rank order statistics of a fixed subset of QUANTILE_SAMPLE entries
+        subset = magnitude[probes._subset(magnitude.numel(), magnitude.device)]
+        ranks = [round(level * (probes.QUANTILE_SAMPLE - 1)) + 1 for level in (0.05, 0.5, 0.95)]
+        exact_on_subset = torch.stack([subset.kthvalue(k).values for k in ranks])
+        assert torch.equal(stats[i, 4:7], exact_on_subset), f"layer {i}"
+        # and estimate the whole layer's: within 4 standard errors of a 512-entry estimate
         quantiles = torch.quantile(magnitude, torch.tensor([0.05, 0.5, 0.95]))
         # relative error for the median and q95; q05 sits near 0, so against the median's scale
         error = (stats[i, 4:7] - quantiles).abs() / quantiles[[1, 1, 2]]
-        assert (error < 0.1).all(), f"layer {i}: {stats[i, 4:7]} vs {quantiles}"
+        assert (error < 0.2).all(), f"layer {i}: {stats[i, 4:7]} vs {quantiles}"
         assert (stats[i, 4:7].diff() >= 0).all()
         zero = (g == 0).float().mean()
         assert abs(stats[i, 7] - zero) < 0.05, f"layer {i}: zero fraction {stats[i, 7]} vs {zero}"
 
 
 def test_update_ratio_is_relative_step_size():
-    before = [torch.ones(3, 3), torch.full((2,), 2.0)]
-    after = [torch.ones(3, 3) * 1.1, torch.full((2,), 2.0)]
+    before = [torch.ones(2, 3, 3), torch.full((2, 2), 2.0)]  # two replicas, two layers
+    after = [torch.ones(2, 3, 3) * torch.tensor([1.1, 1.5])[:, None, None], before[1].clone()]
+    after[1][1] = 3.0
     ratios = probes.update_ratios(before, after)
-    assert torch.allclose(ratios, torch.tensor([0.1, 0.0]), atol=1e-6), ratios
+    assert torch.allclose(ratios, torch.tensor([[0.1, 0.0], [0.5, 0.5]]), atol=1e-6), ratios
 
 
 def test_every_activation_has_traits():

@@ -23,7 +23,7 @@ def measured_log_rms(activation: str, init: str) -> np.ndarray:
         with probes.capture(model.acts) as cap:
             torch.nn.functional.mse_loss(model(x).squeeze(-1), y).backward()
         stats = probes.hidden_stats(cap, probes.ACTIVATION_TRAITS[activation], probes.Workspace())
-        profiles.append(np.log(stats[:, 0].double().numpy()))
+        profiles.append(np.log(stats[0, :, 0].double().numpy()))  # replica 0 of 1
     return np.mean(profiles, axis=0)
 
 

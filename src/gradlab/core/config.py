@@ -131,6 +131,8 @@ class TrainConfig(_Strict):
     only: list[str] = Field(default_factory=list)
     # a grid above this many runs is refused until this is raised: a typo must not start 10,000 runs
     max_runs: int = Field(default=2000, gt=0)
+    # runs of one model shape train together as one stacked model of at most this many replicas
+    max_replicas: int = Field(default=32, gt=0, le=1024)
     divergence_factor: float = Field(default=1e4, gt=1)
     probe_batch_size: int = Field(default=256, gt=0)
     store: str = Field(min_length=1)

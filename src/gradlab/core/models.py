@@ -4,6 +4,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import torch
 from torch import Tensor, nn
 
 from gradlab.core.registry import lookup
@@ -74,3 +75,113 @@ class MLP(nn.Module):
     def all_linears(self) -> list[nn.Linear]:
         """Every weight layer in forward order: the hidden layers, then the head."""
         return [*self.linears, self.head]
+
+
+class StackedMLP:
+    """K same-shape ``MLP``s as one model: every tensor of their state dicts stacked on dim 0.
+
+    ``tensors`` maps the ``MLP`` state-dict names to (K, …) tensors (weights (K, out, in),
+    biases and norm parameters (K, width)), so replica ``k``'s state dict is ``t[k]`` of each.
+    A layer is one ``baddbmm`` for all replicas: for small MLPs the time of a step goes to
+    dispatching kernels, not to arithmetic, and K models then cost about what one does.
+    """
+
+    def __init__(self, models: list[MLP], activation: str, norm_layer: str) -> None:
+        self.depth = len(models[0].linears)
+        self.activation = lookup(ACTIVATIONS, activation, "activation")()
+        self.norm_layer = norm_layer
+        self.norm = lookup(NORM_LAYERS, norm_layer, "norm_layer")
+        names = {name for name, _ in models[0].named_parameters()}
+        states = [model.state_dict() for model in models]
+        self.tensors = {
+            name: torch.stack([state[name] for state in states]).requires_grad_(name in names)
+            for name in states[0]
+        }
+        self.param_names = [name for name in self.tensors if name in names]
+        weight_names = [f"linears.{i}.weight" for i in range(self.depth)] + ["head.weight"]
+        self.weight_positions = [self.param_names.index(name) for name in weight_names]
+        self._prototype = models[0]  # read for its BatchNorm / LayerNorm settings only
+
+    @property
+    def replicas(self) -> int:
+        return len(self.tensors["head.weight"])
+
+    def params(self) -> list[Tensor]:
+        return [self.tensors[name] for name in self.param_names]
+
+    def weights(self) -> list[Tensor]:
+        """Every weight stack in forward order: the hidden layers, then the head."""
+        params = self.params()
+        return [params[i] for i in self.weight_positions]
+
+    def to(self, device: torch.device) -> "StackedMLP":
+        self._replace(lambda tensor: tensor.to(device))
+        return self
+
+    def keep(self, index: Tensor) -> None:
+        """Keep only replicas ``index``, in that order (the others finished or diverged)."""
+        self._replace(lambda tensor: tensor[index])
+
+    def _replace(self, change: Callable[[Tensor], Tensor]) -> None:
+        self.tensors = {
+            name: change(tensor.detach()).requires_grad_(tensor.requires_grad)
+            for name, tensor in self.tensors.items()
+        }
+
+    def state_dict(self, replica: int) -> dict[str, Tensor]:
+        """Replica ``replica``'s weights as an ``MLP`` state dict, on the CPU."""
+        return {name: t[replica].detach().cpu().clone() for name, t in self.tensors.items()}
+
+    def forward(
+        self,
+        x: Tensor,
+        training: bool,
+        on_hidden: Callable[[Tensor, Tensor], None] | None = None,
+    ) -> Tensor:
+        """(K, B, d_in), or (B, d_in) shared by every replica, → (K, B, d_out).
+
+        Args:
+            x: The inputs.
+            training: BatchNorm normalizes by batch statistics and updates its running ones.
+            on_hidden: Called with (h_l, φ(h_l)) of each hidden layer in order, h_l being the
+                input of the activation (e.g. ``probes.Capture.add``, which reads ∂L/∂h_l too).
+        """
+        t = self.tensors
+        if x.dim() == 2:
+            x = x.expand(self.replicas, *x.shape)
+        for i in range(self.depth):
+            h = torch.baddbmm(
+                t[f"linears.{i}.bias"].unsqueeze(1), x, t[f"linears.{i}.weight"].transpose(1, 2)
+            )
+            if self.norm.position == "pre":
+                h = self._normalize(f"pre_norms.{i}", h, training)
+            x = self.activation(h)
+            if on_hidden is not None:
+                on_hidden(h, x)
+            if self.norm.position == "post":
+                x = self._normalize(f"post_norms.{i}", x, training)
+        return torch.baddbmm(t["head.bias"].unsqueeze(1), x, t["head.weight"].transpose(1, 2))
+
+    def _normalize(self, prefix: str, h: Tensor, training: bool) -> Tensor:
+        if self.norm.factory is None:
+            return h
+        t, module = self.tensors, self._prototype.get_submodule(prefix)
+        weight, bias = t[f"{prefix}.weight"], t[f"{prefix}.bias"]
+        if isinstance(module, nn.LayerNorm):
+            out = nn.functional.layer_norm(h, h.shape[-1:], eps=module.eps)
+            return torch.addcmul(bias.unsqueeze(1), out, weight.unsqueeze(1))
+        # BatchNorm per replica: (K, B, W) as (B, K·W) channels, the same kernel as one model
+        k, b, w = h.shape
+        if training:
+            t[f"{prefix}.num_batches_tracked"] += 1
+        out = nn.functional.batch_norm(
+            h.transpose(0, 1).reshape(b, k * w),
+            t[f"{prefix}.running_mean"].view(-1),
+            t[f"{prefix}.running_var"].view(-1),
+            weight.reshape(-1),
+            bias.reshape(-1),
+            training=training,
+            momentum=module.momentum,
+            eps=module.eps,
+        )
+        return out.view(b, k, w).transpose(0, 1)

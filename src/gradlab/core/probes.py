@@ -94,34 +94,44 @@ _QUANTILES = (0.05, 0.5, 0.95)
 
 @dataclass
 class Capture:
-    """Tensors a probed forward/backward pass leaves behind, one entry per hidden layer."""
+    """Tensors a probed forward/backward pass leaves behind, one entry per hidden layer.
 
-    preacts: list[Tensor | None]
-    acts: list[Tensor | None]
+    Every tensor is stacked over replicas: (K, B, width), K = 1 for a single ``MLP``.
+    """
+
+    preacts: list[Tensor] = field(default_factory=list)
+    acts: list[Tensor] = field(default_factory=list)
     grads: list[Tensor | None] = field(default_factory=list)
+
+    def add(self, h: Tensor, a: Tensor) -> None:
+        """Keep h and φ(h) of the next hidden layer; ∂L/∂h arrives with the backward pass."""
+        layer = len(self.preacts)
+        self.preacts.append(h.detach())
+        self.acts.append(a.detach())
+        self.grads.append(None)
+        if h.requires_grad:
+            h.register_hook(lambda g: self.grads.__setitem__(layer, g.detach()))
 
 
 @contextmanager
 def capture(activations: nn.ModuleList) -> Iterator[Capture]:
-    """Record h, φ(h) and ∂L/∂h of every hidden layer during one forward and backward pass.
+    """Record h, φ(h) and ∂L/∂h of every hidden layer of one ``MLP`` (as K = 1 stacks).
 
     A forward hook on each activation module registers a tensor hook on its input, so the
     backward pass hands over ∂L/∂h without ``retain_grad``. Enter before the forward pass; every
-    hook is removed on exit.
+    hook is removed on exit. ``StackedMLP.forward`` fills a ``Capture`` directly.
     """
-    n = len(activations)
-    cap = Capture(preacts=[None] * n, acts=[None] * n, grads=[None] * n)
+    cap = Capture()
 
-    def on_forward(i: int) -> Callable:
-        def hook(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
-            h = inputs[0]
-            cap.preacts[i], cap.acts[i] = h.detach(), out.detach()
-            if h.requires_grad:
-                h.register_hook(lambda g: cap.grads.__setitem__(i, g.detach()))
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+        h, layer = inputs[0], len(cap.preacts)
+        cap.preacts.append(h.detach().unsqueeze(0))
+        cap.acts.append(out.detach().unsqueeze(0))
+        cap.grads.append(None)
+        if h.requires_grad:
+            h.register_hook(lambda g: cap.grads.__setitem__(layer, g.detach().unsqueeze(0)))
 
-        return hook
-
-    handles = [act.register_forward_hook(on_forward(i)) for i, act in enumerate(activations)]
+    handles = [act.register_forward_hook(hook) for act in activations]
     try:
         yield cap
     finally:
@@ -142,23 +152,24 @@ class Workspace:
         self.buffers: dict[str, Tensor] = {}
 
     def stack(self, name: str, tensors: list[Tensor]) -> Tensor:
-        """``torch.stack(tensors)`` into the buffer kept under ``name``, as (len, numel)."""
+        """(K, …) ``tensors`` stacked on dim 1 into the buffer kept under ``name``:
+        (K, len(tensors), numel per replica)."""
         first = tensors[0]
-        shape = (len(tensors), first.numel())
+        shape = (first.shape[0], len(tensors), first[0].numel())
         buffer = self.buffers.get(name)
         if buffer is None or buffer.shape != shape or buffer.device != first.device:
             buffer = self.buffers[name] = torch.empty(shape, dtype=first.dtype, device=first.device)
-        return torch.stack([t.reshape(-1) for t in tensors], out=buffer)
+        return torch.stack([t.reshape(shape[0], -1) for t in tensors], dim=1, out=buffer)
 
 
 def moments(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Row means and mean squares of a 2-D tensor: (E[x], E[x²]), with no temporary as big as x.
+    """Means and mean squares over the last dim: (E[x], E[x²]), with no temporary as big as x.
 
     Standard deviations are derived as sqrt(E[x²] − E[x]²): on CPU this is ~10× faster than
     ``torch.std_mean``, whose Welford pass dominated the probe's cost; the cancellation it risks
     is far below the precision these statistics are read at.
     """
-    return x.mean(1), torch.linalg.vector_norm(x, dim=1).pow(2) / x.shape[1]
+    return x.mean(-1), torch.linalg.vector_norm(x, dim=-1).pow(2) / x.shape[-1]
 
 
 def _std(mean: Tensor, mean_sq: Tensor) -> Tensor:
@@ -166,27 +177,36 @@ def _std(mean: Tensor, mean_sq: Tensor) -> Tensor:
 
 
 def hidden_stats(cap: Capture, traits: ActivationTraits, workspace: Workspace) -> Tensor:
-    """Statistics of every hidden layer, shape (depth, len(HIDDEN_QUANTITIES))."""
+    """Statistics of every hidden layer of every replica: (K, depth, len(HIDDEN_QUANTITIES))."""
     depth = len(cap.preacts)
-    # one (3·depth, B·W) block: h, φ(h), ∂L/∂h of every layer, reduced in one pass
+    replicas, width = cap.preacts[0].shape[0], cap.preacts[0].shape[-1]
+    # one (K, 3·depth, B·W) block: h, φ(h), ∂L/∂h of every layer, reduced in one pass
     block = workspace.stack("hidden", [*cap.preacts, *cap.acts, *cap.grads])
-    mean, mean_sq = (m.view(3, depth) for m in moments(block))
-    h, a = block[:depth], block[depth : 2 * depth]
-    nan = torch.full((depth,), float("nan"), device=block.device)
-    saturation = traits.saturated(h, a).float().mean(1) if traits.saturated is not None else nan
+    mean, mean_sq = (m.view(replicas, 3, depth) for m in moments(block))
+    h, a = block[:, :depth], block[:, depth : 2 * depth]
+    nan = torch.full((replicas, depth), float("nan"), device=block.device)
+    saturation = traits.saturated(h, a).float().mean(-1) if traits.saturated is not None else nan
     if traits.relu_like:
-        active = (h > 0).view(depth, -1, cap.preacts[0].shape[-1]).any(dim=1)  # (L, W)
-        dead = 1.0 - active.float().mean(1)
+        active = (h > 0).view(replicas, depth, -1, width).any(dim=2)  # (K, L, W)
+        dead = 1.0 - active.float().mean(-1)
     else:
         dead = nan
     std = _std(mean, mean_sq)
-    columns = [mean_sq[2].sqrt(), mean[2], std[2], mean[0], std[0], mean[1], std[1]]
-    return torch.stack([*columns, saturation, dead], 1)
+    columns = [
+        mean_sq[:, 2].sqrt(),
+        mean[:, 2],
+        std[:, 2],
+        mean[:, 0],
+        std[:, 0],
+        mean[:, 1],
+        std[:, 1],
+    ]
+    return torch.stack([*columns, saturation, dead], -1)
 
 
 def weight_grad_stats(grads: list[Tensor], workspace: Workspace) -> Tensor:
-    """Gradient statistics of each weight matrix, shape (len(grads), 8): every column of
-    ``WEIGHT_QUANTITIES`` but ``update_ratio``. Layers of one shape are reduced together, and
+    """Gradient statistics of each (K, out, in) weight stack: (K, len(grads), 8), every column
+    of ``WEIGHT_QUANTITIES`` but ``update_ratio``. Layers of one shape are reduced together, and
     the quantiles of all layers come from one fixed subset of each."""
     groups: dict[torch.Size, list[int]] = {}
     for i, grad in enumerate(grads):
@@ -195,25 +215,26 @@ def weight_grad_stats(grads: list[Tensor], workspace: Workspace) -> Tensor:
     sums, norms, maxima, minima, samples, numels = [], [], [], [], [], []
     for shape, indices in groups.items():
         g = workspace.stack(f"weight{tuple(shape)}", [grads[i] for i in indices])
-        sums.append(g.sum(1))
-        norms.append(torch.linalg.vector_norm(g, dim=1))
-        maxima.append(g.amax(1))  # vector_norm(ord=inf) would make a temporary as big as g
-        minima.append(g.amin(1))
-        samples.append(g[:, _subset(g.shape[1], g.device)])
-        numels += [g.shape[1]] * len(indices)
+        sums.append(g.sum(-1))
+        norms.append(torch.linalg.vector_norm(g, dim=-1))
+        maxima.append(g.amax(-1))  # vector_norm(ord=inf) would make a temporary as big as g
+        minima.append(g.amin(-1))
+        samples.append(g[:, :, _subset(g.shape[-1], g.device)])
+        numels += [g.shape[-1]] * len(indices)
     numel = torch.tensor(numels, dtype=grads[0].dtype, device=grads[0].device)
-    norm = torch.cat(norms)
-    mean = torch.cat(sums) / numel
+    norm = torch.cat(norms, 1)
+    mean = torch.cat(sums, 1) / numel
     std = _std(mean, norm.pow(2) / numel)
-    absmax = torch.maximum(torch.cat(maxima), -torch.cat(minima))
-    sample = torch.cat(samples).abs()  # (layers, QUANTILE_SAMPLE)
-    zero = (sample == 0).float().mean(1)
+    absmax = torch.maximum(torch.cat(maxima, 1), -torch.cat(minima, 1))
+    sample = torch.cat(samples, 1).abs()  # (K, layers, QUANTILE_SAMPLE)
+    zero = (sample == 0).float().mean(-1)
     stats = torch.cat(
-        [torch.stack([norm, mean, std, absmax], 1), _nearest_rank(sample), zero[:, None]], dim=1
+        [torch.stack([norm, mean, std, absmax], -1), _nearest_rank(sample), zero[..., None]],
+        dim=-1,
     )
     # back from group order to layer order
     order = [i for indices in groups.values() for i in indices]
-    return stats[_inverse(tuple(order))] if order != sorted(order) else stats
+    return stats[:, _inverse(tuple(order))] if order != sorted(order) else stats
 
 
 @functools.cache
@@ -236,13 +257,13 @@ def _subset(numel: int, device: torch.device) -> Tensor:
 
 
 def _nearest_rank(samples: Tensor) -> Tensor:
-    """Quantiles ``_QUANTILES`` of each row as nearest-rank order statistics.
+    """Quantiles ``_QUANTILES`` along the last dim as nearest-rank order statistics.
 
     ``kthvalue`` is a selection, not a sort: on CPU ~4× faster than ``sort`` or ``quantile``.
     """
-    last = samples.shape[1] - 1
+    last = samples.shape[-1] - 1
     ranks = [round(level * last) + 1 for level in _QUANTILES]
-    return torch.stack([samples.kthvalue(k, dim=1).values for k in ranks], dim=1)
+    return torch.stack([samples.kthvalue(k, dim=-1).values for k in ranks], dim=-1)
 
 
 @torch.no_grad()
@@ -253,14 +274,21 @@ def snapshot(weights: list[Tensor]) -> list[Tensor]:
 
 @torch.no_grad()
 def update_ratios(before: list[Tensor], after: list[Tensor]) -> Tensor:
-    """‖W_after − W_before‖ / ‖W_before‖ per layer."""
+    """‖W_after − W_before‖ / ‖W_before‖ per replica and layer of (K, out, in) stacks: (K, L)."""
     deltas = torch._foreach_sub(after, before)
-    return torch.stack(torch._foreach_norm(deltas)) / torch.stack(torch._foreach_norm(before))
+    return torch.stack([_replica_norm(d) for d in deltas], 1) / torch.stack(
+        [_replica_norm(w) for w in before], 1
+    )
+
+
+def _replica_norm(x: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1)
 
 
 def global_grad_norm(grads: list[Tensor]) -> Tensor:
-    """The L2 norm of all gradients together (what ``clip_grad_norm_`` compares to ``clip``)."""
-    return torch.stack(torch._foreach_norm(grads)).norm()
+    """Each replica's L2 norm of all its gradients together, (K,): what ``clip_grad_norm_``
+    compares to ``clip``."""
+    return torch.linalg.vector_norm(torch.stack([_replica_norm(g) for g in grads]), dim=0)
 
 
 def sample_indices(numel: int, size: int, generator: torch.Generator) -> Tensor:

@@ -1,7 +1,11 @@
-"""Train one run spec: the loop, its probes, divergence, and the result as plain tables.
+"""Train runs: groups of same-shape runs as one stacked model, their probes, divergence, and
+each run's result as plain tables.
 
-``train_run(spec, data, options)`` is a picklable function of its arguments, so any executor
-(in-process, a process pool, later a cluster) can run it and get identical numbers on CPU.
+``train_group(specs, data, options)`` (and ``train_run`` for one spec) is a picklable function of
+its arguments, so any executor (in-process, a process pool, later a cluster) can run it and get
+identical numbers on CPU. Runs that agree on ``GROUP_AXES`` train together: for the small MLPs
+of a grid a training step costs kernel launches, not arithmetic, so K stacked replicas cost
+little more than one (``benchmarks/engine_throughput.py``).
 """
 
 import hashlib
@@ -10,7 +14,7 @@ import math
 import random
 import time
 import traceback
-from contextlib import nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +27,8 @@ from gradlab.core import probes, theory
 from gradlab.core.data import feature_columns, n_outputs
 from gradlab.core.grid import RunSpec
 from gradlab.core.inits import initialize
-from gradlab.core.models import MLP
-from gradlab.core.optim import OPTIMIZERS, SCHEDULES
-from gradlab.core.registry import lookup
+from gradlab.core.models import MLP, StackedMLP
+from gradlab.core.replica_optim import ReplicaOptimizer, schedule_table
 from gradlab.core.verdict import expected_verdict, first_last_ratio, verdict
 
 log = logging.getLogger(__name__)
@@ -145,61 +148,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _loss_fn(task: str) -> nn.Module:
-    return nn.MSELoss() if task == "regression" else nn.CrossEntropyLoss()
+class ProbeLog:
+    """One run's probe values as plain floats; builds its long tables once, at the end."""
 
-
-def _prediction(out: Tensor, task: str) -> Tensor:
-    return out.squeeze(-1) if task == "regression" else out  # (B, 1) -> (B,) for MSE
-
-
-@torch.no_grad()
-def _evaluate(model: MLP, data: TaskData, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Validation loss and metric (R² or accuracy), left on the device."""
-    model.eval()
-    out = _prediction(model(x), data.task)
-    loss = _loss_fn(data.task)(out, y)
-    if data.task == "regression":
-        metric = 1.0 - (out - y).pow(2).sum() / (y - y.mean()).pow(2).sum()
-    else:
-        metric = (out.argmax(1) == y).float().mean()
-    model.train()
-    return loss, metric
-
-
-class _Recorder:
-    """Collects probe tensors; builds the long tables once, at the end of the run."""
-
-    def __init__(self, model: MLP, traits: probes.ActivationTraits, sample_size: int, seed: int):
-        self.depth, self.traits, self.sample_size = len(model.acts), traits, sample_size
-        self.params = list(model.parameters())  # walked once: module traversal is slow Python
-        self.weights = [layer.weight for layer in model.all_linears()]
-        self.stats: list[tuple[str, int, list[float]]] = []
+    def __init__(self, depth: int, sample_size: int, seed: int):
+        self.depth, self.sample_size = depth, sample_size
+        self.stats: list[tuple[str, int, list[float], list[float]]] = []
         self.samples: list[tuple[str, int, str, int, Tensor]] = []
-        self.generator = torch.Generator().manual_seed(seed)
-        self.workspace = probes.Workspace()
+        self.generator = torch.Generator().manual_seed(seed)  # distribution samples only
 
-    def probe(self, cap: probes.Capture, loss: Tensor) -> Tensor:
-        """Statistics available after backward, before the optimizer step (and clipping)."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        hidden = probes.hidden_stats(cap, self.traits, self.workspace)
-        weight = probes.weight_grad_stats([w.grad for w in self.weights], self.workspace)
-        global_ = torch.stack([probes.global_grad_norm(grads), loss.detach()])
-        return torch.cat([hidden.flatten(), weight.flatten(), global_])
+    def add(self, phase: str, step: int, stats: list[float], update: list[float]) -> None:
+        """Keep one probe step: ``probe_values``' row, then the update ratios (empty at init)."""
+        self.stats.append((phase, step, stats, update or [math.nan] * (self.depth + 1)))
 
-    def keep_samples(self, phase: str, step: int, cap: probes.Capture) -> None:
-        """Keep a fixed-size random subset of each layer's values for distribution plots."""
-        weight_grads = [weight.grad for weight in self.weights]
-        per_layer = (cap.grads, cap.preacts, cap.acts, weight_grads)
+    def keep_samples(self, phase: str, step: int, per_layer: Sequence[Sequence[Tensor]]) -> None:
+        """Keep a fixed-size random subset of each layer's values for distribution plots.
+
+        Args:
+            per_layer: For each of ``probes.DISTRIBUTION_QUANTITIES``, this run's tensor per layer.
+        """
         for quantity, tensors in zip(probes.DISTRIBUTION_QUANTITIES, per_layer, strict=True):
             for layer, tensor in enumerate(tensors, start=1):
                 flat = tensor.flatten()
                 idx = probes.sample_indices(flat.numel(), self.sample_size, self.generator)
                 self.samples.append((phase, step, quantity, layer, flat[idx.to(flat.device)]))
-
-    def add(self, phase: str, step: int, stats: list[float], update: list[float]) -> None:
-        """Keep one probe step: ``probe()``'s values, then the update ratios (empty at init)."""
-        self.stats.append((phase, step, stats, update or [math.nan] * (self.depth + 1)))
 
     def hidden(self, phase: str, quantity: str) -> np.ndarray:
         """One hidden-layer quantity at the last probe step of ``phase`` (empty if none)."""
@@ -259,6 +231,22 @@ class _Recorder:
         )
 
 
+def probe_values(
+    cap: probes.Capture,
+    weight_grads: list[Tensor],
+    grads: list[Tensor],
+    loss: Tensor,
+    traits: probes.ActivationTraits,
+    workspace: probes.Workspace,
+) -> Tensor:
+    """(K, n) statistics available after backward, before the optimizer step and clipping:
+    hidden-layer stats, weight-gradient stats, global gradient norm, loss (``ProbeLog.add``)."""
+    hidden = probes.hidden_stats(cap, traits, workspace)
+    weight = probes.weight_grad_stats(weight_grads, workspace)
+    global_ = torch.stack([probes.global_grad_norm(grads), loss.detach()], 1)
+    return torch.cat([hidden.flatten(1), weight.flatten(1), global_], 1)
+
+
 def empty_table(name: str) -> pd.DataFrame:
     """A result table with no rows but its columns and dtypes: ``history``, else a long table."""
     if name == "history":
@@ -280,42 +268,133 @@ def empty_table(name: str) -> pd.DataFrame:
     )
 
 
-def _first_bad(losses: list[float], first_loss: float, factor: float) -> int | None:
+def first_bad(losses: list[float], first_loss: float, factor: float) -> int | None:
     """Index of the first loss that is NaN/Inf or above ``factor`` times the first loss."""
     limit = factor * abs(first_loss)
     return next((i for i, v in enumerate(losses) if not math.isfinite(v) or v > limit), None)
 
 
+# Runs that agree on these train together as one stacked model (see ``train_group``); the
+# others (init, init_std, lr, weight_decay, schedule, clip, epochs, seed) may differ per replica.
+GROUP_AXES = (
+    "dataset",
+    "input_norm",
+    "activation",
+    "norm_layer",
+    "depth",
+    "width",
+    "batch_size",
+    "optimizer",
+    "log_every",
+)
+
+
+def group_runs(specs: Sequence[RunSpec], max_replicas: int) -> list[list[RunSpec]]:
+    """Specs in groups that can train together, none above ``max_replicas``, biggest work first.
+
+    A group too big is cut into near-equal parts (17 runs, at most 16: 9 + 8, not 16 + 1).
+    """
+    by_key: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        by_key.setdefault(tuple(getattr(spec, axis) for axis in GROUP_AXES), []).append(spec)
+    groups = []
+    for members in by_key.values():
+        parts = math.ceil(len(members) / max_replicas)
+        groups += [members[i::parts] for i in range(parts)]
+    return sorted(groups, key=_group_work, reverse=True)
+
+
+def _group_work(group: list[RunSpec]) -> float:
+    # multiply-adds of a step times steps: sorting the biggest first balances the workers
+    spec = group[0]
+    per_step = spec.depth * spec.width * spec.width * spec.batch_size
+    return per_step * len(group) * max(s.epochs for s in group)
+
+
 def train_run(spec: RunSpec, data: TaskData, options: RunOptions = RunOptions()) -> RunResult:
-    """Train one MLP as ``spec`` says, probing it at init and every ``spec.log_every`` steps.
+    """Train one MLP as ``spec`` says: ``train_group`` with one replica."""
+    return train_group([spec], data, options)[0]
+
+
+def train_group(
+    specs: Sequence[RunSpec], data: TaskData, options: RunOptions = RunOptions()
+) -> list[RunResult]:
+    """Train runs that agree on ``GROUP_AXES`` together, as one stacked model.
+
+    Each replica keeps its own seed (init, batch order, probe batch), init, learning rate and
+    schedule, weight decay, clipping, epochs and optimizer state, and gets the numbers it would
+    get alone (to float rounding: ``tests/core/test_engine.py``). A replica that diverges is
+    recorded at its step and dropped from the stack; the others go on unchanged.
 
     Never raises for a run that diverges (status ``diverged``) or fails (status ``failed``, the
     traceback in ``summary["error"]``): one run must not stop the grid.
 
     Args:
-        spec: The run spec.
-        data: Train and validation tensors for ``spec.dataset`` / ``spec.input_norm``.
+        specs: Run specs that agree on ``GROUP_AXES``.
+        data: Train and validation tensors for their dataset and input_norm.
         options: Device, divergence threshold, probe batch size.
     Returns:
-        The run's summary, history, layer statistics, distribution samples and final weights.
+        One result per spec, in the order of ``specs``.
     """
     start = time.perf_counter()
-    try:
-        return _train(spec, data, options, start)
-    except Exception:  # a bug or a numerical error in one run is that run's result
-        log.exception("run %s (%s) failed", spec.run_id, spec.label)
-        summary = {"error": traceback.format_exc(), "wall_s": time.perf_counter() - start}
-        tables = [empty_table(name) for name in ("history", "layer_stats", "distributions")]
-        return RunResult(spec.run_id, "failed", summary, *tables, {})
+    keys = {tuple(getattr(spec, axis) for axis in GROUP_AXES) for spec in specs}
+    if len(keys) != 1:
+        raise ValueError(f"a group's runs must agree on {GROUP_AXES}; got {sorted(keys)}")
+    results: dict[str, RunResult] = {}
+    replicas, models = [], []
+    for spec in specs:
+        try:
+            replica, model = _setup(spec, data, options)
+        except Exception:
+            results[spec.run_id] = _failed(spec, start)
+            continue
+        replicas.append(replica)
+        models.append(model)
+    if replicas:
+        try:
+            _train_stack(replicas, models, data, options, start, results)
+        except Exception:
+            left = [r.spec for r in replicas if r.spec.run_id not in results]
+            if len(specs) == 1:
+                results[specs[0].run_id] = _failed(specs[0], start)
+            else:  # one replica broke the stack: alone, only that one fails
+                log.warning("group of %d raised; training its %d runs alone", len(specs), len(left))
+                for spec in left:
+                    results[spec.run_id] = train_run(spec, data, options)
+    return [results[spec.run_id] for spec in specs]
 
 
-def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> RunResult:
+def _failed(spec: RunSpec, start: float) -> RunResult:
+    log.exception("run %s (%s) failed", spec.run_id, spec.label)
+    summary = {"error": traceback.format_exc(), "wall_s": time.perf_counter() - start}
+    tables = [empty_table(name) for name in ("history", "layer_stats", "distributions")]
+    return RunResult(spec.run_id, "failed", summary, *tables, {})
+
+
+@dataclass
+class _Replica:
+    """What one run of a stacked group keeps for itself besides its slice of the tensors."""
+
+    spec: RunSpec
+    generator: torch.Generator  # probe batch, then each epoch's batch order
+    probe_rows: Tensor
+    probe_log: ProbeLog
+    total_steps: int
+    lrs: np.ndarray  # the learning rate of each step, and after the last one
+    momenta: np.ndarray  # momentum (SGD, RMSprop) or β₁ (Adam) of each step
+    checkpoints: set[int]  # steps whose distributions are sampled
+    prediction: theory.ProfilePrediction | None = None
+    history: list[tuple[int, str, float]] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+    first_loss: float | None = None
+    diverged_step: int | None = None
+
+
+def _setup(spec: RunSpec, data: TaskData, options: RunOptions) -> tuple[_Replica, MLP]:
+    """One replica's model, initialized exactly as a lone run of ``spec`` would be."""
     seed_everything(spec.seed)
-    device = resolve_device(options.device)
     generator = torch.Generator().manual_seed(spec.seed)
-    d_in = data.x_train.shape[1]
-    n_train = len(data.x_train)
-
+    n_train, d_in = data.x_train.shape
     probe_rows = torch.randperm(n_train, generator=generator)[: options.probe_batch_size]
     model = MLP(d_in, data.n_outputs, spec.depth, spec.width, spec.activation, spec.norm_layer)
     initialize(
@@ -326,148 +405,288 @@ def _train(spec: RunSpec, data: TaskData, options: RunOptions, start: float) -> 
         generator,
         data_batch=data.x_train[probe_rows],
     )
-    model.to(device).train()
+    steps_per_epoch = math.ceil(n_train / spec.batch_size)
+    total = spec.epochs * steps_per_epoch
+    lrs, momenta = schedule_table(spec.optimizer, spec.schedule, spec.lr, total, steps_per_epoch)
+    every = spec.log_every
+    replica = _Replica(
+        spec=spec,
+        generator=generator,
+        probe_rows=probe_rows,
+        probe_log=ProbeLog(spec.depth, options.distribution_size, spec.seed),
+        total_steps=total,
+        lrs=lrs,
+        momenta=momenta,
+        checkpoints={0, total // 2 // every * every, (total - 1) // every * every},
+    )
+    return replica, model
+
+
+def _replica_losses(out: Tensor, y: Tensor, task: str) -> Tensor:
+    """Each replica's mean loss over its batch: (K, B, d_out), (K, B) → (K,)."""
+    if task == "regression":
+        return (out.squeeze(-1) - y).pow(2).mean(1)
+    losses = nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none")
+    return losses.view(y.shape).mean(1)
+
+
+@torch.no_grad()
+def _evaluate(model: StackedMLP, task: str, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Each replica's validation loss and metric (R² or accuracy), (K,) each, on the device."""
+    out = model.forward(x, training=False)
+    y = y.expand(out.shape[0], *y.shape)
+    loss = _replica_losses(out, y, task)
+    if task == "regression":
+        residual = (out.squeeze(-1) - y).pow(2).sum(1)
+        metric = 1.0 - residual / (y - y.mean(1, keepdim=True)).pow(2).sum(1)
+    else:
+        metric = (out.argmax(-1) == y).float().mean(1)
+    return loss, metric
+
+
+class _Stack:
+    """The tensors of the replicas still training, and the replicas in the same order."""
+
+    def __init__(self, replicas: list[_Replica], model: StackedMLP, device: torch.device):
+        self.replicas, self.model = replicas, model
+        specs = [r.spec for r in replicas]
+        width = max(r.total_steps for r in replicas) + 1
+
+        def table(rows: list[np.ndarray]) -> Tensor:  # padded with each row's last value
+            padded = [np.pad(row, (0, width - len(row)), mode="edge") for row in rows]
+            return torch.tensor(np.stack(padded), dtype=torch.float64, device=device)
+
+        self.lrs = table([r.lrs for r in replicas])
+        self.momenta = table([r.momenta for r in replicas])
+        wd = torch.tensor([s.weight_decay for s in specs], dtype=torch.float64, device=device)
+        self.optimizer = ReplicaOptimizer(specs[0].optimizer, model.params(), wd)
+        clips = [math.inf if s.clip is None else s.clip for s in specs]
+        self.clips = torch.tensor(clips, dtype=torch.float32, device=device)
+        self.clipping = any(s.clip is not None for s in specs)
+        self.losses = torch.zeros(len(replicas), width, device=device)  # read at log steps only
+
+    def keep(self, index: list[int]) -> None:
+        """Keep only the replicas at ``index`` (the others finished or diverged)."""
+        self.replicas = [self.replicas[i] for i in index]
+        if not index:
+            return
+        rows = torch.tensor(index, dtype=torch.long, device=self.losses.device)
+        self.model.keep(rows)
+        self.optimizer.keep(rows, self.model.params())
+        self.lrs, self.momenta = self.lrs[rows], self.momenta[rows]
+        self.clips, self.losses = self.clips[rows], self.losses[rows]
+        self.clipping = any(r.spec.clip is not None for r in self.replicas)
+
+
+def _train_stack(
+    replicas: list[_Replica],
+    models: list[MLP],
+    data: TaskData,
+    options: RunOptions,
+    start: float,
+    results: dict[str, RunResult],
+) -> None:
+    """The training loop of a group: one step of every replica at a time, one loop over steps."""
+    device = resolve_device(options.device)
+    first = replicas[0].spec
+    model = StackedMLP(models, first.activation, first.norm_layer).to(device)
+    stack = _Stack(replicas, model, device)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
-    loss_fn = _loss_fn(data.task)
+    traits = probes.ACTIVATION_TRAITS[first.activation]
+    workspace = probes.Workspace()
+    n_train, batch_size = len(x_train), first.batch_size
+    steps_per_epoch = math.ceil(n_train / batch_size)
 
-    optimizer = lookup(OPTIMIZERS, spec.optimizer, "optimizer")(
-        model.parameters(), spec.lr, spec.weight_decay
-    )
-    steps_per_epoch = math.ceil(n_train / spec.batch_size)
-    total_steps = spec.epochs * steps_per_epoch
-    scheduler = lookup(SCHEDULES, spec.schedule, "schedule")(
-        optimizer, total_steps, steps_per_epoch
-    )
-    recorder = _Recorder(
-        model, probes.ACTIVATION_TRAITS[spec.activation], options.distribution_size, spec.seed
-    )
-
-    prediction = None
     if options.probe:
-        rows = probe_rows.to(device)
-        q_in = _probe_at_init(model, recorder, data, loss_fn, x_train[rows], y_train[rows])
-        prediction = _predict(spec, d_in, data.n_outputs, q_in)
+        _probe_at_init(stack, data, x_train, y_train, traits, workspace)
 
-    checkpoints = {0, total_steps // 2 // spec.log_every * spec.log_every}
-    checkpoints.add((total_steps - 1) // spec.log_every * spec.log_every)
-    losses = torch.zeros(total_steps, device=device)  # per-step loss, read at log steps only
-    history: list[tuple[int, str, float]] = []
-    grad_norms: list[float] = []
-    first_loss: float | None = None
-    checked = 0  # losses[:checked] have been checked for divergence
-    diverged_step: int | None = None
-    step = 0
+    checked = 0  # every replica's losses[:checked] have been checked for divergence
+    order = torch.empty(0)
+    for step in range(max(r.total_steps for r in replicas)):
+        epoch, batch = divmod(step, steps_per_epoch)
+        if batch == 0:
+            order = torch.stack(
+                [torch.randperm(n_train, generator=r.generator) for r in stack.replicas]
+            ).to(device)
+        rows = order[:, batch * batch_size : (batch + 1) * batch_size]
+        x, y = x_train[rows], y_train[rows]  # (K, B, d_in), (K, B)
+        probing = options.probe and step % first.log_every == 0
+        cap = probes.Capture() if probing else None
+        params = model.params()
+        loss = _replica_losses(model.forward(x, True, cap.add if cap else None), y, data.task)
+        grads = list(torch.autograd.grad(loss.sum(), params))
+        stack.losses[:, step] = loss.detach()
+        if cap is not None:
+            weight_grads = [grads[i] for i in model.weight_positions]
+            stats = probe_values(cap, weight_grads, grads, loss, traits, workspace)
+            before = probes.snapshot(model.weights())
+            for k, replica in enumerate(stack.replicas):
+                if step in replica.checkpoints:
+                    _keep_samples(replica, "train", step, cap, weight_grads, k)
+        if stack.clipping:
+            _clip(grads, stack.clips)
+        stack.optimizer.step(grads, stack.lrs[:, step], stack.momenta[:, step])
 
-    for epoch in range(1, spec.epochs + 1):
-        order = torch.randperm(n_train, generator=generator).to(device)
-        epoch_start = step
-        for batch in range(steps_per_epoch):
-            rows = order[batch * spec.batch_size : (batch + 1) * spec.batch_size]
-            x, y = x_train[rows], y_train[rows]  # (B, d_in), (B,)
-            probing = options.probe and step % spec.log_every == 0
-            with probes.capture(model.acts) if probing else nullcontext() as cap:
-                loss = loss_fn(_prediction(model(x), data.task), y)  # hooks exist before forward
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            losses[step] = loss.detach()
-            if probing:
-                stats = recorder.probe(cap, loss)
-                before = probes.snapshot(recorder.weights)
-                if step in checkpoints:
-                    recorder.keep_samples("train", step, cap)
-            if spec.clip is not None:
-                nn.utils.clip_grad_norm_(recorder.params, spec.clip)
-            optimizer.step()
-            scheduler.step()
-            if probing:
-                update = probes.update_ratios(before, recorder.weights)
-                # the one host sync of this log step: statistics and the losses since last time
-                values = torch.cat([stats, update, losses[checked : step + 1]]).tolist()
-                n_stats, n_update = len(stats), len(update)
-                recorder.add("train", step, values[:n_stats], values[n_stats : n_stats + n_update])
-                grad_norms.append(values[n_stats - 2])
-                recent = values[n_stats + n_update :]
-                first_loss = recent[0] if first_loss is None else first_loss  # step 0 is probed
-                bad = _first_bad(recent, first_loss, options.divergence_factor)
-                if bad is None and not math.isfinite(grad_norms[-1]):
+        if cap is not None:
+            update = probes.update_ratios(before, model.weights())
+            # the one host sync of this log step: statistics and the losses since last time
+            values = torch.cat([stats, update, stack.losses[:, checked : step + 1]], 1).tolist()
+            n_stats, n_update = stats.shape[1], update.shape[1]
+            diverged = []
+            for k, (replica, row) in enumerate(zip(stack.replicas, values, strict=True)):
+                replica.probe_log.add(
+                    "train", step, row[:n_stats], row[n_stats : n_stats + n_update]
+                )
+                replica.grad_norms.append(row[n_stats - 2])
+                recent = row[n_stats + n_update :]
+                if replica.first_loss is None:  # step 0 is probed
+                    replica.first_loss = recent[0]
+                bad = first_bad(recent, replica.first_loss, options.divergence_factor)
+                if bad is None and not math.isfinite(replica.grad_norms[-1]):
                     bad = len(recent) - 1
                 if bad is not None:
-                    diverged_step = checked + bad
-                checked = step + 1
-            step += 1
-            if diverged_step is not None:
-                break
-        if diverged_step is not None:
-            break
-        val_loss, val_metric = _evaluate(model, data, x_val, y_val)
-        epoch_values = torch.cat(
-            [
-                torch.stack([losses[epoch_start:step].mean(), val_loss, val_metric]),
-                losses[checked:step],
-            ]
-        ).tolist()
-        recent = epoch_values[3:]
-        if first_loss is None and recent:  # not probing: nothing has read a loss before
-            first_loss = recent[0]
-        bad = _first_bad(recent, first_loss, options.divergence_factor)
-        if bad is None and not all(math.isfinite(v) for v in epoch_values[:2]):
-            bad = step - 1 - checked
-        if bad is not None:
-            diverged_step = checked + bad
-            break
-        checked = step
-        lr = optimizer.param_groups[0]["lr"]
-        grad_norm = float(np.mean(grad_norms)) if grad_norms else math.nan
-        grad_norms.clear()
-        names = ("train_loss", "val_loss", "val_metric", "lr", "grad_norm")
-        history += [
-            (epoch, name, value)
-            for name, value in zip(names, (*epoch_values[:3], lr, grad_norm), strict=True)
-        ]
+                    replica.diverged_step = checked + bad
+                    diverged.append(k)
+            checked = step + 1
+            _retire(stack, diverged, data, step + 1, start, results)
+        if batch == steps_per_epoch - 1 and stack.replicas:
+            ended = _end_epoch(stack, data.task, (x_val, y_val), epoch, step, checked, options)
+            checked = step + 1
+            _retire(stack, ended, data, step + 1, start, results)
+        if not stack.replicas:
+            return
 
-    layer_stats = pd.concat([recorder.layer_stats(), _theory_rows(prediction)], ignore_index=True)
-    status = "diverged" if diverged_step is not None else "finished"
-    summary = _summary(data, history, recorder, status, diverged_step, step, start)
-    summary.update(_theory_summary(spec, prediction, recorder.hidden("init", "grad_preact_rms")))
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return RunResult(
-        spec.run_id,
-        status,
-        summary,
-        pd.DataFrame(history, columns=["epoch", "metric", "value"]),
-        layer_stats,
-        recorder.distributions(),
-        state,
-    )
+
+def _end_epoch(
+    stack: _Stack,
+    task: str,
+    val: tuple[Tensor, Tensor],
+    epoch: int,
+    step: int,
+    checked: int,
+    options: RunOptions,
+) -> list[int]:
+    """Validate every replica after epoch ``epoch`` (0-based), whose last step is ``step``.
+
+    Returns:
+        The positions of the replicas that ended: diverged, or done with their epochs.
+    """
+    val_loss, val_metric = _evaluate(stack.model, task, *val)
+    epoch_start = (step + 1) // (epoch + 1) * epoch  # every epoch has the same steps
+    per_replica = torch.stack(
+        [stack.losses[:, epoch_start : step + 1].mean(1), val_loss, val_metric], 1
+    ).double()
+    lr = stack.lrs[:, step + 1, None]  # after the schedule's step, as torch's optimizer holds it
+    # the one host sync of the epoch: its summary values and the losses not checked yet
+    values = torch.cat([per_replica, lr, stack.losses[:, checked : step + 1].double()], 1).tolist()
+    ended = []
+    for k, (replica, row) in enumerate(zip(stack.replicas, values, strict=True)):
+        recent = row[4:]
+        if replica.first_loss is None:  # not probing: nothing has read a loss before
+            replica.first_loss = recent[0]
+        bad = first_bad(recent, replica.first_loss, options.divergence_factor)
+        if bad is None and not all(math.isfinite(v) for v in row[:2]):
+            bad = step - checked
+        if bad is not None:
+            replica.diverged_step = checked + bad
+            ended.append(k)
+            continue
+        grad_norm = float(np.mean(replica.grad_norms)) if replica.grad_norms else math.nan
+        replica.grad_norms.clear()
+        names = ("train_loss", "val_loss", "val_metric", "lr", "grad_norm")
+        values_now = (*row[:4], grad_norm)
+        replica.history += [
+            (epoch + 1, name, value) for name, value in zip(names, values_now, strict=True)
+        ]
+        if epoch + 1 == replica.spec.epochs:
+            ended.append(k)
+    return ended
 
 
 def _probe_at_init(
-    model: MLP,
-    recorder: "_Recorder",
+    stack: _Stack,
     data: TaskData,
-    loss_fn: nn.Module,
-    x_probe: Tensor,
-    y_probe: Tensor,
-) -> float:
-    """Phase ``init``: one forward/backward on the fixed probe batch, no optimizer step.
+    x_train: Tensor,
+    y_train: Tensor,
+    traits: probes.ActivationTraits,
+    workspace: probes.Workspace,
+) -> None:
+    """Phase ``init``: one forward/backward on each replica's probe batch, no optimizer step.
 
-    BatchNorm's running statistics are put back, so probing leaves the model as it was.
-
-    Returns:
-        q_in, the mean squared input coordinate of the probe batch (for the theory).
+    Keeps each replica's statistics, distribution samples and mean-field prediction. BatchNorm's
+    running statistics are put back, so probing leaves the model as it was.
     """
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    with probes.capture(model.acts) as cap:
-        loss = loss_fn(_prediction(model(x_probe), data.task), y_probe)
-        loss.backward()
-    recorder.add("init", 0, recorder.probe(cap, loss).tolist(), [])
-    recorder.keep_samples("init", 0, cap)
-    model.zero_grad(set_to_none=True)
+    model = stack.model
+    buffers = {name: t.clone() for name, t in model.tensors.items() if not t.requires_grad}
+    rows = torch.stack([r.probe_rows for r in stack.replicas]).to(x_train.device)
+    x_probe, y_probe = x_train[rows], y_train[rows]
+    cap = probes.Capture()
+    loss = _replica_losses(model.forward(x_probe, True, cap.add), y_probe, data.task)
+    grads = list(torch.autograd.grad(loss.sum(), model.params()))
+    weight_grads = [grads[i] for i in model.weight_positions]
+    stats = probe_values(cap, weight_grads, grads, loss, traits, workspace)
+    q_in = x_probe.pow(2).mean((1, 2))  # mean squared input coordinate, for the theory
+    values = torch.cat([stats, q_in[:, None]], 1).tolist()
+    for k, (replica, row) in enumerate(zip(stack.replicas, values, strict=True)):
+        replica.probe_log.add("init", 0, row[:-1], [])
+        _keep_samples(replica, "init", 0, cap, weight_grads, k)
+        replica.prediction = _predict(replica.spec, data.x_train.shape[1], data.n_outputs, row[-1])
     with torch.no_grad():
-        for name, b in model.named_buffers():
-            b.copy_(buffers[name])
-    return x_probe.pow(2).mean().item()
+        for name, saved in buffers.items():
+            model.tensors[name].copy_(saved)
+
+
+def _keep_samples(
+    replica: _Replica,
+    phase: str,
+    step: int,
+    cap: probes.Capture,
+    weight_grads: list[Tensor],
+    k: int,
+) -> None:
+    tensors = (cap.grads, cap.preacts, cap.acts, weight_grads)  # DISTRIBUTION_QUANTITIES
+    replica.probe_log.keep_samples(phase, step, [[t[k] for t in layers] for layers in tensors])
+
+
+def _clip(grads: list[Tensor], max_norms: Tensor) -> None:
+    """Scale each replica's gradients to its global norm ``max_norms`` (inf: no clipping), as
+    ``nn.utils.clip_grad_norm_`` does to one model's."""
+    scale = (max_norms / (probes.global_grad_norm(grads) + 1e-6)).clamp(max=1.0)
+    for grad in grads:
+        grad.mul_(scale.view(-1, *[1] * (grad.dim() - 1)))
+
+
+def _retire(
+    stack: _Stack,
+    ended: list[int],
+    data: TaskData,
+    steps: int,
+    start: float,
+    results: dict[str, RunResult],
+) -> None:
+    """Make the results of the replicas at ``ended`` and drop them from the stack."""
+    if not ended:
+        return
+    for k in ended:
+        replica = stack.replicas[k]
+        spec, probe_log, prediction = replica.spec, replica.probe_log, replica.prediction
+        status = "diverged" if replica.diverged_step is not None else "finished"
+        summary = _summary(
+            data, replica.history, probe_log, status, replica.diverged_step, steps, start
+        )
+        init_rms = probe_log.hidden("init", "grad_preact_rms")
+        summary.update(_theory_summary(spec, prediction, init_rms))
+        results[spec.run_id] = RunResult(
+            spec.run_id,
+            status,
+            summary,
+            pd.DataFrame(replica.history, columns=["epoch", "metric", "value"]),
+            pd.concat([probe_log.layer_stats(), _theory_rows(prediction)], ignore_index=True),
+            probe_log.distributions(),
+            stack.model.state_dict(k),
+        )
+    stack.keep([k for k in range(len(stack.replicas)) if k not in ended])
 
 
 def _predict(spec: RunSpec, d_in: int, d_out: int, q_in: float) -> theory.ProfilePrediction | None:
@@ -529,7 +748,7 @@ def _theory_summary(
 def _summary(
     data: TaskData,
     history: list[tuple[int, str, float]],
-    recorder: _Recorder,
+    probe_log: ProbeLog,
     status: str,
     diverged_step: int | None,
     steps: int,
@@ -537,7 +756,7 @@ def _summary(
 ) -> dict[str, Any]:
     last = {name: value for _, name, value in history}  # the last epoch wins
     wall = time.perf_counter() - start
-    at = recorder.hidden
+    at = probe_log.hidden
 
     init_ratio = first_last_ratio(at("init", "grad_preact_rms"))
     end_ratio = first_last_ratio(at("train", "grad_preact_rms"))

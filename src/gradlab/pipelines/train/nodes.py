@@ -60,6 +60,7 @@ def train_runs(
         ),
         force=config.force,
         selected=selected,
+        max_replicas=config.max_replicas,
     )
 
 
