@@ -42,6 +42,7 @@ SUMMARY_COLUMNS = [
     "steps",
     "wall_s",
     "steps_per_s",
+    "replicas",
     "init_grad_ratio",
     "end_grad_ratio",
     "end_saturation",

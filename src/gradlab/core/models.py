@@ -83,13 +83,12 @@ class StackedMLP:
     ``tensors`` maps the ``MLP`` state-dict names to (K, …) tensors (weights (K, out, in),
     biases and norm parameters (K, width)), so replica ``k``'s state dict is ``t[k]`` of each.
     A layer is one ``baddbmm`` for all replicas: for small MLPs the time of a step goes to
-    dispatching kernels, not to arithmetic, and K models then cost about what one does.
+    dispatching kernels, not to arithmetic, so K models cost little more than one.
     """
 
     def __init__(self, models: list[MLP], activation: str, norm_layer: str) -> None:
         self.depth = len(models[0].linears)
         self.activation = lookup(ACTIVATIONS, activation, "activation")()
-        self.norm_layer = norm_layer
         self.norm = lookup(NORM_LAYERS, norm_layer, "norm_layer")
         names = {name for name, _ in models[0].named_parameters()}
         states = [model.state_dict() for model in models]

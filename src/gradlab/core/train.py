@@ -449,6 +449,7 @@ class _Stack:
 
     def __init__(self, replicas: list[_Replica], model: StackedMLP, device: torch.device):
         self.replicas, self.model = replicas, model
+        self.size = len(replicas)  # at the start: the runs that shared each step's time
         specs = [r.spec for r in replicas]
         width = max(r.total_steps for r in replicas) + 1
 
@@ -675,6 +676,7 @@ def _retire(
         summary = _summary(
             data, replica.history, probe_log, status, replica.diverged_step, steps, start
         )
+        summary["replicas"] = stack.size
         init_rms = probe_log.hidden("init", "grad_preact_rms")
         summary.update(_theory_summary(spec, prediction, init_rms))
         results[spec.run_id] = RunResult(
