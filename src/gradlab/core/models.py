@@ -149,9 +149,7 @@ class StackedMLP:
         if x.dim() == 2:
             x = x.expand(self.replicas, *x.shape)
         for i in range(self.depth):
-            h = torch.baddbmm(
-                t[f"linears.{i}.bias"].unsqueeze(1), x, t[f"linears.{i}.weight"].transpose(1, 2)
-            )
+            h = _linear(x, t[f"linears.{i}.weight"], t[f"linears.{i}.bias"])
             if self.norm.position == "pre":
                 h = self._normalize(f"pre_norms.{i}", h, training)
             x = self.activation(h)
@@ -159,7 +157,7 @@ class StackedMLP:
                 on_hidden(h, x)
             if self.norm.position == "post":
                 x = self._normalize(f"post_norms.{i}", x, training)
-        return torch.baddbmm(t["head.bias"].unsqueeze(1), x, t["head.weight"].transpose(1, 2))
+        return _linear(x, t["head.weight"], t["head.bias"])
 
     def _normalize(self, prefix: str, h: Tensor, training: bool) -> Tensor:
         if self.norm.factory is None:
@@ -184,3 +182,8 @@ class StackedMLP:
             eps=module.eps,
         )
         return out.view(b, k, w).transpose(0, 1)
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """x (K, B, in) · weight (K, out, in)ᵀ + bias (K, out), per replica."""
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
