@@ -14,6 +14,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -26,8 +27,10 @@ from gradlab.core.grid import RunSpec
 from gradlab.core.inits import initialize
 from gradlab.core.models import MLP, StackedMLP
 from gradlab.core.replica_optim import ReplicaOptimizer
-from gradlab.core.train import RunOptions, TaskData, probe_values, train_group
+from gradlab.core.train import ProbeLog, RunOptions, TaskData, probe_values, train_group
 from gradlab.tracking import Tracker
+
+LAYER_EVERY = TrainConfig.model_fields["mlflow_layer_every"].default
 
 
 def _task(n_samples: int) -> TaskData:
@@ -55,58 +58,76 @@ def main() -> None:
     mlflow.set_experiment("probe_overhead")
 
     print(
-        f"torch {torch.__version__}, 1 thread, stacks of {args.replicas} replicas, "
+        f"torch {torch.__version__}, 1 thread, stacks of {args.replicas} replicas (train_group), "
         f"{args.epochs} epochs, batch 64, log_every={args.log_every}, median of {args.repeats}"
     )
-    header = f"{'depth':>5} {'width':>5} {'steps':>5} {'bare s':>7} {'probes':>7} {'+mlflow':>8}"
+    header = (
+        f"{'depth':>5} {'width':>5} {'steps':>5} {'bare s':>7} {'probes':>7} "
+        f"{'+mlflow':>8} {'metrics':>8}"
+    )
     print(header)
     print("-" * len(header))
+    sizes = [(depth, width) for depth in (5, 10, 20) for width in (64, 128)]
+    run_steps: dict[tuple[int, int], int] = {}
     with mlflow.start_run(run_name="benchmark parent"):
-        # as the default config logs; synchronously here: the CPU cost the grid pays for a run
-        tracker = Tracker(
-            layer_every=TrainConfig.model_fields["mlflow_layer_every"].default,
-            quantities=DEFAULT_MLFLOW_QUANTITIES,
-        )
-        for depth in (5, 10, 20):
-            for width in (64, 128):
-                specs = [
-                    RunSpec(
-                        depth=depth,
-                        width=width,
-                        epochs=args.epochs,
-                        log_every=args.log_every,
-                        init="xavier_uniform",
-                        lr=0.01,
-                        seed=seed,
-                    )
-                    for seed in range(args.replicas)
-                ]
-                train_group(specs, data, bare)  # warm-up: allocator, kernels
-                times: dict[str, list[float]] = {"bare": [], "probes": [], "mlflow": []}
-                for _ in range(args.repeats):
-                    start = time.perf_counter()
-                    train_group(specs, data, bare)
-                    times["bare"].append(time.perf_counter() - start)
-
-                    start = time.perf_counter()
-                    train_group(specs, data, probed)
-                    times["probes"].append(time.perf_counter() - start)
-
-                    start = time.perf_counter()
-                    results = train_group(specs, data, probed)
-                    for spec, result in zip(specs, results, strict=True):
-                        tracker.log_run(spec, result, "benchmark", None)
-                    times["mlflow"].append(time.perf_counter() - start)
-                base = statistics.median(times["bare"])
-                ratio = {k: statistics.median(v) / base for k, v in times.items()}
-                print(
-                    f"{depth:>5} {width:>5} {results[0].summary['steps']:>5} {base:>7.3f} "
-                    f"{ratio['probes']:>6.3f}× {ratio['mlflow']:>7.3f}×"
+        # as the default config logs (layer_every, quantities); synchronously here, each of the
+        # group's runs in turn: the CPU cost the grid's logging thread pays for a group
+        tracker = Tracker(layer_every=LAYER_EVERY, quantities=DEFAULT_MLFLOW_QUANTITIES)
+        for depth, width in sizes:
+            specs = [
+                RunSpec(
+                    depth=depth,
+                    width=width,
+                    epochs=args.epochs,
+                    log_every=args.log_every,
+                    init="xavier_uniform",
+                    lr=0.01,
+                    seed=seed,
                 )
-    print_breakdown(args.replicas)
+                for seed in range(args.replicas)
+            ]
+            train_group(specs, data, bare)  # warm-up: allocator, kernels
+            times: dict[str, list[float]] = {"bare": [], "probes": [], "mlflow": []}
+            n_metrics, statuses = 0, set()
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                train_group(specs, data, bare)
+                times["bare"].append(time.perf_counter() - start)
+
+                start = time.perf_counter()
+                train_group(specs, data, probed)
+                times["probes"].append(time.perf_counter() - start)
+
+                start = time.perf_counter()
+                results = train_group(specs, data, probed)
+                run_ids = [
+                    tracker.log_run(spec, result, "benchmark", None)
+                    for spec, result in zip(specs, results, strict=True)
+                ]
+                times["mlflow"].append(time.perf_counter() - start)
+                statuses |= {result.status for result in results}
+                n_metrics = n_metrics or _metric_points(tracker, run_ids[0])
+            base = statistics.median(times["bare"])
+            ratio = {k: statistics.median(v) / base for k, v in times.items()}
+            run_steps[depth, width] = results[0].summary["steps"]
+            flag = "" if statuses == {"finished"} else f"  ({', '.join(sorted(statuses))}!)"
+            print(
+                f"{depth:>5} {width:>5} {run_steps[depth, width]:>5} {base:>7.3f} "
+                f"{ratio['probes']:>6.3f}× {ratio['mlflow']:>7.3f}× {n_metrics:>8}{flag}",
+                flush=True,
+            )
+    print_breakdown(sizes, args.replicas, args.log_every, run_steps)
 
 
-def _median_ms(fn, repeats: int = 100) -> float:
+def _metric_points(tracker: Tracker, run_id: str) -> int:
+    """Metric points one child run holds."""
+    client = tracker.client
+    return sum(
+        len(client.get_metric_history(run_id, key)) for key in client.get_run(run_id).data.metrics
+    )
+
+
+def _median_ms(fn: Callable[[], object], repeats: int = 100) -> float:
     for _ in range(10):
         fn()
     times = []
@@ -117,8 +138,11 @@ def _median_ms(fn, repeats: int = 100) -> float:
     return statistics.median(times) * 1e3
 
 
-def breakdown(depth: int, width: int, replicas: int, batch: int = 64) -> dict[str, float]:
-    """Milliseconds of one bare stacked step and of each part a probe step adds."""
+def breakdown(
+    depth: int, width: int, replicas: int, run_steps: int, log_every: int, batch: int = 64
+) -> dict[str, float]:
+    """Milliseconds of one bare stacked step and of each part a probe step adds, as
+    ``train._train_stack`` runs them, on a stack of ``replicas`` tanh nets."""
     generator = torch.Generator().manual_seed(0)
     models = []
     for _ in range(replicas):
@@ -133,12 +157,14 @@ def breakdown(depth: int, width: int, replicas: int, batch: int = 64) -> dict[st
     lr = torch.full((replicas,), 1e-4, dtype=torch.float64)
     momentum = torch.zeros(replicas, dtype=torch.float64)
     traits, workspace = probes.ACTIVATION_TRAITS["tanh"], probes.Workspace()
+    losses = torch.zeros(replicas, run_steps)
 
     def step(probing: bool) -> tuple[probes.Capture | None, list[torch.Tensor], torch.Tensor]:
         cap = probes.Capture() if probing else None
         out = stack.forward(x, True, cap.add if cap else None)
         loss = (out.squeeze(-1) - y).pow(2).mean(1)
         grads = list(torch.autograd.grad(loss.sum(), params))
+        losses[:, 0] = loss.detach()
         optimizer.step(grads, lr, momentum)
         return cap, grads, loss
 
@@ -152,29 +178,62 @@ def breakdown(depth: int, width: int, replicas: int, batch: int = 64) -> dict[st
     cap, grads, loss = step(True)
     weight_grads = [grads[i] for i in stack.weight_positions]
     before = probes.snapshot(stack.weights())
+    stats = probe_values(cap, weight_grads, grads, loss, traits, workspace)
+    update = probes.update_ratios(before, stack.weights())
+    logs = [ProbeLog(depth, 64, k) for k in range(replicas)]
+
+    def bookkeeping() -> None:
+        # the log step's one host sync, then each replica's row (as _train_stack does)
+        values = torch.cat([stats, update, losses[:, :log_every]], 1).tolist()
+        n_stats, n_update = stats.shape[1], update.shape[1]
+        for probe_log, row in zip(logs, values, strict=True):
+            probe_log.add("train", 0, row[:n_stats], row[n_stats : n_stats + n_update])
+
+    full = ProbeLog(depth, 64, 0)  # one replica's log of a whole run, for its result tables
+    row = stats[0].tolist()
+    for probe_step in range(0, run_steps, log_every):
+        full.add("train", probe_step, row, update[0].tolist())
     bare_ms = statistics.median(bare[30:]) * 1e3
     return {
         "bare step": bare_ms,
         "capture": statistics.median(captured[30:]) * 1e3 - bare_ms,
         "hidden stats": _median_ms(lambda: probes.hidden_stats(cap, traits, workspace)),
         "weight stats": _median_ms(lambda: probes.weight_grad_stats(weight_grads, workspace)),
-        "update ratio": _median_ms(
-            lambda: probes.update_ratios(probes.snapshot(stack.weights()), before)
-        ),
         "all stats": _median_ms(
             lambda: probe_values(cap, weight_grads, grads, loss, traits, workspace)
         ),
+        "update ratio": _median_ms(
+            lambda: probes.update_ratios(probes.snapshot(stack.weights()), before)
+        ),
+        "sync + logs": _median_ms(bookkeeping),
+        "tables/run": _median_ms(full.layer_stats, repeats=20) * replicas,
     }
 
 
-def print_breakdown(replicas: int) -> None:
+def print_breakdown(
+    sizes: list[tuple[int, int]],
+    replicas: int,
+    log_every: int,
+    run_steps: dict[tuple[int, int], int],
+) -> None:
     print(f"\nper probe step of a {replicas}-replica stack, ms (median): a probe step adds the")
-    print("parts right of 'bare step' ('all stats' = hidden + weight stats + global norm)")
-    rows = {(d, w): breakdown(d, w, replicas) for d in (5, 10, 20) for w in (64, 128)}
+    print("parts right of 'bare step' but 'hidden stats' and 'weight stats', which 'all stats'")
+    print("(probe_values) includes; 'update ratio' = snapshot + update_ratios; 'sync + logs' =")
+    print("the host sync and each replica's ProbeLog row; 'tables/run' = building every replica's")
+    print("layer_stats table once per run. est. = bare + (probe-step parts) / log_every + tables")
+    print(f"per step, over bare (log_every={log_every}, the table's steps per run)")
+    rows = {(d, w): breakdown(d, w, replicas, run_steps[d, w], log_every) for d, w in sizes}
     names = list(next(iter(rows.values())))
-    print(f"{'depth':>5} {'width':>5} " + " ".join(f"{n:>12}" for n in names))
+    print(f"{'depth':>5} {'width':>5} " + " ".join(f"{n:>12}" for n in names) + f" {'est.':>6}")
     for (depth, width), parts in rows.items():
-        print(f"{depth:>5} {width:>5} " + " ".join(f"{parts[n]:>12.3f}" for n in names))
+        probe_step = sum(parts[n] for n in ("capture", "all stats", "update ratio", "sync + logs"))
+        per_step = probe_step / log_every + parts["tables/run"] / run_steps[depth, width]
+        estimate = 1 + per_step / parts["bare step"]
+        print(
+            f"{depth:>5} {width:>5} "
+            + " ".join(f"{parts[n]:>12.3f}" for n in names)
+            + f" {estimate:>5.3f}×"
+        )
 
 
 if __name__ == "__main__":

@@ -148,15 +148,18 @@ def test_mixed_group_matches_solo_runs(shape):
         assert_matches(result, solo_train(spec, data))
 
 
-def test_a_diverging_replica_leaves_the_others_as_they_were():
+@pytest.mark.parametrize("log_every", [5, 2], ids=["at-epoch-end", "mid-epoch"])
+def test_a_diverging_replica_leaves_the_others_as_they_were(log_every, caplog):
     data = make_task("poly")
-    healthy = [RunSpec(**{**SMALL, **replica}) for replica in MIXED[:3]]
-    exploding = RunSpec(**SMALL, lr=1e6)
+    healthy = [RunSpec(**{**SMALL, **replica, "log_every": log_every}) for replica in MIXED[:3]]
+    exploding = RunSpec(**{**SMALL, "lr": 1e6, "log_every": log_every})
     results = train_group([healthy[0], exploding, *healthy[1:]], data)
+    assert "raised" not in caplog.text  # the stack went on without falling back to lone runs
     assert results[1].status == "diverged"
-    assert (
-        results[1].summary["diverged_step"] == solo_train(exploding, data).summary["diverged_step"]
-    )
+    solo = solo_train(exploding, data)
+    assert results[1].summary["diverged_step"] == solo.summary["diverged_step"]
+    assert results[1].summary["steps"] == solo.summary["steps"]
+    assert (results[1].summary["steps"] < 6) == (log_every == 2)  # 6 steps an epoch
     for spec, result in zip(healthy, [results[0], *results[2:]], strict=True):
         assert_matches(result, solo_train(spec, data))
 

@@ -465,6 +465,7 @@ class _Stack:
         self.clips = torch.tensor(clips, dtype=torch.float32, device=device)
         self.clipping = any(s.clip is not None for s in specs)
         self.losses = torch.zeros(len(replicas), width, device=device)  # read at log steps only
+        self.order = torch.empty(0, dtype=torch.long)  # each replica's batch order this epoch
 
     def keep(self, index: list[int]) -> None:
         """Keep only the replicas at ``index`` (the others finished or diverged)."""
@@ -476,6 +477,7 @@ class _Stack:
         self.optimizer.keep(rows, self.model.params())
         self.lrs, self.momenta = self.lrs[rows], self.momenta[rows]
         self.clips, self.losses = self.clips[rows], self.losses[rows]
+        self.order = self.order[rows]
         self.clipping = any(r.spec.clip is not None for r in self.replicas)
 
 
@@ -503,14 +505,13 @@ def _train_stack(
         _probe_at_init(stack, data, x_train, y_train, traits, workspace)
 
     checked = 0  # every replica's losses[:checked] have been checked for divergence
-    order = torch.empty(0)
     for step in range(max(r.total_steps for r in replicas)):
         epoch, batch = divmod(step, steps_per_epoch)
         if batch == 0:
-            order = torch.stack(
+            stack.order = torch.stack(
                 [torch.randperm(n_train, generator=r.generator) for r in stack.replicas]
             ).to(device)
-        rows = order[:, batch * batch_size : (batch + 1) * batch_size]
+        rows = stack.order[:, batch * batch_size : (batch + 1) * batch_size]
         x, y = x_train[rows], y_train[rows]  # (K, B, d_in), (K, B)
         probing = options.probe and step % first.log_every == 0
         cap = probes.Capture() if probing else None
