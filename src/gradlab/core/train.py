@@ -532,24 +532,7 @@ def _train_stack(
 
         if cap is not None:
             update = probes.update_ratios(before, model.weights())
-            # the one host sync of this log step: statistics and the losses since last time
-            values = torch.cat([stats, update, stack.losses[:, checked : step + 1]], 1).tolist()
-            n_stats, n_update = stats.shape[1], update.shape[1]
-            diverged = []
-            for k, (replica, row) in enumerate(zip(stack.replicas, values, strict=True)):
-                replica.probe_log.add(
-                    "train", step, row[:n_stats], row[n_stats : n_stats + n_update]
-                )
-                replica.grad_norms.append(row[n_stats - 2])
-                recent = row[n_stats + n_update :]
-                if replica.first_loss is None:  # step 0 is probed
-                    replica.first_loss = recent[0]
-                bad = first_bad(recent, replica.first_loss, options.divergence_factor)
-                if bad is None and not math.isfinite(replica.grad_norms[-1]):
-                    bad = len(recent) - 1
-                if bad is not None:
-                    replica.diverged_step = checked + bad
-                    diverged.append(k)
+            diverged = _log_probe_step(stack, stats, update, step, checked, options)
             checked = step + 1
             _retire(stack, diverged, data, step + 1, start, results)
         if batch == steps_per_epoch - 1 and stack.replicas:
@@ -558,6 +541,38 @@ def _train_stack(
             _retire(stack, ended, data, step + 1, start, results)
         if not stack.replicas:
             return
+
+
+def _log_probe_step(
+    stack: _Stack, stats: Tensor, update: Tensor, step: int, checked: int, options: RunOptions
+) -> list[int]:
+    """Keep each replica's probe values of ``step`` and check its losses since ``checked``.
+
+    Returns:
+        The positions of the replicas that diverged.
+    """
+    # the one host sync of this log step: statistics and the losses since last time
+    values = torch.cat([stats, update, stack.losses[:, checked : step + 1]], 1).tolist()
+    n_stats, n_update = stats.shape[1], update.shape[1]
+    diverged = []
+    for k, (replica, row) in enumerate(zip(stack.replicas, values, strict=True)):
+        probed, updates, recent = (
+            row[:n_stats],
+            row[n_stats : n_stats + n_update],
+            row[n_stats + n_update :],
+        )
+        replica.probe_log.add("train", step, probed, updates)
+        grad_norm = probed[-2]  # probe_values ends with the global gradient norm and the loss
+        replica.grad_norms.append(grad_norm)
+        if replica.first_loss is None:  # step 0 is probed
+            replica.first_loss = recent[0]
+        bad = first_bad(recent, replica.first_loss, options.divergence_factor)
+        if bad is None and not math.isfinite(grad_norm):
+            bad = len(recent) - 1
+        if bad is not None:
+            replica.diverged_step = checked + bad
+            diverged.append(k)
+    return diverged
 
 
 def _end_epoch(
