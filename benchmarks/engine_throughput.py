@@ -11,10 +11,12 @@ and the median of ``--repeats`` is compared.
 A model-step is one optimizer step of one model. Its FLOPs are 6 · batch · Σ in·out over the
 layers (2 per multiply-add forward, 4 backward: input and weight gradients), biases and the
 activation not counted; each rate is shown as a share of the 1-core sgemm roofline this script
-measures (best GFLOP/s of a 1024² ``torch.mm``). Setup (models, init, schedules, result tables)
-is inside each timed run: epochs are chosen per row from two warm-up runs (1 and 3 epochs) so
-that a run takes ≥ ``--target-s`` and setup is ≤ 5% of it; the largest stacks (width 256,
-K = 64) get the minimum of 2 epochs, where setup is ~10%. A run that diverged is flagged.
+measures (best GFLOP/s of a 1024² ``torch.mm``). Setup (models, init, schedules, stacking, result
+tables) is inside each timed run: epochs are chosen per row from warm-up runs of 1 and 3 epochs,
+so that a run takes ≥ ``--target-s`` and setup is ≤ 5% of it, unless that would take more than
+6 × ``--target-s``; the ``setup`` column is the engine's estimated share (~5 ms a replica at
+these sizes; at width 256, K = 64, runs have the minimum of 2 epochs and no estimate is made).
+A row where some run diverged is flagged: its rate would be wrong.
 
 Data as the tests use it: the ``poly`` regression task, 2,000 samples (1,200 train), zscore,
 batch 64; Xavier-uniform init, SGD lr 0.01; one torch thread, as every gradlab worker runs.
@@ -51,6 +53,7 @@ from gradlab.core.train import RunOptions, RunResult, TaskData, train_group  # n
 BATCH, SAMPLES = 64, 2000
 BARE = RunOptions(probe=False)
 SETUP_SHARE = 0.05  # at most this share of a timed run is setup, where the time allows
+MAX_RUNS = 6  # ... and where a timed run stays under MAX_RUNS × --target-s
 
 
 def _task() -> TaskData:
@@ -121,21 +124,25 @@ def _timed(fn: Callable[[], list[RunResult]]) -> tuple[float, list[RunResult]]:
     return time.perf_counter() - start, results
 
 
-def calibrate(train: Callable[[int], list[RunResult]], target_s: float) -> int:
-    """Warm up (1 epoch), time runs of 1 and 3 epochs; return the epochs a timed run should have.
+def calibrate(train: Callable[[int], list[RunResult]], target_s: float) -> tuple[int, float, float]:
+    """Warm up (1 epoch), time runs of 1 and 3 epochs.
 
-    Robust to a noisy machine: an epoch is taken to cost at least a sixth of the 3-epoch run,
-    and a timed run is kept under about 3 × ``target_s``.
+    Returns:
+        The epochs a timed run should have, and the estimated seconds of its setup (everything
+        but the epochs: models, init, schedules, result tables) and of one epoch. Robust to a
+        noisy machine: an epoch is taken to cost at least a sixth of the 3-epoch run, and a timed
+        run is kept under about ``MAX_RUNS`` × ``target_s``.
     """
     warm_up, _ = _timed(lambda: train(1))
     if warm_up >= 3 * target_s:  # too big to time more than the minimum
-        return 2
+        return 2, math.nan, warm_up
     one, _ = _timed(lambda: train(1))
     three, _ = _timed(lambda: train(3))
     per_epoch = max((three - one) / 2, three / 6)
     setup = max(one - per_epoch, 0.0)
     epochs = max(target_s / per_epoch, setup * (1 - SETUP_SHARE) / SETUP_SHARE / per_epoch)
-    return max(2, min(math.ceil(epochs), math.ceil(3 * target_s / (three / 3))))
+    epochs = min(math.ceil(epochs), math.ceil(MAX_RUNS * target_s / (three / 3)))
+    return max(2, epochs), setup, per_epoch
 
 
 def main() -> None:
@@ -168,7 +175,7 @@ def main() -> None:
     )
     header = (
         f"{'width':>5} {'depth':>5} {'K':>3} {'solo steps':>10} {'one-model/s':>11} {'%roof':>6} "
-        f"{'eng steps':>9} {'engine/s':>9} {'%roof':>6} {'speedup':>8}"
+        f"{'eng steps':>9} {'setup':>5} {'engine/s':>9} {'%roof':>6} {'speedup':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -184,9 +191,10 @@ def main() -> None:
             def engine(epochs: int, k: int, width: int = width, depth: int = depth):
                 return train_group(_specs(args.activation, width, depth, epochs, k), data, BARE)
 
-            epochs = {0: calibrate(solo, target_s)}  # key 0: the one-model loop
+            calibrated = {0: calibrate(solo, target_s)}  # key 0: the one-model loop
             for k in ks:
-                epochs[k] = calibrate(lambda e, k=k: engine(e, k), target_s)
+                calibrated[k] = calibrate(lambda e, k=k: engine(e, k), target_s)
+            epochs = {key: value[0] for key, value in calibrated.items()}
             runs = {0: lambda: solo(epochs[0])}
             runs.update({k: (lambda k=k: engine(epochs[k], k)) for k in ks})
             times: dict[int, list[float]] = {key: [] for key in runs}
@@ -204,9 +212,13 @@ def main() -> None:
                 engine_rate = k * steps / statistics.median(times[k])
                 speedup = speedups[width, depth, k] = engine_rate / solo_rate
                 note = " ".join(sorted(flagged[0] | flagged[k]))
+                _, setup, per_epoch = calibrated[k]
+                share = setup / (setup + epochs[k] * per_epoch)
+                setup_text = f"{100 * share:>4.0f}%" if math.isfinite(share) else f"{'-':>5}"
                 print(
                     f"{width:>5} {depth:>5} {k:>3} {solo_steps:>10} {solo_rate:>11.0f} "
-                    f"{100 * solo_rate * flops / 1e9 / peak:>5.1f}% {steps:>9} {engine_rate:>9.0f} "
+                    f"{100 * solo_rate * flops / 1e9 / peak:>5.1f}% "
+                    f"{steps:>9} {setup_text} {engine_rate:>9.0f} "
                     f"{100 * engine_rate * flops / 1e9 / peak:>5.1f}% {speedup:>7.2f}×"
                     + (f"  ({note}!)" if note else ""),
                     flush=True,

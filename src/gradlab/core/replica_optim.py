@@ -108,8 +108,19 @@ class ReplicaOptimizer:
         steps_taken: Steps so far (all replicas step together); Adam's bias corrections use it.
     """
 
-    def __init__(self, name: str, params: list[Tensor], weight_decay: Tensor) -> None:
-        """Zero state for ``params`` (dim 0 = replica, K), with a ``(K,)`` ``weight_decay``."""
+    def __init__(
+        self,
+        name: str,
+        params: list[Tensor],
+        weight_decay: Tensor,
+        uses_momentum: bool | None = None,
+    ) -> None:
+        """Zero state for ``params`` (dim 0 = replica, K), with a ``(K,)`` ``weight_decay``.
+
+        ``uses_momentum``: whether any replica's momentum is ever nonzero, when the caller knows
+        it from the schedule tables; None: read it off each step's momentum (on a GPU, a host
+        sync per step).
+        """
         torch_optimizer = _torch_optimizer(name, 0.0)
         group = torch_optimizer.param_groups[0]
         for setting, supported in _SUPPORTED_SETTINGS.items():
@@ -120,6 +131,7 @@ class ReplicaOptimizer:
                 )
         self.name = name
         self.steps_taken = 0
+        self._uses_momentum = uses_momentum
         first = params[0]
         self._dtype, self._device = first.dtype, first.device
         self._eps = group.get("eps")
@@ -200,6 +212,11 @@ class ReplicaOptimizer:
         self._update_scratch = [torch.empty_like(p) for p in self.params]
         self._denominator_scratch = [torch.empty_like(p) for p in self.params]
 
+    def _any_momentum(self, momentum: Tensor) -> bool:
+        if self._uses_momentum is not None:
+            return self._uses_momentum
+        return bool(momentum.any())
+
     def _columns(self, per_replica: Tensor) -> list[Tensor]:
         """``(K,)`` float64 values as one view per param that broadcasts over its trailing dims."""
         values = per_replica.to(self._dtype)
@@ -248,7 +265,7 @@ class ReplicaOptimizer:
         updates = grads
         # Until some replica has momentum, skip the buffer as torch does (momentum == 0). Once it
         # exists, a replica with momentum 0 gets buffer = 0·buffer + grad = grad: plain SGD.
-        if buffers is not None or bool(momentum.any()):
+        if buffers is not None or self._any_momentum(momentum):
             momenta = self._columns(momentum)
             if buffers is None:
                 # torch's first buffer is the gradient itself, not (1 - dampening) · gradient.
@@ -287,7 +304,7 @@ class ReplicaOptimizer:
         torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - self._alpha)
         avgs = self._denominators(square_avgs)
         buffers = self._state.get("momentum_buffer")
-        if buffers is None and bool(momentum.any()):
+        if buffers is None and self._any_momentum(momentum):
             buffers = self._state["momentum_buffer"] = [torch.zeros_like(p) for p in self.params]
         if buffers is None:
             self._descend_by_ratio(grads, avgs, lr)

@@ -460,7 +460,8 @@ class _Stack:
         self.lrs = table([r.lrs for r in replicas])
         self.momenta = table([r.momenta for r in replicas])
         wd = torch.tensor([s.weight_decay for s in specs], dtype=torch.float64, device=device)
-        self.optimizer = ReplicaOptimizer(specs[0].optimizer, model.params(), wd)
+        uses_momentum = any(bool(np.any(r.momenta)) for r in replicas)  # no device sync a step
+        self.optimizer = ReplicaOptimizer(specs[0].optimizer, model.params(), wd, uses_momentum)
         clips = [math.inf if s.clip is None else s.clip for s in specs]
         self.clips = torch.tensor(clips, dtype=torch.float32, device=device)
         self.clipping = any(s.clip is not None for s in specs)
