@@ -1,11 +1,19 @@
 """Probe overhead: the bare training loop vs probes vs probes + MLflow logging, side by side.
 
 The engine trains runs of one shape as a stack (``train_group``); this benchmark times stacks of
-``--replicas`` (16) seeds of one spec, as the grid trains them. Same process, same data, same
-specs; the three variants are interleaved in every repeat so that machine noise hits them alike,
-and the median of the repeats is compared. Prints a table of ratios (time / bare time), then where
-a probe step's time goes: milliseconds of a bare stacked step beside those of each part a probe
-step adds. Target: probes ≤ 1.10× at ``log_every=10``.
+``--replicas`` (16) seeds of one spec, as the grid trains them: bare (``probe=False``), with
+probes, and with probes + MLflow logging of each run as the default config logs it
+(``train.mlflow_layer_every``, ``DEFAULT_MLFLOW_QUANTITIES``), synchronously here: the CPU time
+the grid's background logging thread spends on a group (``tracking_cost.py`` measures what that
+costs the grid's wall time). Same process, same data, same specs; the variants are interleaved in
+every repeat so that machine noise hits them alike, and the median of the repeats is compared.
+
+The table gives time / bare time, the metric points of one child run, and ``per run``: what
+probing adds to a one-epoch run (probes − bare, 1 epoch, over the full bare time): the part of
+the overhead paid once per run (probe at init, mean-field prediction, distribution samples,
+result tables) rather than at each probe step; it includes the one-epoch run's 2 probe steps.
+Then where a probe step's time goes: milliseconds of a bare stacked step beside those of each part
+a probe step adds, and the ratio those parts predict. Target: probes ≤ 1.10× at ``log_every=10``.
 
     .venv/bin/python benchmarks/probe_overhead.py [--repeats 5] [--epochs 10] [--log-every 10]
 """
@@ -63,7 +71,7 @@ def main() -> None:
     )
     header = (
         f"{'depth':>5} {'width':>5} {'steps':>5} {'bare s':>7} {'probes':>7} "
-        f"{'+mlflow':>8} {'metrics':>8}"
+        f"{'+mlflow':>8} {'metrics':>8} {'per run':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -74,22 +82,33 @@ def main() -> None:
         # group's runs in turn: the CPU cost the grid's logging thread pays for a group
         tracker = Tracker(layer_every=LAYER_EVERY, quantities=DEFAULT_MLFLOW_QUANTITIES)
         for depth, width in sizes:
-            specs = [
-                RunSpec(
-                    depth=depth,
-                    width=width,
-                    epochs=args.epochs,
-                    log_every=args.log_every,
-                    init="xavier_uniform",
-                    lr=0.01,
-                    seed=seed,
-                )
-                for seed in range(args.replicas)
-            ]
+            specs, short = (
+                [
+                    RunSpec(
+                        depth=depth,
+                        width=width,
+                        epochs=epochs,
+                        log_every=args.log_every,
+                        init="xavier_uniform",
+                        lr=0.01,
+                        seed=seed,
+                    )
+                    for seed in range(args.replicas)
+                ]
+                for epochs in (args.epochs, 1)
+            )
             train_group(specs, data, bare)  # warm-up: allocator, kernels
-            times: dict[str, list[float]] = {"bare": [], "probes": [], "mlflow": []}
+            times: dict[str, list[float]] = {
+                key: [] for key in ("bare", "probes", "mlflow", "bare 1", "probes 1")
+            }
             n_metrics, statuses = 0, set()
             for _ in range(args.repeats):
+                # one-epoch runs: what probing costs a run besides its probe steps
+                for key, options in (("bare 1", bare), ("probes 1", probed)):
+                    start = time.perf_counter()
+                    train_group(short, data, options)
+                    times[key].append(time.perf_counter() - start)
+
                 start = time.perf_counter()
                 train_group(specs, data, bare)
                 times["bare"].append(time.perf_counter() - start)
@@ -109,11 +128,13 @@ def main() -> None:
                 n_metrics = n_metrics or _metric_points(tracker, run_ids[0])
             base = statistics.median(times["bare"])
             ratio = {k: statistics.median(v) / base for k, v in times.items()}
+            per_run = ratio["probes 1"] - ratio["bare 1"]
             run_steps[depth, width] = results[0].summary["steps"]
             flag = "" if statuses == {"finished"} else f"  ({', '.join(sorted(statuses))}!)"
             print(
                 f"{depth:>5} {width:>5} {run_steps[depth, width]:>5} {base:>7.3f} "
-                f"{ratio['probes']:>6.3f}× {ratio['mlflow']:>7.3f}× {n_metrics:>8}{flag}",
+                f"{ratio['probes']:>6.3f}× {ratio['mlflow']:>7.3f}× {n_metrics:>8} "
+                f"{per_run:>7.3f}×{flag}",
                 flush=True,
             )
     print_breakdown(sizes, args.replicas, args.log_every, run_steps)

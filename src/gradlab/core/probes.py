@@ -289,7 +289,9 @@ def update_ratios(before: list[Tensor], after: list[Tensor]) -> Tensor:
 
 
 def _replica_norm(x: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1)
+    # over the trailing dims in place: reshape would copy a weight gradient, which autograd
+    # hands back transposed (the stack multiplies by weight.transpose(1, 2))
+    return torch.linalg.vector_norm(x, dim=tuple(range(1, x.dim())))
 
 
 def global_grad_norm(grads: list[Tensor]) -> Tensor:
