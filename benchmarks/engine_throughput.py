@@ -44,24 +44,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference loop lives in tests/
 
+from benchmarks.probe_overhead import _task  # noqa: E402
 from tests.core.solo_reference import solo_train  # noqa: E402
 
-from gradlab.core import data as data_core  # noqa: E402
 from gradlab.core.grid import RunSpec  # noqa: E402
-from gradlab.core.train import RunOptions, RunResult, TaskData, train_group  # noqa: E402
+from gradlab.core.train import RunOptions, RunResult, train_group  # noqa: E402
 
 BATCH, SAMPLES = 64, 2000
 BARE = RunOptions(probe=False)
 SETUP_SHARE = 0.05  # at most this share of a timed run is setup, where the time allows
 MAX_RUNS = 6  # ... and where a timed run stays under MAX_RUNS × --target-s
-
-
-def _task() -> TaskData:
-    kind = data_core.DATASETS["poly"]
-    frame = kind.generate(0, kind.params(n_samples=SAMPLES, offset=3.0))
-    split = data_core.split(frame, 0, 0.2, 0.2)
-    normalized, _ = data_core.normalize(split, data_core.INPUT_NORMS["zscore"])
-    return TaskData.from_frame(normalized, kind.task)
 
 
 def roofline_gflops() -> float:
@@ -153,7 +145,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer shapes, shorter runs (~1 min)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as every gradlab worker runs
-    data = _task()
+    data = _task(SAMPLES)
     d_in, d_out = data.x_train.shape[1], data.n_outputs
     steps_per_epoch = math.ceil(len(data.x_train) / BATCH)
     widths, depths, ks = (32, 64, 128, 256), (8, 16), (1, 4, 16, 64)

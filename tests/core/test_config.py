@@ -109,6 +109,8 @@ BAD = [
     ("train.mlflow_layer_every", 0, "train.mlflow_layer_every", "greater than 0"),
     ("train.mlflow", "off", "train.mlflow", "valid boolean"),
     ("train.probe_batch_size", -1, "train.probe_batch_size", "greater than 0"),
+    ("train.max_replicas", 0, "train.max_replicas", "greater than 0"),
+    ("train.max_replicas", 5000, "train.max_replicas", "less than or equal to 1024"),
     ("train.store", "", "train.store", "at least 1 character"),
     ("gird", {}, "gird", "unknown parameters section"),
     ("report.max_layers_violin", 0, "report.max_layers_violin", "greater than 0"),
