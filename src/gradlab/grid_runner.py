@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from gradlab.core.execute import Executor
+from gradlab.core.execute import Executor, TaskError
 from gradlab.core.grid import RunSpec
 from gradlab.core.train import (
     THEORY_COLUMNS,
@@ -22,6 +22,7 @@ from gradlab.core.train import (
     RunResult,
     TaskData,
     empty_table,
+    failed_result,
     group_runs,
     train_group,
 )
@@ -160,8 +161,8 @@ def train_missing(
     tasks = [(group, data[group[0].dataset, group[0].input_norm], options) for group in groups]
     done = 0
     try:
-        for _, results in executor.map(train_group, tasks):
-            for result in results:
+        for index, outcome in executor.map(train_group, tasks):
+            for result in _group_results(groups[index], outcome):
                 done += 1
                 job = by_run[result.run_id]
                 extra = {
@@ -216,6 +217,17 @@ def train_missing(
             next(row["error"] for row in rows if row["status"] == "failed"),
         )
     return pd.DataFrame(rows, columns=TRAINED_COLUMNS)
+
+
+def _group_results(
+    group: Sequence[RunSpec], outcome: list[RunResult] | TaskError
+) -> list[RunResult]:
+    """A group's results; every run of it ``failed`` when the task itself raised (its worker
+    kept dying, or it could not be sent or run)."""
+    if not isinstance(outcome, TaskError):
+        return outcome
+    log.error("a group of %d runs failed:\n%s", len(group), outcome.error)
+    return [failed_result(spec, outcome.error) for spec in group]
 
 
 def _record(

@@ -111,6 +111,10 @@ BAD = [
     ("train.probe_batch_size", -1, "train.probe_batch_size", "greater than 0"),
     ("train.max_replicas", 0, "train.max_replicas", "greater than 0"),
     ("train.max_replicas", 5000, "train.max_replicas", "less than or equal to 1024"),
+    ("train.executor", "ray", "train.executor", "'local' or 'dask'"),
+    ("train.dask.address", "localhost:8786", "train.dask.address", "such as tcp://host:8786"),
+    ("train.dask.address", "tcp://host:8786/x", "train.dask.address", "such as tcp://host:8786"),
+    ("train.dask.adress", "tcp://host:8786", "train.dask.adress", "unknown key"),
     ("train.store", "", "train.store", "at least 1 character"),
     ("gird", {}, "gird", "unknown parameters section"),
     ("report.max_layers_violin", 0, "report.max_layers_violin", "greater than 0"),
@@ -190,3 +194,12 @@ def test_max_runs_lets_a_big_grid_through_when_raised():
         validate_parameters(params)
     params["train"]["max_runs"] = 5000
     validate_parameters(params)
+
+
+@pytest.mark.parametrize(
+    "address", ["", "tcp://10.0.0.5:8786", "tls://scheduler.lab:8786", "tcp://[::1]:8786"]
+)
+def test_dask_scheduler_addresses_are_accepted(address):
+    params = base_parameters()
+    params["train"] |= {"executor": "dask", "dask": {"address": address}}
+    assert validate_parameters(params).train.dask.address == address

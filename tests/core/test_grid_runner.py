@@ -3,11 +3,13 @@
 import mlflow
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
+from gradlab.core.execute import ProcessPoolExecutor
 from gradlab.core.grid import RunSpec
 from gradlab.core.train import RunOptions, TaskData, train_run
-from gradlab.grid_runner import collect
+from gradlab.grid_runner import collect, train_missing
 from gradlab.store import ResultStore
 from gradlab.tracking import Tracker, reap_stale_runs
 from tests.conftest import broken, train_in_process
@@ -217,3 +219,29 @@ def test_logging_thread_logs_every_submitted_run_before_close_returns(poly, tmp_
             assert "train_loss" in child.data.metrics
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_a_group_that_cannot_reach_its_worker_fails_alone(poly, tmp_path):
+    class LocalTensor(torch.Tensor):
+        """A class local to this test cannot be pickled: the task never reaches a worker."""
+
+    x_train = poly.x_train.as_subclass(LocalTensor)
+    unsendable = TaskData(poly.task, poly.n_outputs, x_train, poly.y_train, poly.x_val, poly.y_val)
+    raw = [RunSpec(**SMALL, activation="tanh", input_norm="raw", seed=seed) for seed in (0, 1)]
+    specs, store = [*HEALTHY, *raw], ResultStore(tmp_path / "runs")
+
+    def train(raw_data: TaskData) -> pd.DataFrame:
+        data = {("poly", "zscore"): poly, ("poly", "raw"): raw_data}
+        studies = {s.run_id: "s" for s in specs}
+        return train_missing(specs, studies, data, store, ProcessPoolExecutor(2), Tracker(),
+                             RunOptions()).set_index("run_id")  # fmt: skip
+
+    trained = train(unsendable)
+    assert list(trained.loc[[s.run_id for s in HEALTHY], "status"]) == ["finished"] * 2
+    assert list(trained.loc[[s.run_id for s in raw], "status"]) == ["failed"] * 2
+    for spec in raw:
+        assert "LocalTensor" in store.summary(spec.run_id)["error"]
+    retried = train(poly)
+    assert list(retried["reason"]) == ["failed last time"] * 2 and set(retried.index) == {
+        s.run_id for s in raw
+    }

@@ -7,6 +7,7 @@ raises one ``ConfigError`` listing every problem as ``key.path[i] = value: what 
 import itertools
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
@@ -121,9 +122,32 @@ def _quantity(name: str) -> str:
     return name
 
 
+# a Dask scheduler: scheme://host[:port], the host a name, an IPv4 or a bracketed IPv6 address
+SCHEDULER_ADDRESS = re.compile(r"(tcp|tls|ws|wss|ucx)://(\[[0-9a-fA-F:.]+\]|[^\s/:\[\]]+)(:\d+)?")
+
+
+class DaskConfig(_Strict):
+    """``params:train.dask``: where ``executor: dask`` sends the groups of runs."""
+
+    # empty: a LocalCluster of `workers` processes on this machine; else a running scheduler
+    address: str = ""
+
+    @field_validator("address")
+    @classmethod
+    def _scheduler_address(cls, address: str) -> str:
+        if address and not SCHEDULER_ADDRESS.fullmatch(address):
+            raise ValueError(
+                "expected empty (a LocalCluster on this machine) or a scheduler address "
+                "such as tcp://host:8786 (scheme tcp, tls, ws, wss or ucx)"
+            )
+        return address
+
+
 class TrainConfig(_Strict):
     """``params:train``: how the grid is executed, not what is trained (that is the run spec)."""
 
+    executor: Literal["local", "dask"] = "local"
+    dask: DaskConfig = Field(default_factory=DaskConfig)
     workers: int | str = "auto"
     device: str = "auto"
     force: bool = False

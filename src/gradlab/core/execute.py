@@ -1,32 +1,53 @@
 """The execution seam: run a picklable function over many argument tuples, results as they finish.
 
-Two executors: ``SequentialExecutor`` (in this process) and ``ProcessPoolExecutor`` (local worker
-processes). Workers use one torch thread each: for these model sizes one thread per process is
-2–3× faster than two threads in one (measured on a 2-core machine), and the sequential executor
-uses one thread too, so both give bit-identical numbers on CPU. Workers exit within a second of
-their parent's death, however it died. A distributed executor only has to implement ``map``.
+Three executors: ``SequentialExecutor`` (in this process), ``ProcessPoolExecutor`` (local worker
+processes) and ``DaskExecutor`` (a Dask cluster, or a ``LocalCluster`` it starts). Workers use
+one torch thread each: for these model sizes one thread per process is 2–3× faster than two
+threads in one (measured on a 2-core machine), and the sequential executor uses one thread too,
+so all three give bit-identical numbers on CPU. A task that raises comes back as a ``TaskError``
+holding its traceback; the other tasks go on. Local workers exit within a second of their
+parent's death, however it died.
 """
 
 import concurrent.futures as cf
+import contextlib
+import ctypes
+import logging
 import multiprocessing
 import os
 import threading
 import time
+import traceback
+import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import torch
 
+log = logging.getLogger(__name__)
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
 R = TypeVar("R")
 
 
+@dataclass(frozen=True)
+class TaskError:
+    """What a task that raised returns instead of its result: the formatted traceback."""
+
+    error: str
+
+
 class Executor(Protocol):
-    """Runs ``fn(*args)`` for each tuple of ``tasks``; yields ``(index, result)`` as each ends."""
+    """Runs ``fn(*args)`` for each tuple of ``tasks``; yields ``(index, result)`` as each ends,
+    with a ``TaskError`` as the result of a task that raised."""
 
     def map(
         self, fn: Callable[..., R], tasks: Sequence[tuple[Any, ...]]
-    ) -> Iterator[tuple[int, R]]: ...
+    ) -> Iterator[tuple[int, R | TaskError]]: ...
 
 
 @contextmanager
@@ -45,10 +66,14 @@ class SequentialExecutor:
 
     def map(
         self, fn: Callable[..., R], tasks: Sequence[tuple[Any, ...]]
-    ) -> Iterator[tuple[int, R]]:
+    ) -> Iterator[tuple[int, R | TaskError]]:
         with torch_threads(1):
             for index, args in enumerate(tasks):
-                yield index, fn(*args)
+                try:
+                    result: R | TaskError = fn(*args)
+                except Exception:
+                    result = TaskError(traceback.format_exc())
+                yield index, result
 
 
 def _exit_with(parent: int) -> None:
@@ -71,7 +96,7 @@ class ProcessPoolExecutor:
 
     def map(
         self, fn: Callable[..., R], tasks: Sequence[tuple[Any, ...]]
-    ) -> Iterator[tuple[int, R]]:
+    ) -> Iterator[tuple[int, R | TaskError]]:
         context = multiprocessing.get_context("spawn")
         pool = cf.ProcessPoolExecutor(
             self.workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
@@ -79,7 +104,8 @@ class ProcessPoolExecutor:
         futures = {pool.submit(fn, *args): index for index, args in enumerate(tasks)}
         try:
             for future in cf.as_completed(futures):
-                yield futures[future], future.result()
+                error = future.exception()
+                yield futures[future], future.result() if error is None else _task_error(error)
         except BaseException:
             # Ctrl-C, a generator closed early, or an error: drop queued tasks, stop workers now
             workers = list((pool._processes or {}).values())
@@ -90,6 +116,136 @@ class ProcessPoolExecutor:
         pool.shutdown(wait=True)
 
 
-def make_executor(workers: int) -> Executor:
-    """One worker runs in-process; more use a process pool."""
+def _task_error(error: BaseException) -> TaskError:
+    return TaskError("".join(traceback.format_exception(error)))
+
+
+def _in_one_thread(fn: Callable[..., R], *args: Any) -> R:
+    torch.set_num_threads(1)  # a Dask worker may have been started with more
+    if "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        _undo_malloc_trim()
+    return fn(*args)
+
+
+def _undo_malloc_trim() -> None:
+    """Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_`` set, which turns off glibc's
+    adaptive mmap threshold: every tensor above 128 KiB is then mmap'ed and faulted in anew, and
+    the default grid trains about 1.4× slower. Fix both thresholds where glibc would have let
+    them grow."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to undo
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+        mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's ceiling for the adaptive threshold
+        mallopt(M_TRIM_THRESHOLD, 64 << 20)  # twice it, as glibc keeps them
+
+
+class DaskExecutor:
+    """Runs tasks on the Dask scheduler at ``address``; with no address, on a ``LocalCluster``
+    of ``workers`` processes with one thread each, closed when ``map`` ends.
+
+    An argument object that several tasks share (the data of a dataset) is sent to every worker
+    once, not once per task. A task whose worker dies is rerun on another worker, up to Dask's
+    ``distributed.scheduler.allowed-failures`` times (3 by default, a setting of the scheduler);
+    after that it comes back as a ``TaskError``, like a task that raised.
+    """
+
+    def __init__(self, address: str = "", workers: int = 1) -> None:
+        self.address = address
+        self.workers = workers
+
+    def map(
+        self, fn: Callable[..., R], tasks: Sequence[tuple[Any, ...]]
+    ) -> Iterator[tuple[int, R | TaskError]]:
+        if not tasks:
+            return
+        environ = dict(os.environ)  # a nanny writes its worker's variables into this process's
+        try:
+            yield from self._run(fn, tasks)
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
+
+    def _run(
+        self, fn: Callable[..., R], tasks: Sequence[tuple[Any, ...]]
+    ) -> Iterator[tuple[int, R | TaskError]]:
+        # the scheduler's and workers' INFO chatter would bury the grid's progress lines; the
+        # variable is read when distributed is imported, here and in each worker process
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+        from distributed import Client, LocalCluster, as_completed
+
+        logging.getLogger("distributed").setLevel(os.environ["DASK_LOGGING__DISTRIBUTED"].upper())
+        cluster = None
+        if not self.address:
+            cluster = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=1,
+                processes=True,
+                # a free port: two clusters at once must not fight over the default 8787
+                dashboard_address="127.0.0.1:0",
+            )
+        client = Client(cluster or self.address, set_as_default=False)
+        try:
+            info = client.scheduler_info(n_workers=-1)
+            log.info(
+                "Dask: %d task(s) on %s with %d worker(s)%s",
+                len(tasks),
+                client.scheduler.address,
+                len(info["workers"]),
+                f"; dashboard {client.dashboard_link}" if _has_dashboard(info) else "",
+            )
+            sent = _scatter_shared(client, tasks)
+            token = uuid.uuid4().hex[:8]
+            futures = {
+                client.submit(
+                    _in_one_thread,
+                    fn,
+                    *[sent.get(id(arg), arg) for arg in args],
+                    key=f"{getattr(fn, '__name__', 'task')}-{token}-{index}",
+                    pure=False,
+                ): index
+                for index, args in enumerate(tasks)
+            }
+            try:
+                for future in as_completed(futures, loop=client.loop):
+                    if future.status == "finished":
+                        result: R | TaskError = future.result()
+                    else:
+                        result = _task_error(future.exception())
+                    future.release()
+                    yield futures[future], result
+            except BaseException:
+                client.cancel(list(futures))  # Ctrl-C or a generator closed early
+                raise
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _scatter_shared(client: Any, tasks: Sequence[tuple[Any, ...]]) -> dict[int, Any]:
+    """Send every argument object used by more than one task to all workers once: its future
+    by ``id`` of the object."""
+    uses = Counter(id(arg) for args in tasks for arg in args)
+    shared = {id(arg): arg for args in tasks for arg in args if uses[id(arg)] > 1}
+    if not shared:
+        return {}
+    futures = client.scatter(list(shared.values()), broadcast=True, hash=False)
+    return dict(zip(shared, futures, strict=True))
+
+
+def _has_dashboard(scheduler_info: dict[str, Any]) -> bool:
+    """The scheduler serves its dashboard pages only where bokeh (the ``dashboard`` extra) is
+    installed; without it the port answers health checks alone."""
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return "dashboard" in scheduler_info["services"]
+
+
+def make_executor(workers: int, kind: str = "local", address: str = "") -> Executor:
+    """The executor of ``train.executor``: ``local`` runs one worker in-process and more in a
+    process pool; ``dask`` runs on the scheduler at ``address``, or a LocalCluster of
+    ``workers`` processes when it is empty."""
+    if kind == "dask":
+        return DaskExecutor(address, workers)
     return SequentialExecutor() if workers <= 1 else ProcessPoolExecutor(workers)

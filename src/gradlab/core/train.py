@@ -366,9 +366,13 @@ def train_group(
 
 def _failed(spec: RunSpec, start: float) -> RunResult:
     log.exception("run %s (%s) failed", spec.run_id, spec.label)
-    summary = {"error": traceback.format_exc(), "wall_s": time.perf_counter() - start}
+    return failed_result(spec, traceback.format_exc(), time.perf_counter() - start)
+
+
+def failed_result(spec: RunSpec, error: str, wall_s: float | None = None) -> RunResult:
+    """The result of a run that raised: status ``failed``, the traceback, no tables."""
     tables = [empty_table(name) for name in ("history", "layer_stats", "distributions")]
-    return RunResult(spec.run_id, "failed", summary, *tables, {})
+    return RunResult(spec.run_id, "failed", {"error": error, "wall_s": wall_s}, *tables, {})
 
 
 @dataclass

@@ -47,7 +47,7 @@ def train_runs(
         dict(zip(run_specs["run_id"], run_specs["studies"], strict=True)),
         data,
         ResultStore(config.store),
-        make_executor(config.n_workers),
+        make_executor(config.n_workers, config.executor, config.dask.address),
         Tracker(
             layer_every=config.mlflow_layer_every,
             quantities=config.mlflow_quantities,

@@ -1,0 +1,91 @@
+"""The executors: same results everywhere, a raising task comes back as a TaskError, shared
+arguments reach each Dask worker once."""
+
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+from gradlab.core.execute import DaskExecutor, ProcessPoolExecutor, SequentialExecutor, TaskError
+from gradlab.core.grid import RunSpec
+from gradlab.core.train import RunOptions, train_group
+from tests.core.test_train import task
+
+SMALL = {"depth": 3, "width": 16, "epochs": 2, "log_every": 5}
+
+_unpickled: list[int] = []  # per process: how often a Shared object arrived in it
+
+
+class Shared:
+    """Counts, in the process that receives it, how often it was unpickled there."""
+
+    def __getstate__(self) -> dict:
+        return {"payload": 1}  # pickle skips __setstate__ for an empty state
+
+    def __setstate__(self, state: dict) -> None:
+        _unpickled.append(os.getpid())
+
+
+def _times_received(shared: Shared, index: int) -> tuple[int, int]:
+    if index == 3:
+        raise ValueError("task 3 breaks")
+    return os.getpid(), _unpickled.count(os.getpid())
+
+
+@pytest.fixture(scope="module")
+def poly():
+    return task()
+
+
+@pytest.fixture(scope="module")
+def dask_local():
+    return DaskExecutor(address="", workers=2)
+
+
+def test_a_raising_task_is_a_task_error_and_the_others_go_on(dask_local):
+    shared = Shared()
+    tasks = [(shared, index) for index in range(8)]
+    for executor in (SequentialExecutor(), ProcessPoolExecutor(2), dask_local):
+        results = dict(executor.map(_times_received, tasks))
+        assert sorted(results) == list(range(8)), executor
+        assert isinstance(results[3], TaskError), executor
+        assert "ValueError: task 3 breaks" in results[3].error, results[3].error
+        assert all(not isinstance(results[i], TaskError) for i in range(8) if i != 3)
+
+
+def test_dask_sends_a_shared_argument_to_each_worker_once(dask_local):
+    shared = Shared()
+    results = dict(dask_local.map(_times_received, [(shared, index) for index in range(12)]))
+    received = [results[i] for i in range(12) if i != 3]
+    workers = {pid for pid, _ in received}
+    assert os.getpid() not in workers
+    assert {count for _, count in received} == {1}, received  # not once per task
+
+
+def test_dask_groups_match_the_sequential_executor_bitwise(poly, dask_local):
+    groups = [
+        [RunSpec(**SMALL, activation=activation, seed=seed, lr=lr) for seed in (0, 1)]
+        for activation in ("tanh", "relu")
+        for lr in (0.05, 0.2)
+    ]
+    tasks = [(group, poly, RunOptions()) for group in groups]
+    sequential = dict(SequentialExecutor().map(train_group, tasks))
+    distributed = dict(dask_local.map(train_group, tasks))
+    assert sorted(distributed) == list(range(len(groups)))
+    for index, results in sequential.items():
+        for alone, remote in zip(results, distributed[index], strict=True):
+            assert remote.status == alone.status == "finished"
+            pd.testing.assert_frame_equal(alone.history, remote.history, check_exact=True)
+            pd.testing.assert_frame_equal(alone.layer_stats, remote.layer_stats, check_exact=True)
+            for name, tensor in alone.state_dict.items():
+                assert torch.equal(tensor, remote.state_dict[name]), name
+
+
+def test_dask_closes_its_local_cluster(dask_local):
+    import psutil
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    dict(dask_local.map(_times_received, [(Shared(), 0), (Shared(), 1)]))
+    after = {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()}
+    assert after <= before, psutil.Process().children(recursive=True)
