@@ -2,8 +2,11 @@
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,18 +27,68 @@ def make_project(root: Path) -> Path:
     return root
 
 
-def run_kedro(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``kedro <args>`` in ``project`` and return the finished process (output captured)."""
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "200"}
+def kedro_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment for a ``kedro`` child: no telemetry, wide logs, the project's own
+    sqlite store (a developer's exported ``MLFLOW_TRACKING_URI`` is dropped), then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {
+        **env,
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "DO_NOT_TRACK": "1",
+        "COLUMNS": "200",
+        **(extra or {}),
+    }
+
+
+def run_kedro(
+    project: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``kedro <args>`` in ``project`` and return the finished process (output captured);
+    ``env`` is added to the environment."""
     return subprocess.run(
         [str(KEDRO), *args],
         cwd=project,
-        env=env,
+        env=kedro_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+def start_kedro(project: Path, *args: str, log: Path) -> subprocess.Popen:
+    """Start ``kedro <args>`` in ``project`` in its own process group, output to ``log``."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [str(KEDRO), *args],
+            cwd=project,
+            env=kedro_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal would make it
+        )
+
+
+def wait_for_text(log: Path, text: str, timeout: float = 120) -> None:
+    """Wait until ``text`` appears in ``log``."""
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def stop_kedro(process: subprocess.Popen) -> None:
+    """Kill what is left of a ``start_kedro`` process group, and reap it."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture

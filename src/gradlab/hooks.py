@@ -1,5 +1,6 @@
 """Kedro hooks: refuse bad parameters before anything runs, one run per project at a time, an
-interrupted run ends KILLED in MLflow, the MLflow parent run is owned by this process.
+interrupted run ends KILLED in MLflow, the MLflow parent run is owned by this process, a local
+MLflow store keeps its artifacts in this project's ``mlruns/``.
 
 Errors a user can fix (bad parameters, an unknown environment, a busy project, stale grid
 outputs) are ``click.ClickException``s: the CLI prints the message alone and exits with 1.
@@ -12,6 +13,7 @@ import os
 import signal
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from mlflow.entities import RunStatus
 
 from gradlab.core.config import ConfigError, Parameters, validate_parameters
 from gradlab.core.grid import expand
-from gradlab.tracking import claim_active_run
+from gradlab.tracking import ARTIFACTS_DIR, claim_active_run, relocate_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,30 @@ class SetupLockReleaseHook:
     def after_context_created(self) -> None:
         if self.setup.lock is not None:
             self.setup.lock.release()
+
+
+class ArtifactLocationHook:
+    """Point the project's sqlite MLflow store at this project's ``mlruns/``, once kedro-mlflow
+    has created the database and the experiment and before it starts the parent run.
+
+    MLflow stores absolute artifact paths: without this a moved or copied project would write
+    into, and read from, the folder it was first run in (and after a server, ``mlflow-artifacts:``
+    locations a run without the server cannot reach). Must run while ``SetupLockHook``'s lock is
+    held, so that two starts do not rewrite at once (see settings.py for the order).
+    """
+
+    @hook_impl(trylast=True)
+    def after_context_created(self, context: Any) -> None:
+        uri = mlflow.get_tracking_uri()
+        if not uri.startswith("sqlite:///"):
+            return  # a server (or another store, or sqlite in memory) has its own locations
+        project = Path(context.project_path).resolve()
+        # sqlite:///relative.db (from the working directory) or sqlite:////absolute.db
+        db_path = Path(urllib.parse.unquote(uri.removeprefix("sqlite:///").split("?")[0]))
+        db_path = db_path.resolve()
+        # a database elsewhere may be shared with other projects: its locations are not ours
+        if db_path.parent == project and db_path.is_file():
+            relocate_artifacts(db_path, str(project / ARTIFACTS_DIR))
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -2,7 +2,10 @@
 
 import warnings
 
+from omegaconf.resolvers import oc
+
 from gradlab.hooks import (
+    ArtifactLocationHook,
     MlflowOwnerHook,
     RunGuardHook,
     SetupLockHook,
@@ -12,10 +15,13 @@ from gradlab.hooks import (
 
 # Validation runs before any node, on the parameters with ``--params`` merged in. Among the
 # ``tryfirst`` hooks pluggy calls the last registered first: validation, then the setup lock.
+# Among the ``trylast`` ones it calls the first registered first: the artifact locations are
+# rewritten (after kedro-mlflow's setup, an ordinary hook) before the setup lock is released.
 _validation, _setup = ValidateParametersHook(), SetupLockHook()
 HOOKS = (
     _setup,
     _validation,
+    ArtifactLocationHook(),
     SetupLockReleaseHook(_setup),
     RunGuardHook(_validation),
     MlflowOwnerHook(),
@@ -24,6 +30,9 @@ HOOKS = (
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # Kedro reads environment variables in credentials only; mlflow.yml takes
+    # MLFLOW_TRACKING_URI this way (a server instead of the sqlite file)
+    "custom_resolvers": {"oc.env": oc.env},
 }
 
 # Library-internal deprecation chatter that a gradlab user can do nothing about.

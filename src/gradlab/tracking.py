@@ -12,6 +12,10 @@ The grid hands finished runs to ``Tracker.submit``: a background thread logs the
 workers train (measured here: ~45 ms and 0.19 MB of sqlite per default-sized run). Each child is
 tagged with its stored result's id, so a result whose logging was cut short is logged exactly
 once by the next start (``gradlab.grid_runner.reconcile``).
+
+Artifacts live in ``mlruns/`` at the project root, whether a run writes them itself (sqlite) or an
+MLflow server stores them for it (``gradlab.mlflow_server``); ``relocate_artifacts`` keeps the
+database pointing there when the project moves or switches mode.
 """
 
 import contextlib
@@ -20,6 +24,7 @@ import math
 import os
 import queue
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +45,8 @@ BATCH = 1000  # MLflow's limit on metrics per log_batch call
 TAG_PID, TAG_HOST, TAG_RUN_ID = "gradlab.pid", "gradlab.host", "gradlab.run_id"
 TAG_RESULT_ID = "gradlab.result_id"  # the stored result a child run logs (see ResultStore.save)
 STATUS = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED"}
+ARTIFACTS_DIR = "mlruns"  # at the project root: the artifacts of both modes, by experiment and run
+PROXIED_ARTIFACTS = "mlflow-artifacts:"  # the server's name for its --artifacts-destination
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -276,3 +283,67 @@ def runs_of(parent_run_id: str) -> pd.DataFrame:
         [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
     )
+
+
+def _relocated(uri: str, artifact_root: str) -> tuple[str, str]:
+    """``uri`` under ``artifact_root`` if it lies in an ``mlruns/`` folder or in the server's
+    proxied store, and the root it had; ``(uri, "")`` if it lies elsewhere."""
+    if uri.startswith(f"{PROXIED_ARTIFACTS}/") and not uri.startswith(f"{PROXIED_ARTIFACTS}//"):
+        # a netloc (mlflow-artifacts://host/...) names one server: not ours to move
+        old_root, rest = PROXIED_ARTIFACTS, uri.removeprefix(f"{PROXIED_ARTIFACTS}/")
+    elif uri.startswith(("/", "file:")) and f"/{ARTIFACTS_DIR}/" in uri:
+        old_root, _, rest = uri.rpartition(f"/{ARTIFACTS_DIR}/")
+        old_root += f"/{ARTIFACTS_DIR}"
+    else:
+        return uri, ""
+    return (f"{artifact_root}/{rest}", old_root) if rest else (uri, "")
+
+
+def relocate_artifacts(db_path: Path, artifact_root: str) -> int:
+    """Point the experiments and runs of an MLflow sqlite database at ``artifact_root``.
+
+    MLflow fixes an experiment's artifact location when it creates it, as an absolute path
+    (sqlite) or ``mlflow-artifacts:/<id>`` (a server), and each run's as that plus
+    ``/<run_id>/artifacts``: a moved or copied project would go on writing into the folder of its
+    first run, and local and server mode could not share one store. Every location in an
+    ``mlruns/`` folder or in the server's proxied store is rewritten to the same ``<rest>`` under
+    ``artifact_root``; others (``s3://…``, a location chosen by hand) stay. MLflow has no API to
+    change an experiment's (or a run's) artifact location, hence plain SQL on two columns that
+    its schema has kept stable across versions.
+
+    Args:
+        db_path: The sqlite file of the MLflow store.
+        artifact_root: Where ``mlruns/`` is now: an absolute path (sqlite mode) or
+            ``mlflow-artifacts:`` (the server's ``--artifacts-destination``).
+    Returns:
+        How many rows changed (0 when every location is already right).
+    """
+    artifact_root = artifact_root.rstrip("/")
+    prefix = f"{artifact_root}/"
+    changed, old_roots = 0, set()
+    with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as db, db:
+        for table, key, column in (
+            ("experiments", "experiment_id", "artifact_location"),
+            ("runs", "run_uuid", "artifact_uri"),
+        ):
+            # locations already under the root are skipped in SQL: a cheap no-op on every start
+            rows = db.execute(
+                f"SELECT {key}, {column} FROM {table} WHERE substr({column}, 1, ?) != ?",
+                (len(prefix), prefix),
+            ).fetchall()
+            updates = []
+            for row_key, uri in rows:
+                new_uri, old_root = _relocated(uri, artifact_root)
+                if new_uri != uri:
+                    updates.append((new_uri, row_key))
+                    old_roots.add(old_root)
+            db.executemany(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", updates)
+            changed += len(updates)
+    if changed:
+        log.info(
+            "MLflow artifact locations moved from %s to %s (%d experiments and runs)",
+            ", ".join(sorted(old_roots)),
+            artifact_root,
+            changed,
+        )
+    return changed

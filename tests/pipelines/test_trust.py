@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import KEDRO, make_project, run_kedro
+from tests.conftest import make_project, run_kedro, start_kedro, stop_kedro, wait_for_text
 
 SMOKE = ("run", "--env", "smoke")
 SLOW = "grid.baseline.epochs=400"  # a grid that trains long enough to be interrupted
@@ -154,26 +154,6 @@ def test_e_reconciliation_logs_a_stored_result_that_never_reached_mlflow(smoke):
         assert [c.info.run_id for c in children] == [summary["mlflow_run_id"]], stored.name
 
 
-def _start(project: Path, *args: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "200"}
-    with log.open("w") as out:
-        return subprocess.Popen(
-            [str(KEDRO), *args],
-            cwd=project,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, as a terminal would make it
-        )
-
-
-def _wait_for(log: Path, text: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text():
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -196,19 +176,13 @@ def _pool_workers(pid: int) -> list[int]:
     return found
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 @pytest.mark.parametrize("how", ["SIGINT to the group (Ctrl-C)", "SIGTERM"])
 def test_e_an_interrupted_run_ends_killed_in_mlflow(how, tmp_path):
     project = make_project(tmp_path / "project")
     log = tmp_path / "run.log"
-    process = _start(project, *SMOKE, "--params", SLOW, log=log)
+    process = start_kedro(project, *SMOKE, "--params", SLOW, log=log)
     try:
-        _wait_for(log, "to train")
+        wait_for_text(log, "to train")
         time.sleep(1.0)
         if how == "SIGTERM":
             process.send_signal(signal.SIGTERM)
@@ -216,7 +190,7 @@ def test_e_an_interrupted_run_ends_killed_in_mlflow(how, tmp_path):
             os.killpg(process.pid, signal.SIGINT)
         assert process.wait(timeout=60) != 0
     finally:
-        _stop(process)
+        stop_kedro(process)
     client = _client(project)
     experiment = client.get_experiment_by_name("gradlab").experiment_id
     parents = [
@@ -240,9 +214,9 @@ def test_d_pool_workers_exit_when_their_parent_is_killed(tmp_path):
     log = tmp_path / "run.log"
     # runs long enough that a worker never goes back to its task queue to find the parent gone
     longer = "grid.baseline.epochs=20000,train.workers=2"
-    process = _start(project, *SMOKE, "--params", longer, log=log)
+    process = start_kedro(project, *SMOKE, "--params", longer, log=log)
     try:
-        _wait_for(log, "to train")
+        wait_for_text(log, "to train")
         deadline = time.monotonic() + 60
         while len(workers := _pool_workers(process.pid)) < 2:
             assert time.monotonic() < deadline, (workers, log.read_text()[-2000:])
@@ -255,28 +229,28 @@ def test_d_pool_workers_exit_when_their_parent_is_killed(tmp_path):
             assert time.monotonic() < deadline, f"workers {alive} outlived their parent"
             time.sleep(0.2)
     finally:
-        _stop(process)
+        stop_kedro(process)
 
 
 def test_g_a_second_run_on_the_same_project_is_refused(tmp_path):
     project = make_project(tmp_path / "project")
     log = tmp_path / "run.log"
-    first = _start(project, *SMOKE, "--params", SLOW, log=log)
+    first = start_kedro(project, *SMOKE, "--params", SLOW, log=log)
     try:
-        _wait_for(log, "to train")
+        wait_for_text(log, "to train")
         second = run_kedro(project, *SMOKE, "--pipeline", "data")
         output = _refused(second)
         assert f"another gradlab run (pid {first.pid}) is using {project}" in output, output
     finally:
         os.killpg(first.pid, signal.SIGINT)
         first.wait(timeout=60)
-        _stop(first)
+        stop_kedro(first)
 
 
 def test_g_two_runs_started_together_on_a_fresh_project_do_not_crash(tmp_path):
     project = make_project(tmp_path / "project")
     logs = [tmp_path / f"run{i}.log" for i in range(2)]
-    processes = [_start(project, *SMOKE, "--pipeline", "data", log=log) for log in logs]
+    processes = [start_kedro(project, *SMOKE, "--pipeline", "data", log=log) for log in logs]
     codes = [process.wait(timeout=120) for process in processes]
     outputs = [log.read_text() for log in logs]
     assert 0 in codes, outputs
