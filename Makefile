@@ -4,12 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 5000
+DASK_PORT    ?= 8786
+DASK_WORKERS ?= 2
 
 # kedro-telemetry must never prompt or phone home (CI has no stdin, and no network).
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install run smoke test lint format ui viz clean
+.PHONY: install run smoke test lint format ui mlflow-server cluster viz clean
 
 install: $(STAMP)
 
@@ -37,8 +39,21 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
+# --artifacts-destination: runs logged through `make mlflow-server` keep their files in mlruns/ too
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --artifacts-destination mlruns \
+		--host 127.0.0.1 --port $(PORT)
+
+# Runs log to it with MLFLOW_TRACKING_URI=http://127.0.0.1:$(PORT) (src/gradlab/mlflow_server.py).
+mlflow-server: $(STAMP)
+	$(BIN)/python -m gradlab.mlflow_server --port $(PORT)
+
+# A Dask scheduler and DASK_WORKERS one-thread workers here, until Ctrl-C; train on it with
+# `kedro run --params train.executor=dask,train.dask.address=tcp://127.0.0.1:$(DASK_PORT)`.
+cluster: $(STAMP)
+	$(BIN)/dask scheduler --host 127.0.0.1 --port $(DASK_PORT) & scheduler=$$!; \
+	trap 'kill $$scheduler 2>/dev/null' EXIT; \
+	$(BIN)/dask worker tcp://127.0.0.1:$(DASK_PORT) --nworkers $(DASK_WORKERS) --nthreads 1
 
 viz: $(STAMP)
 	$(BIN)/kedro viz run --host 127.0.0.1 --no-browser
