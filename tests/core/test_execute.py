@@ -89,3 +89,16 @@ def test_dask_closes_its_local_cluster(dask_local):
     dict(dask_local.map(_times_received, [(Shared(), 0), (Shared(), 1)]))
     after = {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()}
     assert after <= before, psutil.Process().children(recursive=True)
+
+
+def test_dask_names_a_scheduler_that_does_not_answer():
+    import dask
+
+    from tests.conftest import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(ConnectionError, match=rf"no Dask scheduler answers at {address} "),
+    ):
+        list(DaskExecutor(address).map(_times_received, [(Shared(), 0)]))

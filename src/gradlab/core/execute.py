@@ -174,7 +174,14 @@ class DaskExecutor:
 
         logging.getLogger("distributed").setLevel(os.environ["DASK_LOGGING__DISTRIBUTED"].upper())
         cluster = None
-        if not self.address:
+        if self.address:
+            try:
+                client = Client(self.address, set_as_default=False)
+            except OSError as error:
+                raise ConnectionError(
+                    f"no Dask scheduler answers at {self.address} (train.dask.address): {error}"
+                ) from error
+        else:
             cluster = LocalCluster(
                 n_workers=self.workers,
                 threads_per_worker=1,
@@ -182,7 +189,7 @@ class DaskExecutor:
                 # a free port: two clusters at once must not fight over the default 8787
                 dashboard_address="127.0.0.1:0",
             )
-        client = Client(cluster or self.address, set_as_default=False)
+            client = Client(cluster, set_as_default=False)
         try:
             info = client.scheduler_info(n_workers=-1)
             log.info(
