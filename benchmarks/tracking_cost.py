@@ -27,7 +27,14 @@ from gradlab.core.grid import RunSpec
 from gradlab.core.train import RunOptions, TaskData, train_run
 from gradlab.grid_runner import train_missing
 from gradlab.store import ResultStore
-from gradlab.tracking import BATCH, Tracker, _chunks
+from gradlab.tracking import (
+    BATCH,
+    PROFILE_TABLE,
+    Tracker,
+    _chunks,
+    _dataset_input,
+    layer_profile,
+)
 from probe_overhead import _task
 
 LAYER_EVERY = TrainConfig.model_fields["mlflow_layer_every"].default
@@ -56,30 +63,44 @@ def breakdown(data: TaskData, folder: Path, repeats: int = 5) -> None:
     torch.save(result.state_dict, weights)
     db = folder / "mlflow.db"
     parts: dict[str, list[float]] = {
-        k: [] for k in ("build", "create_run", "log_batch", "artifact", "set_terminated")
+        k: []
+        for k in (
+            "build",
+            "create_run",
+            "log_batch",
+            "dataset_input",
+            "profile_table",
+            "artifact",
+            "set_terminated",
+        )
     }
     with mlflow.start_run(run_name="breakdown parent"):
         tracker = Tracker(layer_every=LAYER_EVERY, quantities=DEFAULT_MLFLOW_QUANTITIES)
         client = tracker.client
         size_before = db.stat().st_size
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            times = [time.perf_counter()]
             metrics = list(tracker._metrics(result))
             params = [Param(k, str(v)) for k, v in BASELINE.model_dump().items()]
-            t1 = time.perf_counter()
+            profile = layer_profile(result.layer_stats)
+            times.append(time.perf_counter())
             run_id = client.create_run(tracker.experiment_id, run_name="x").info.run_id
-            t2 = time.perf_counter()
+            times.append(time.perf_counter())
             first = BATCH - len(params)
             client.log_batch(run_id, metrics=metrics[:first], params=params)
             for chunk in _chunks(metrics[first:], BATCH):
                 client.log_batch(run_id, metrics=chunk)
-            t3 = time.perf_counter()
+            times.append(time.perf_counter())
+            client.log_inputs(run_id, datasets=[_dataset_input(BASELINE, data.fingerprint())])
+            times.append(time.perf_counter())
+            client.log_table(run_id, profile, PROFILE_TABLE)
+            times.append(time.perf_counter())
             client.log_artifact(run_id, str(weights))
-            t4 = time.perf_counter()
+            times.append(time.perf_counter())
             client.set_terminated(run_id, "FINISHED")
-            t5 = time.perf_counter()
-            for key, (a, b) in zip(parts, [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]):
-                parts[key].append((b - a) * 1000)
+            times.append(time.perf_counter())
+            for key, start, end in zip(parts, times, times[1:], strict=True):
+                parts[key].append((end - start) * 1000)
         per_run_bytes = (db.stat().st_size - size_before) / repeats
     ms = {key: statistics.median(values) for key, values in parts.items()}
     train_ms = result.summary["wall_s"] * 1000

@@ -110,6 +110,7 @@ def train_missing(
     force: bool = False,
     selected: Collection[str] | None = None,
     max_replicas: int = 32,
+    names: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Train every spec without a whole, current stored result; log unlogged results to MLflow.
 
@@ -124,6 +125,8 @@ def train_missing(
         force: Retrain runs whose results are current.
         selected: Run ids to train (``train.only``); None: the whole grid.
         max_replicas: Most runs trained together as one stacked model.
+        names: Short MLflow run names by run id (``RunSpec.name_against`` the grid's baseline);
+            None: the labels.
     Returns:
         One row per run trained now: ``run_id``, ``label``, ``reason``, ``status``, ``verdict``,
         ``wall_s``, ``error``.
@@ -148,7 +151,8 @@ def train_missing(
         if job.reason.startswith(("damaged", "stale")):
             log.warning("retraining %s (%s): %s", job.spec.run_id, job.spec.label, job.reason)
     training = {job.spec.run_id for job in jobs}
-    reconcile([s for s in considered if s.run_id not in training], studies, store, tracker)
+    names = names or {spec.run_id: spec.label for spec in specs}
+    reconcile([s for s in considered if s.run_id not in training], studies, store, tracker, names)
 
     counts: Counter = Counter()
     verdicts: Counter = Counter()
@@ -169,6 +173,7 @@ def train_missing(
                     "identity": identities[job.spec.run_id],
                     "label": job.spec.label,
                     "studies": studies[job.spec.run_id],
+                    "name": names[job.spec.run_id],
                 }
                 _record(job, result, extra, store, tracker)
                 counts[result.status] += 1
@@ -237,7 +242,8 @@ def _record(
     if result.status == "failed" and (job.reason == "forced" or job.reason.startswith("stale")):
         # a failure is not a result: the whole result stored before stays until one replaces it
         log.error("retraining %s failed; its stored result is kept", job.spec.label)
-        tracker.submit(job.spec, result, extra["studies"], None, None, lambda _: None)
+        tracker.submit(job.spec, result, extra["studies"], None, None, lambda _: None,
+                       name=extra["name"], data_digest=extra["identity"]["data"])  # fmt: skip
         return
     # stored first: the result survives an MLflow failure, and the artifact is logged from disk
     folder = store.save(result, extra)
@@ -248,11 +254,17 @@ def _record(
         folder / "weights.pt",
         store.summary(run_id)["result_id"],
         lambda mlflow_run_id: store.update_summary(run_id, mlflow_run_id=mlflow_run_id),
+        name=extra["name"],
+        data_digest=extra["identity"]["data"],
     )
 
 
 def reconcile(
-    specs: Sequence[RunSpec], studies: Mapping[str, str], store: ResultStore, tracker: Tracker
+    specs: Sequence[RunSpec],
+    studies: Mapping[str, str],
+    store: ResultStore,
+    tracker: Tracker,
+    names: Mapping[str, str] | None = None,
 ) -> int:
     """Log to MLflow every stored result that has no child run yet (its logging was interrupted).
 
@@ -261,6 +273,7 @@ def reconcile(
         studies: Comma-separated studies per run id (for tags).
         store: Where finished runs are kept.
         tracker: Logs to the active MLflow run.
+        names: Short MLflow run names by run id; None: the labels.
     Returns:
         How many results were logged now.
     """
@@ -276,7 +289,15 @@ def reconcile(
         if mlflow_run_id is None:
             weights = store.path(spec.run_id) / "weights.pt"
             result = store.load(spec.run_id)
-            mlflow_run_id = tracker.log_run(spec, result, studies[spec.run_id], weights, result_id)
+            mlflow_run_id = tracker.log_run(
+                spec,
+                result,
+                studies[spec.run_id],
+                weights,
+                result_id,
+                name=(names or {}).get(spec.run_id),
+                data_digest=summary.get("identity", {}).get("data"),
+            )
             logged += 1
         store.update_summary(spec.run_id, mlflow_run_id=mlflow_run_id)
     if logged:

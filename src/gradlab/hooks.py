@@ -10,6 +10,7 @@ import atexit
 import fcntl
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -22,14 +23,24 @@ import click
 import mlflow
 from kedro.framework.hooks import hook_impl
 from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
 
 from gradlab.core.config import ConfigError, Parameters, validate_parameters
 from gradlab.core.grid import expand
-from gradlab.tracking import ARTIFACTS_DIR, claim_active_run, relocate_artifacts
+from gradlab.tracking import (
+    ARTIFACTS_DIR,
+    EXPERIMENT_NOTE,
+    claim_active_run,
+    grid_summary_metrics,
+    parent_description,
+    parent_run_name,
+    relocate_artifacts,
+)
 
 log = logging.getLogger(__name__)
 
 LOCK_DIR = ".gradlab"  # at the project root, beside mlflow.db: what concurrent runs would share
+NOTE = "mlflow.note.content"  # what the MLflow UI shows as a run's or experiment's description
 SETUP_LOCK_WAIT_S = 120  # MLflow's setup of a fresh database takes a few seconds
 
 
@@ -279,6 +290,52 @@ class RunGuardHook:
         while mlflow.active_run() is not None:
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         log.warning("the interrupted run is marked KILLED in MLflow")
+
+
+class ParentRunHook:
+    """Make kedro-mlflow's parent run readable: its name (``<pipeline>·<env>·<time>``), a
+    description of the grid, the experiment's description, a ``runner`` tag that names the
+    runner instead of a Python object, and, at the end, run counts per status and verdict."""
+
+    def __init__(self, validation: ValidateParametersHook) -> None:
+        self.validation = validation
+        self.started = 0.0
+
+    @hook_impl(trylast=True)  # after kedro-mlflow's, which starts the run
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        run, params = mlflow.active_run(), self.validation.parameters
+        if run is None:
+            return
+        self.started = time.time()
+        client = MlflowClient()
+        name = parent_run_name(
+            run_params.get("pipeline_names"), run_params.get("env"), self.started
+        )
+        client.update_run(run.info.run_id, name=name)
+        # Kedro passes str(runner) for a runner instance: "<kedro.runner.….XRunner object at 0x…>"
+        runner = re.sub(r"^<(?:\w+\.)*(\w+) object at 0x\w+>$", r"\1", str(run_params["runner"]))
+        tags = {"runner": runner}
+        if params is not None:
+            grid = expand(params.grid.baseline, params.grid.studies, params.grid.seeds)
+            per_study = grid["studies"].str.split(",").explode().value_counts()
+            studies = [
+                (s.name, s.question, int(per_study.get(s.name, 0))) for s in params.grid.studies
+            ]
+            tags[NOTE] = parent_description(len(grid), studies, list(params.grid.seeds))
+        for key, value in tags.items():
+            client.set_tag(run.info.run_id, key, value)
+        experiment = client.get_experiment(run.info.experiment_id)
+        if experiment.tags.get(NOTE) != EXPERIMENT_NOTE:
+            client.set_experiment_tag(experiment.experiment_id, NOTE, EXPERIMENT_NOTE)
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow's, which ends the run
+    def after_pipeline_run(self, catalog: Any) -> None:
+        run = mlflow.active_run()
+        if run is None or not catalog.exists("runs"):
+            return
+        metrics = grid_summary_metrics(catalog.load("runs"))
+        metrics["wall_s"] = time.time() - self.started
+        mlflow.log_metrics(metrics)
 
 
 class MlflowOwnerHook:

@@ -7,6 +7,7 @@ from omegaconf.resolvers import oc
 from gradlab.hooks import (
     ArtifactLocationHook,
     MlflowOwnerHook,
+    ParentRunHook,
     RunGuardHook,
     SetupLockHook,
     SetupLockReleaseHook,
@@ -24,6 +25,7 @@ HOOKS = (
     ArtifactLocationHook(),
     SetupLockReleaseHook(_setup),
     RunGuardHook(_validation),
+    ParentRunHook(_validation),
     MlflowOwnerHook(),
 )
 

@@ -2,11 +2,13 @@
 
 Everything is sent with ``MlflowClient.log_batch`` in chunks (≤ 1,000 metrics a call): one
 ``log_metric`` per point costs ~4 ms against sqlite, a batch of 1,000 about as much as ten.
-Metric names: per epoch ``train_loss``, ``val_loss``, ``val_r2``/``val_accuracy``, ``lr``,
-``grad_norm``; at every ``layer_every``-th probe step ``<quantity>/layer_NN`` (see
-``gradlab.core.probes``) and ``step_loss``, ``grad_global_norm``; at step 0, the statistics at
-init as ``init/<quantity>/layer_NN`` and the mean-field prediction as
-``theory/<quantity>/layer_NN``.
+Metric names: per epoch (step = epoch) ``train_loss``, ``val_loss``, ``val_r2``/``val_accuracy``,
+``lr``, ``grad_norm``; at every ``layer_every``-th probe step (step = optimizer step)
+``<quantity>/layer_NN`` (see ``gradlab.core.probes``) and ``step_loss``, ``grad_global_norm``.
+The statistics at init and the mean-field prediction, one value per layer, are one table
+artifact (``layer_profile.json``). A child is named by what differs from the grid's baseline
+(``relu·d16·s0``; the full label is the ``gradlab.label`` tag), spans the run's training time, and
+has the data it trained on as its dataset input.
 
 The grid hands finished runs to ``Tracker.submit``: a background thread logs them while the
 workers train (measured here: ~45 ms and 0.19 MB of sqlite per default-sized run). Each child is
@@ -19,6 +21,7 @@ database pointing there when the project moves or switches mode.
 """
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -33,7 +36,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from gradlab.core.grid import RunSpec
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 BATCH = 1000  # MLflow's limit on metrics per log_batch call
 TAG_PID, TAG_HOST, TAG_RUN_ID = "gradlab.pid", "gradlab.host", "gradlab.run_id"
 TAG_RESULT_ID = "gradlab.result_id"  # the stored result a child run logs (see ResultStore.save)
+TAG_LABEL = "gradlab.label"  # the full label; the run name is the short name within its grid
+PROFILE_TABLE = "layer_profile.json"  # per layer and quantity: the value at init, the prediction
 STATUS = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED"}
 ARTIFACTS_DIR = "mlruns"  # at the project root: the artifacts of both modes, by experiment and run
 PROXIED_ARTIFACTS = "mlflow-artifacts:"  # the server's name for its --artifacts-destination
@@ -133,6 +138,8 @@ class Tracker:
         weights: Path | None,
         result_id: str | None,
         on_logged: Callable[[str], None],
+        name: str | None = None,
+        data_digest: str | None = None,
     ) -> None:
         """Log a finished run from the logging thread, off the training path.
 
@@ -145,13 +152,15 @@ class Tracker:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="mlflow-logging", daemon=True)
             self._thread.start()
-        self._queue.put((spec, result, studies, weights, result_id, on_logged))
+        self._queue.put((spec, result, studies, weights, result_id, on_logged, name, data_digest))
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
-            spec, result, studies, weights, result_id, on_logged = item
+            spec, result, studies, weights, result_id, on_logged, name, data_digest = item
             try:
-                on_logged(self.log_run(spec, result, studies, weights, result_id))
+                on_logged(
+                    self.log_run(spec, result, studies, weights, result_id, name, data_digest)
+                )
             except Exception:  # the grid goes on; the next start logs this run again
                 log.exception("MLflow logging of %s failed; the next start retries it", spec.label)
             finally:
@@ -178,6 +187,8 @@ class Tracker:
         studies: str,
         weights: Path | None,
         result_id: str | None = None,
+        name: str | None = None,
+        data_digest: str | None = None,
     ) -> str | None:
         """Create the child run, send everything in batches, close it as it ended.
 
@@ -188,6 +199,8 @@ class Tracker:
             weights: The stored ``weights.pt`` to attach, if any.
             result_id: The stored result's id, tagged so that a later start can tell whether it
                 was logged (``find_logged``).
+            name: The child's short name (the label when None; the label is always a tag).
+            data_digest: The fingerprint of the data it trained on, for its dataset input.
         Returns:
             The child run's id, or None when no parent run is active.
         """
@@ -196,6 +209,7 @@ class Tracker:
         tags = {
             "mlflow.parentRunId": self.parent_id,
             TAG_RUN_ID: spec.run_id,
+            TAG_LABEL: spec.label,
             "studies": studies,
             "status": result.status,
             "verdict": str(result.summary.get("verdict")),
@@ -208,7 +222,11 @@ class Tracker:
             tags["diverged_step"] = str(result.summary["diverged_step"])
         if result_id is not None:
             tags[TAG_RESULT_ID] = result_id
-        run = self.client.create_run(self.experiment_id, run_name=spec.label, tags=tags)
+        # the child spans the run's training, not its logging: start and end as it trained
+        started, ended = _training_span_ms(result.summary)
+        run = self.client.create_run(
+            self.experiment_id, start_time=started, run_name=name or spec.label, tags=tags
+        )
         run_id = run.info.run_id
         try:
             params = [Param(k, str(v)) for k, v in spec.model_dump().items()]
@@ -218,12 +236,16 @@ class Tracker:
             self.client.log_batch(run_id, metrics=metrics[:first], params=params)
             for chunk in _chunks(metrics[first:], BATCH):
                 self.client.log_batch(run_id, metrics=chunk)
+            if data_digest is not None:
+                self.client.log_inputs(run_id, datasets=[_dataset_input(spec, data_digest)])
+            if not (profile := layer_profile(result.layer_stats)).empty:
+                self.client.log_table(run_id, profile, PROFILE_TABLE)
             if weights is not None and weights.exists():
                 self.client.log_artifact(run_id, str(weights))
         except BaseException:
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
             raise
-        self.client.set_terminated(run_id, STATUS[result.status])
+        self.client.set_terminated(run_id, STATUS[result.status], end_time=ended)
         return run_id
 
     def find_logged(self, result_id: str) -> str | None:
@@ -249,19 +271,53 @@ class Tracker:
         metric_name = result.summary.get("metric_name", "val_metric")
         for epoch, name, value in result.history.itertuples(index=False):
             yield from _metric(metric_name if name == "val_metric" else name, value, now, epoch)
-        stats = result.layer_stats
+        # at init and in theory a layer profile is one value per layer: the table artifact
+        # (``layer_profile``), not a one-point chart per layer and quantity
+        stats = result.layer_stats[result.layer_stats["phase"] == "train"]
         if stats.empty:
             return
-        train_steps = sorted(stats.loc[stats["phase"] == "train", "step"].unique())
-        kept = set(train_steps[:: self.layer_every]) | {0}
+        kept = set(sorted(stats["step"].unique())[:: self.layer_every])
         stats = stats[stats["step"].isin(kept)]
         if self.quantities is not None:
             stats = stats[stats["quantity"].isin(self.quantities)]
-        for phase, step, layer, quantity, value in stats.itertuples(index=False):
-            key = _key(quantity, int(layer))
-            if phase != "train":
-                key = f"{phase}/{key}"
-            yield from _metric(key, value, now, int(step))
+        for _, step, layer, quantity, value in stats.itertuples(index=False):
+            yield from _metric(_key(quantity, int(layer)), value, now, int(step))
+
+
+def layer_profile(layer_stats: pd.DataFrame) -> pd.DataFrame:
+    """One row per hidden layer and quantity: its value at init and, where theory predicts it,
+    the mean-field prediction (``PROFILE_TABLE`` of each child run)."""
+    stats = layer_stats[layer_stats["phase"].isin(["init", "theory"]) & (layer_stats["layer"] > 0)]
+    if stats.empty:
+        return pd.DataFrame(columns=["quantity", "layer", "init", "theory"])
+    table = stats.pivot_table(
+        index=["quantity", "layer"], columns="phase", values="value", aggfunc="first"
+    )
+    table = table.reindex(columns=["init", "theory"]).reset_index()
+    table.columns.name = None
+    # object, not pandas' str dtype: MLflow's log_table checks object columns (a Pandas4Warning)
+    return table.astype({"quantity": object})
+
+
+def _training_span_ms(summary: dict[str, Any]) -> tuple[int | None, int | None]:
+    """When the run started and ended training, in epoch milliseconds (None if not recorded:
+    MLflow then uses the time of logging)."""
+    ended, wall = summary.get("ended_at"), summary.get("wall_s")
+    if ended is None or wall is None or not math.isfinite(wall):
+        return None, None
+    return int((ended - wall) * 1000), int(ended * 1000)
+
+
+def _dataset_input(spec: RunSpec, data_digest: str) -> DatasetInput:
+    """The data a child trained on, as MLflow's dataset input: named by dataset and input
+    normalization, with the data's fingerprint as digest."""
+    dataset = Dataset(
+        name=f"{spec.dataset}/{spec.input_norm}",
+        digest=data_digest[:36],  # MLflow's limit
+        source_type="gradlab",
+        source=json.dumps({"dataset": spec.dataset, "input_norm": spec.input_norm}),
+    )
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
 
 
 def _key(quantity: str, layer: int) -> str:
@@ -347,3 +403,55 @@ def relocate_artifacts(db_path: Path, artifact_root: str) -> int:
             changed,
         )
     return changed
+
+
+EXPERIMENT_NOTE = """\
+**gradlab** trains one small MLP per run spec of a grid (activation × init × optimizer ×
+normalization × depth …) and measures how gradients flow through its layers: ∂L/∂h per hidden
+layer (what vanishes or explodes), ‖∂L/∂W‖, activation statistics, saturation and dead units, at
+init and during training, next to the mean-field prediction.
+
+How to read the runs:
+- Each `kedro run` is a parent run named `<pipeline>·<env>·<time>`; its description lists the
+  grid, its metrics count the runs per status and verdict, and its artifacts hold the report
+  (`report.html`), the tables and the figures.
+- Each run spec is a child run, named by what differs from the grid's baseline and its seed
+  (`relu·d16·s0`); the full label is the tag `gradlab.label`, the axes are params and tags.
+  `status` is finished, diverged (a result, not a crash) or failed; `verdict` is healthy,
+  vanishing, exploding, saturated or dead.
+- Per-epoch metrics (step = epoch): `train_loss`, `val_loss`, `val_r2`/`val_accuracy`, `lr`,
+  `grad_norm`. Per-layer metrics (step = optimizer step): `<quantity>/layer_NN`.
+  `layer_profile.json` holds each layer's value at init and the mean-field prediction;
+  `weights.pt` the final state_dict (loads into `gradlab.core.models.MLP`).
+"""
+
+
+def parent_run_name(pipelines: list[str] | str | None, env: str | None, started: float) -> str:
+    """``<pipeline>·<env>·<YYYY-MM-DD HH:MM>`` for the run of a ``kedro run``."""
+    names = [pipelines] if isinstance(pipelines, str) else list(pipelines or ["__default__"])
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
+    return f"{'+'.join(names)}·{env or 'local'}·{when}"
+
+
+def parent_description(runs: int, studies: Iterable[tuple[str, str, int]], seeds: list) -> str:
+    """The parent run's description: the grid it trains, study by study.
+
+    Args:
+        runs: Distinct runs in the grid.
+        studies: ``(name, question, runs)`` per study.
+        seeds: The grid's seeds.
+    """
+    lines = [f"A grid of {runs} runs (seeds {seeds}); one child run per run spec.", ""]
+    lines += [f"- **{name}** ({count} runs): {question}" for name, question, count in studies]
+    return "\n".join(lines)
+
+
+def grid_summary_metrics(runs: pd.DataFrame) -> dict[str, float]:
+    """Counts of a grid's stored runs per status and per verdict (``runs/<status>``,
+    ``verdict/<verdict>``) and their total, for the parent run."""
+    metrics = {"runs/total": float(len(runs))}
+    for column in ("status", "verdict"):
+        prefix = "runs" if column == "status" else column
+        for value, count in runs[column].dropna().value_counts().items():
+            metrics[f"{prefix}/{value}"] = float(count)
+    return metrics

@@ -1,6 +1,8 @@
 """The train stage for real: `kedro run --env smoke`, MLflow read back, resume, and a kill -9."""
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +18,7 @@ from gradlab.core.probes import HIDDEN_QUANTITIES
 from tests.conftest import KEDRO, make_project, run_kedro
 
 SMOKE_RUNS = 6
+STORE = Path("data/smoke/06_models/runs")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,8 @@ def test_mlflow_has_one_parent_and_one_child_per_spec(smoke):
     runs = runs_table(smoke).set_index("mlflow_run_id")
     for child in children:
         row = runs.loc[child.info.run_id]
-        assert child.info.run_name == row["label"]
+        assert child.info.run_name == row["name"]
+        assert child.data.tags["gradlab.label"] == row["label"]
         assert child.info.status == "FINISHED"
         tags = child.data.tags
         assert tags["activation"] == row["activation"] and tags["depth"] == str(row["depth"])
@@ -87,7 +91,8 @@ def test_mlflow_child_metrics_per_epoch_and_per_layer_in_both_phases(smoke):
     assert row["metric_name"] in run.data.metrics
     for layer in range(1, int(row["depth"]) + 1):
         assert f"grad_preact_rms/layer_{layer:02d}" in run.data.metrics
-        assert f"init/grad_preact_rms/layer_{layer:02d}" in run.data.metrics
+    # at init a profile is one value per layer: a table artifact, not one-point charts
+    assert not [key for key in run.data.metrics if key.startswith(("init/", "theory/"))]
     assert f"grad_weight_norm/layer_{int(row['depth']) + 1:02d}" in run.data.metrics
     train_points = mlflow.get_metric_history(run.info.run_id, "grad_preact_rms/layer_01")
     assert len(train_points) == len({m.step for m in train_points}) > 1
@@ -106,6 +111,42 @@ def test_mlflow_child_metrics_per_epoch_and_per_layer_in_both_phases(smoke):
     assert "grad_weight_q50" not in names
     stats = pd.read_parquet(smoke / "data/smoke/07_model_output/layer_stats.parquet")
     assert set(HIDDEN_QUANTITIES) <= set(stats["quantity"])
+
+
+def test_mlflow_reads_well_for_a_newcomer(smoke, tmp_path):
+    mlflow = client(smoke)
+    experiment = mlflow.get_experiment_by_name("gradlab")
+    assert "How to read the runs" in experiment.tags["mlflow.note.content"]
+    everything = mlflow.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in everything if "mlflow.parentRunId" not in r.data.tags]
+    assert re.fullmatch(r"__default__·smoke·\d{4}-\d\d-\d\d \d\d:\d\d", parent.info.run_name)
+    assert parent.data.tags["runner"] == "SequentialRunner"
+    assert "**activation_depth** (4 runs)" in parent.data.tags["mlflow.note.content"]
+    runs = runs_table(smoke)
+    assert parent.data.metrics["runs/total"] == SMOKE_RUNS
+    for status, count in runs["status"].value_counts().items():
+        assert parent.data.metrics[f"runs/{status}"] == count
+    assert parent.data.metrics["wall_s"] > 0
+
+    children = [r for r in everything if "mlflow.parentRunId" in r.data.tags]
+    names = [child.info.run_name for child in children]
+    assert len(set(names)) == len(names) == SMOKE_RUNS and max(map(len, names)) <= 40, names
+    stored = runs.set_index("mlflow_run_id")
+    for child in children:
+        row = stored.loc[child.info.run_id]
+        # the child spans its training, not the moment it was logged
+        span_s = (child.info.end_time - child.info.start_time) / 1000
+        assert span_s >= 0.9 * row["wall_s"] - 0.002, (span_s, row["wall_s"])
+        (data,) = child.inputs.dataset_inputs
+        assert data.dataset.name == f"{row['dataset']}/{row['input_norm']}"
+        summary = json.loads((smoke / STORE / row["run_id"] / "summary.json").read_text())
+        assert data.dataset.digest == summary["identity"]["data"][:36]
+    row = runs[runs["status"] == "finished"].iloc[0]
+    path = mlflow.download_artifacts(row["mlflow_run_id"], "layer_profile.json", str(tmp_path))
+    profile = pd.DataFrame(**json.loads(Path(path).read_text()))  # {"columns": …, "data": …}
+    rms = profile[profile["quantity"] == "grad_preact_rms"].set_index("layer")
+    assert list(rms.index) == list(range(1, int(row["depth"]) + 1))
+    assert (rms["init"] > 0).all() and (rms["theory"] > 0).all()
 
 
 def test_mlflow_child_weights_load_with_weights_only(smoke, tmp_path):

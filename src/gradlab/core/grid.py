@@ -104,6 +104,29 @@ class RunSpec(BaseModel):
         parts += [f"lr{_number(self.lr)}", self.dataset, f"s{self.seed}"]
         return "·".join(parts)
 
+    def name_against(self, baseline: "RunSpec", max_length: int = 40) -> str:
+        """A short name within one grid: the label's parts for the axes that differ from
+        ``baseline``, then the seed (``relu·d16·s0``; ``baseline·s1`` for the baseline itself).
+        Unique among the runs of one baseline; one longer than ``max_length`` is cut and ends
+        with the run id instead, so it stays unique."""
+        parts = [
+            token
+            for axis, token in self._tokens().items()
+            if axis != "seed" and token != baseline._tokens()[axis]
+        ]
+        name = "·".join([*(parts or ["baseline"]), f"s{self.seed}"])
+        if len(name) <= max_length:
+            return name
+        return f"{name[: max_length - len(self.run_id) - 1]}…{self.run_id}"
+
+    def _tokens(self) -> dict[str, str]:
+        """Each axis as the label writes it (``init`` carries ``init_std``)."""
+        prefixes = {"depth": "d", "lr": "lr", "seed": "s", **_LABELLED_WHEN_SET}
+        tokens = {axis: f"{prefixes.get(axis, '')}{_number(value)}" for axis, value in self}
+        tokens["init"] = self.init_name
+        del tokens["init_std"]
+        return tokens
+
 
 def _number(value: Any) -> str:
     """Shortest exact form (``repr``): 0.05 → "0.05", 1.0 → "1"; distinct values stay distinct."""
@@ -146,7 +169,8 @@ def expand(baseline: RunSpec, studies: Sequence[Study], seeds: Sequence[int]) ->
         seeds: Every combination is run once per seed.
     Returns:
         One row per run, de-duplicated by id, in first-seen order: ``run_id``, ``label``,
-        ``studies`` (comma-separated names), ``init_name`` and every spec field.
+        ``name`` (short, against the baseline), ``studies`` (comma-separated names),
+        ``init_name`` and every spec field.
     """
     rows: dict[str, dict[str, Any]] = {}
     for study in studies:
@@ -160,6 +184,7 @@ def expand(baseline: RunSpec, studies: Sequence[Study], seeds: Sequence[int]) ->
                     {
                         "run_id": spec.run_id,
                         "label": spec.label,
+                        "name": spec.name_against(baseline),
                         "studies": [],
                         "init_name": spec.init_name,
                         **spec.model_dump(),

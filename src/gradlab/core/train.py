@@ -372,7 +372,8 @@ def _failed(spec: RunSpec, start: float) -> RunResult:
 def failed_result(spec: RunSpec, error: str, wall_s: float | None = None) -> RunResult:
     """The result of a run that raised: status ``failed``, the traceback, no tables."""
     tables = [empty_table(name) for name in ("history", "layer_stats", "distributions")]
-    return RunResult(spec.run_id, "failed", {"error": error, "wall_s": wall_s}, *tables, {})
+    summary = {"error": error, "wall_s": wall_s, "ended_at": time.time()}
+    return RunResult(spec.run_id, "failed", summary, *tables, {})
 
 
 @dataclass
@@ -798,6 +799,7 @@ def _summary(
         "epochs_done": max((epoch for epoch, _, _ in history), default=0),
         "steps": steps,
         "wall_s": wall,
+        "ended_at": time.time(),  # unix seconds: with wall_s, when the run trained
         "steps_per_s": steps / wall if wall > 0 else math.nan,
         "init_grad_ratio": init_ratio,
         "end_grad_ratio": end_ratio,

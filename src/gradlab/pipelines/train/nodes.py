@@ -61,6 +61,7 @@ def train_runs(
         force=config.force,
         selected=selected,
         max_replicas=config.max_replicas,
+        names=dict(zip(run_specs["run_id"], run_specs["name"], strict=True)),
     )
 
 
