@@ -81,6 +81,7 @@ def test_labels_are_unique_whichever_axis_a_study_varies(axis, values):
     baseline = RunSpec(init="normal", init_std=0.5)
     table = expand(baseline, [Study(name="s", question="?", axes={axis: values})], seeds=(0, 1))
     assert table["label"].is_unique, list(table["label"])
+    assert table["name"].is_unique, list(table["name"])
 
 
 def test_labels_of_the_default_grid_are_unique():
@@ -91,6 +92,29 @@ def test_labels_of_the_default_grid_are_unique():
     ]
     table = expand(RunSpec(**params["baseline"]), studies, params["seeds"])
     assert table["label"].is_unique, table[table["label"].duplicated()]["label"].tolist()
+    assert table["name"].is_unique, table[table["name"].duplicated()]["name"].tolist()
+    assert table["name"].str.len().max() <= 40
+
+
+def test_names_say_what_differs_from_the_baseline():
+    baseline = RunSpec(activation="tanh", depth=8, lr=0.02)
+    assert baseline.name_against(baseline) == "baseline·s0"
+    relu = baseline.model_copy(update={"activation": "relu", "depth": 16, "seed": 1})
+    assert relu.name_against(baseline) == "relu·d16·s1"
+    normal = baseline.model_copy(update={"init": "normal", "init_std": 0.01})
+    assert normal.name_against(baseline) == "normal(0.01)·s0"
+    far = RunSpec(
+        activation="leaky_relu",
+        init="kaiming_uniform",
+        optimizer="nesterov",
+        depth=64,
+        width=512,
+        batch_size=256,
+        schedule="warmup_cosine",
+        lr=0.123,
+    )
+    name = far.name_against(baseline)
+    assert len(name) == 40 and name.endswith(f"…{far.run_id}"), name
 
 
 def test_select_takes_study_names_and_label_globs():
