@@ -241,15 +241,15 @@ class RunGuardHook:
         would silently train other runs than the parameters say."""
         nodes = {node.name for node in pipeline.nodes}
         params = self.validation.parameters
-        if "train_runs_node" not in nodes or params is None:
+        if "train.train_runs_node" not in nodes or params is None:
             return
         stale = []
-        if "normalize_datasets_node" not in nodes and catalog.exists("model_input_params"):
+        if "data.normalize_datasets_node" not in nodes and catalog.exists("model_input_params"):
             made_from = catalog.load("model_input_params")
             wanted = params.data.model_dump(mode="json")
             if changed := _changed_keys("data", made_from, wanted):
                 stale.append(f"the model inputs were made from other data parameters ({changed})")
-        if "expand_grid_node" not in nodes and catalog.exists("run_specs"):
+        if "grid.expand_grid_node" not in nodes and catalog.exists("run_specs"):
             stored = set(catalog.load("run_specs")["run_id"])
             grid = params.grid
             current = set(expand(grid.baseline, grid.studies, grid.seeds)["run_id"])

@@ -84,3 +84,21 @@ def test_kedro_run_bad_params_fails_before_any_node(project):
     assert "expected one of" in output
     assert "Running node" not in output
     assert not list((project / "data").rglob("*.parquet"))
+
+
+def test_every_stage_is_one_namespace_that_keeps_the_catalog_names():
+    """kedro-viz collapses each stage (data → grid → train → report) into one group."""
+    from kedro.framework.project import configure_project
+
+    from gradlab.pipeline_registry import register_pipelines
+
+    configure_project("gradlab")
+    pipelines = register_pipelines()
+    for stage in ("data", "grid", "train", "report"):
+        assert {node.namespace for node in pipelines[stage].nodes} == {stage}, stage
+    default = pipelines["__default__"]
+    assert {node.namespace for node in default.nodes} == {"data", "grid", "train", "report"}
+    # the stages still meet at the datasets the catalog names
+    assert {"run_specs", "model_inputs"} <= pipelines["train"].inputs()
+    assert {"runs", "layer_stats"} <= pipelines["train"].outputs()
+    assert default.inputs() == {"params:data", "params:grid", "params:train", "params:report"}

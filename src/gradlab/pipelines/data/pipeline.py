@@ -28,4 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ],
         tags="data",
+        # one collapsible group in kedro-viz; datasets keep their catalog names
+        namespace="data",
+        prefix_datasets_with_namespace=False,
     )

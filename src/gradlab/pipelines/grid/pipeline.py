@@ -16,4 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             )
         ],
         tags="grid",
+        # one collapsible group in kedro-viz; datasets keep their catalog names
+        namespace="grid",
+        prefix_datasets_with_namespace=False,
     )

@@ -80,4 +80,10 @@ def create_pipeline(**kwargs) -> Pipeline:
         outputs="report_html",
         name="build_report_node",
     )
-    return Pipeline([*tables, *figures, page], tags="report")
+    # one collapsible group in kedro-viz; datasets keep their catalog names
+    return Pipeline(
+        [*tables, *figures, page],
+        tags="report",
+        namespace="report",
+        prefix_datasets_with_namespace=False,
+    )

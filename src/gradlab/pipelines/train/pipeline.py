@@ -30,4 +30,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ],
         tags="train",
+        # one collapsible group in kedro-viz; datasets keep their catalog names
+        namespace="train",
+        prefix_datasets_with_namespace=False,
     )
