@@ -39,4 +39,3 @@ CONFIG_LOADER_ARGS = {
 
 # Library-internal deprecation chatter that a gradlab user can do nothing about.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
-warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
