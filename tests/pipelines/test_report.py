@@ -3,6 +3,10 @@ run (`kedro run --env smoke`, then `kedro run --env smoke --pipeline report` alo
 
 import base64
 import hashlib
+import html
+import json
+import re
+import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -212,3 +216,56 @@ def test_report_run_leaves_the_result_store_untouched(reported):
     after = _digests(data / "06_models") | _digests(data / "07_model_output")
     assert after == before, sorted(set(after.items()) ^ set(before.items()))[:5]
     assert "train_runs_node" not in result.stdout + result.stderr
+
+
+# Written into a copy of the page: once loaded, the title reports what a reader's browser got.
+_LAYOUT_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const page = document.documentElement;
+  document.title = "LAYOUT " + JSON.stringify({
+    images: images.length,
+    undecoded: images.filter((img) => !(img.complete && img.naturalWidth > 0)).length,
+    overflow: page.scrollWidth - page.clientWidth,
+  });
+});
+</script>"""
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("needs a Chromium on PATH (Debian: apt install chromium; .ci/run installs it)")
+
+
+def test_report_html_fits_a_1280px_window_and_every_image_decodes(reported, tmp_path):
+    project, _, _ = reported
+    page = (project / "data" / "smoke" / "08_reporting" / "report.html").read_text()
+    probed = tmp_path / "report.html"
+    probed.write_text(page.replace("</body>", f"{_LAYOUT_PROBE}</body>"))
+    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
+    window = ["--window-size=1280,800", "--virtual-time-budget=10000"]
+    dom = subprocess.run(
+        [*browser, *window, probed.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    found = re.search(r"<title>LAYOUT (\{.*?\})</title>", html.unescape(dom))
+    assert found, dom[:2000]
+    layout = json.loads(found.group(1))
+    assert layout["images"] == page.count("data:image/png;base64,") and layout["images"] > 0
+    assert layout["undecoded"] == 0, layout
+    assert layout["overflow"] <= 0, layout  # no horizontal scrolling of the page itself
+
+
+def test_every_computed_column_of_the_page_is_in_its_glossary(reported):
+    project, _, _ = reported
+    page = (project / "data" / "smoke" / "08_reporting" / "report.html").read_text()
+    shown = set(re.findall(r"<th>([^<]+)</th>", page))
+    axes = {*RunSpec.model_fields, "run_id", "label", "init_name", "studies"}
+    glossary = page.split('<dl class="glossary">')[1].split("</dl>")[0]
+    defined = set(re.findall(r"<dt>([^<]+)</dt>", glossary))
+    assert shown - axes and shown - axes <= defined, sorted(shown - axes - defined)

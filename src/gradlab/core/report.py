@@ -530,7 +530,11 @@ class Section:
 
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1400px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1400px; color: #222;
+       padding: 0 1.5rem; }
+.scroll { overflow-x: auto; max-width: 100%; }
+dl.glossary { font-size: 0.85rem; } dl.glossary dt { font-family: monospace; margin-top: 0.3rem; }
+dl.glossary dd { margin-left: 1.5rem; color: #444; }
 h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 1px solid #ccc; padding-top: 1rem; }
 .question { font-style: italic; color: #444; }
 .finding { background: #eef5ee; border-left: 4px solid #3a7d44; padding: 0.5rem 0.8rem; }
@@ -558,6 +562,60 @@ def _table_html(table: pd.DataFrame) -> str:
     )
 
 
+# What each column of the page's tables holds (a glossary under the navigation lists the ones
+# shown). "first/last" is the first hidden layer's value over the last's: far below 1, the
+# gradient vanishes on its way to the input; far above 1, it explodes.
+GLOSSARY = {
+    "setting": "the values of the study's axes for these runs",
+    "n_runs": "runs (seeds) with this setting",
+    "n_diverged": "of them, runs that diverged (NaN/Inf, or loss above its divergence bound)",
+    "final_val_metric_mean": "mean over finished seeds of the final validation metric: R² for "
+    "regression datasets, accuracy for classification ones",
+    "final_val_metric_sd": "its standard deviation over finished seeds",
+    "final_val_loss_mean": "mean final validation loss over finished seeds",
+    "init_grad_ratio": "first/last RMS ∂L/∂h at init (on the fixed probe batch)",
+    "init_grad_ratio_median": "median over seeds of init_grad_ratio",
+    "end_grad_ratio": "first/last RMS ∂L/∂h at the last probe step of training",
+    "end_grad_ratio_median": "median over seeds of end_grad_ratio",
+    "init_log_slope": "slope of ln RMS ∂L/∂h against layer index at init (negative: shrinks "
+    "towards the input)",
+    "end_log_slope": "the same slope at the last probe step",
+    "init_weight_ratio": "first/last ‖∂L/∂W‖ at init; Glorot & Bengio's eq. 14 predicts it stays "
+    "near 1 even when ∂L/∂h vanishes",
+    "end_step": "optimizer step of the last probe",
+    "verdict": f"one of {', '.join(VERDICTS)} (gradlab.core.verdict)",
+    "status": "finished, diverged (a result, not a crash) or failed",
+    "theory_sigma_w2": "σ_w²: the init's weight variance times fan-in",
+    "theory_sigma_b2": "σ_b²: the bias variance",
+    "theory_chi1": "χ₁ at the fixed point q*: below 1 ordered (gradients vanish), above 1 "
+    "chaotic (they explode)",
+    "theory_depth_scale": "layers over which the gradient changes by a factor e (−1/ln χ₁)",
+    "theory_log_slope": "mean-field prediction of init_log_slope",
+    "theory_first_last_ratio": "mean-field prediction of the first/last RMS ∂L/∂h",
+    "theory_verdict": "the verdict that ratio implies",
+    "measured_log_slope": "the measured init_log_slope",
+    "measured_first_last_ratio": "the measured init_grad_ratio",
+    "measured_init_verdict": "the same rule applied to the measured ratio",
+    "slope_error": "measured_log_slope − theory_log_slope",
+    **{f"verdict_{name}": f"runs with the verdict {name}" for name in VERDICTS},
+}
+
+
+def _glossary_html(sections: Sequence[Section]) -> str:
+    shown = {column for section in sections for _, table in section.tables for column in table}
+    entries = [
+        f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>"
+        for name, text in GLOSSARY.items()
+        if name in shown
+    ]
+    if not entries:
+        return ""
+    return (
+        "<details><summary>What the table columns hold</summary>"
+        f'<dl class="glossary">{"".join(entries)}</dl></details>'
+    )
+
+
 def _anchor(title: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")
 
@@ -577,6 +635,7 @@ def build_html(title: str, overview: str, sections: Sequence[Section]) -> str:
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{html.escape(overview)}</p>",
         f"<nav>{nav}</nav>",
+        _glossary_html(sections),
     ]
     for section in sections:
         body.append(f'<h2 id="{_anchor(section.title)}">{html.escape(section.title)}</h2>')
@@ -592,10 +651,11 @@ def build_html(title: str, overview: str, sections: Sequence[Section]) -> str:
             body.append(
                 f"<details{' open' if len(table) <= OPEN_ROWS else ''}>"
                 f"<summary>{html.escape(caption)} ({len(table)} rows)</summary>"
-                f"{_table_html(table)}</details>"
+                f'<div class="scroll">{_table_html(table)}</div></details>'
             )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>"
         f"<body>{''.join(body)}</body></html>\n"
     )
