@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 5000
 DASK_PORT    ?= 8786
 DASK_WORKERS ?= 2
+VIZ_PORT     ?= 4141
 
 # kedro-telemetry must never prompt or phone home (CI has no stdin, and no network).
 export KEDRO_DISABLE_TELEMETRY := 1
@@ -56,7 +57,7 @@ cluster: $(STAMP)
 	$(BIN)/dask worker tcp://127.0.0.1:$(DASK_PORT) --nworkers $(DASK_WORKERS) --nthreads 1
 
 viz: $(STAMP)
-	$(BIN)/kedro viz run --host 127.0.0.1 --no-browser
+	$(BIN)/kedro viz run --host 127.0.0.1 --port $(VIZ_PORT) --no-browser
 
 clean:
 	rm -rf data/smoke mlflow.db mlruns mlartifacts .gradlab
