@@ -12,6 +12,7 @@ tracking on (child runs logged by the background logging thread under a parent r
 """
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -93,13 +94,13 @@ def breakdown(data: TaskData, folder: Path, repeats: int = 5) -> None:
             times.append(time.perf_counter())
             client.log_inputs(run_id, datasets=[_dataset_input(BASELINE, data.fingerprint())])
             times.append(time.perf_counter())
-            client.log_table(run_id, profile, PROFILE_TABLE)
+            client.log_text(run_id, profile.to_json(orient="split", index=False), PROFILE_TABLE)
             times.append(time.perf_counter())
             client.log_artifact(run_id, str(weights))
             times.append(time.perf_counter())
             client.set_terminated(run_id, "FINISHED")
             times.append(time.perf_counter())
-            for key, start, end in zip(parts, times, times[1:], strict=True):
+            for key, (start, end) in zip(parts, itertools.pairwise(times), strict=True):
                 parts[key].append((end - start) * 1000)
         per_run_bytes = (db.stat().st_size - size_before) / repeats
     ms = {key: statistics.median(values) for key, values in parts.items()}
