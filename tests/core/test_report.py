@@ -82,6 +82,7 @@ def make_results(
             "final_val_metric": metric if status == "finished" else math.nan,
             "init_grad_ratio": ratio if status != "failed" else math.nan,
             "end_grad_ratio": ratio * 2 if status == "finished" else math.nan,
+            "end_saturation": min(1.0, 0.1 / ratio) if status == "finished" else math.nan,
         }
         if theory_columns:
             predicted = rms * 1.05 ** (DEPTH - np.arange(1, DEPTH + 1))
@@ -343,10 +344,15 @@ def test_build_report_has_a_section_per_study_and_the_theory(results):
     table = report.theory_table(runs, flow)
     summary = report.summarize_studies(runs, studies)
     png = b"\x89PNG\r\n\x1a\n"
-    figures = {key: png for key in {**report.FLOW_FIGURES, **report.THEORY_FIGURES}}
+    keys = {**report.FLOW_FIGURES, **report.TRAINING_FIGURES, **report.THEORY_FIGURES}
+    figures = {key: png for key in keys}
     page = report.build_report(
         runs, studies, summary, flow, table, figures, {s: png for s in studies["study"]}
     )
+    titles = re.findall(r'<h2 id="[^"]*">([^<]+)</h2>', page)
+    assert titles[:2] == ["Gradient flow at init", "Saturation during training"], titles
+    assert titles[-1] == "Theory against measurement", titles
+    assert "ended with more than half their units saturated" in page
     for study in studies.itertuples():
         assert f"Study: {study.study}" in page and study.question in page, study.study
     assert page.count("data:image/png;base64,") == len(figures) + len(studies)

@@ -18,7 +18,7 @@ from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
 
 from gradlab.core.grid import RunSpec, Study, expand
-from gradlab.core.report import FLOW_FIGURES, THEORY_FIGURES
+from gradlab.core.report import FLOW_FIGURES, THEORY_FIGURES, TRAINING_FIGURES
 from gradlab.grid_runner import collect
 from gradlab.pipelines.report import create_pipeline
 from gradlab.store import ResultStore
@@ -28,7 +28,7 @@ from tests.core.test_train import SMALL, task
 
 STORED = {"runs", "history", "layer_stats", "distributions", "studies"}
 SMOKE_STUDIES = ("activation_depth", "optimizer")
-FIGURES = [f"figures/{key}.png" for key in (*FLOW_FIGURES, *THEORY_FIGURES)]
+FIGURES = [f"figures/{key}.png" for key in (*FLOW_FIGURES, *TRAINING_FIGURES, *THEORY_FIGURES)]
 STUDY_FIGURES = [f"figures/studies/{study}.png" for study in SMOKE_STUDIES]
 TABLES = ["study_summary.parquet", "gradient_flow.parquet", "theory_vs_measurement.parquet"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -183,7 +183,8 @@ def test_report_html_inlines_every_figure_and_asks_each_question(reported):
     studies = pd.read_parquet(project / "data" / "smoke" / "03_primary" / "studies.parquet")
     for question in studies["question"]:
         assert question in page, question
-    assert page.count('class="finding"') == 2 + len(SMOKE_STUDIES), page.count("finding")
+    # init, training, one per study, theory
+    assert page.count('class="finding"') == 3 + len(SMOKE_STUDIES), page.count("finding")
 
 
 def test_report_run_logs_figures_tables_and_page_to_its_parent_run(reported):

@@ -462,6 +462,29 @@ def study_finding(summary: pd.DataFrame) -> str:
     return "; ".join(parts) + "."
 
 
+def saturation_finding(runs: pd.DataFrame) -> str:
+    """One line on how saturated the hidden layers were at the end of training.
+
+    Args:
+        runs: The runs table (``end_saturation``: mean saturated fraction over the hidden layers
+            at the last probe step; NaN where it does not apply).
+    Returns:
+        The sentence: the most and least saturated runs and how many ended above one half.
+    """
+    ended = runs.dropna(subset=["end_saturation"])
+    if ended.empty:
+        return "No run measured saturation at the end of training."
+    most = ended.loc[ended["end_saturation"].idxmax()]
+    least = ended.loc[ended["end_saturation"].idxmin()]
+    high = int((ended["end_saturation"] > 0.5).sum())
+    return (
+        f"At the end of training the hidden layers were {_fmt(most['end_saturation'])} "
+        f"saturated on average in {most['label']} (verdict {most['verdict']}) and "
+        f"{_fmt(least['end_saturation'])} in {least['label']}; {high} of {len(ended)} runs "
+        "ended with more than half their units saturated."
+    )
+
+
 def flow_finding(flow: pd.DataFrame) -> str:
     """One line on the gradient-flow table of the runs compared at init.
 
@@ -675,10 +698,17 @@ STUDY_VIEW = [
 ]
 # Figures of the report's fixed sections, by key of ``build_report``'s ``figures``, with captions.
 FLOW_FIGURES = {
-    "grad_flow": "RMS ∂L/∂h (top) and ‖∂L/∂W‖ (bottom) per layer at init",
-    "weight_grad_violins": "sampled weight-gradient entries per layer at init",
-    "activation_hist": "activation values per layer at init (Glorot & Bengio 2010, Fig. 6)",
-    "saturation": "saturated fraction per layer during training (Glorot & Bengio 2010, Fig. 2)",
+    "grad_flow": "RMS ∂L/∂h (top) and ‖∂L/∂W‖ (bottom) per layer at init: a line that falls "
+    "towards layer 1 is a vanishing gradient, one that rises an exploding one; compare the "
+    "bottom panel, where weight gradients often stay level",
+    "weight_grad_violins": "sampled weight-gradient entries per layer at init: violins that "
+    "narrow towards the input mean the first layers barely learn",
+    "activation_hist": "activation values per layer at init (Glorot & Bengio 2010, Fig. 6): "
+    "mass piling up at the activation's limits is saturation, a spike at 0 dead units",
+}
+TRAINING_FIGURES = {
+    "saturation": "saturated fraction per layer during training (Glorot & Bengio 2010, Fig. 2): "
+    "a layer that climbs towards 1 has stopped passing gradient",
 }
 THEORY_FIGURES = {
     "theory_slopes": "measured against predicted log-slope, one point per run",
@@ -708,7 +738,8 @@ def build_report(
     figures: dict[str, bytes],
     study_figures: dict[str, bytes],
 ) -> str:
-    """The HTML report: gradient flow, one section per study, theory against measurement.
+    """The HTML report: gradient flow at init, saturation during training, one section per
+    study, theory against measurement.
 
     Args:
         runs: The runs table.
@@ -716,8 +747,8 @@ def build_report(
         summary: ``summarize_studies``' output.
         flow: ``gradient_flow_table``' output.
         theory_rows: ``theory_table``' output.
-        figures: PNGs of the fixed figures, by the keys of ``FLOW_FIGURES`` and
-            ``THEORY_FIGURES`` (a missing key is skipped).
+        figures: PNGs of the fixed figures, by the keys of ``FLOW_FIGURES``,
+            ``TRAINING_FIGURES`` and ``THEORY_FIGURES`` (a missing key is skipped).
         study_figures: One PNG per study name.
     Returns:
         The self-contained page.
@@ -736,7 +767,13 @@ def build_report(
                     flow,
                 )
             ],
-        )
+        ),
+        Section(
+            "Saturation during training",
+            "Do the hidden layers saturate as training goes on, and where?",
+            saturation_finding(runs),
+            [(TRAINING_FIGURES[k], figures[k]) for k in TRAINING_FIGURES if k in figures],
+        ),
     ]
     for study in studies.itertuples(index=False):
         rows = summary[summary["study"] == study.study] if not summary.empty else summary

@@ -229,8 +229,8 @@ def build_report(
         gradient_flow: The gradient-flow table.
         theory: The theory-vs-measurement table.
         study_pngs: The saved study figures, a loader per study name (a partitioned dataset).
-        **figure_pngs: The saved fixed figures' PNG bytes, by ``core.FLOW_FIGURES`` and
-            ``core.THEORY_FIGURES`` key.
+        **figure_pngs: The saved fixed figures' PNG bytes, by ``core.FLOW_FIGURES``,
+            ``core.TRAINING_FIGURES`` and ``core.THEORY_FIGURES`` key.
     Returns:
         The page's HTML.
     """

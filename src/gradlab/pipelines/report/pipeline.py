@@ -8,7 +8,7 @@ from kedro.pipeline import Node, Pipeline
 
 from gradlab.pipelines.report import nodes
 
-# figure key (as in gradlab.core.report.FLOW_FIGURES / THEORY_FIGURES) → its drawing node, inputs
+# figure key (gradlab.core.report.FLOW_/TRAINING_/THEORY_FIGURES) → its drawing node, inputs
 _FIGURES = {
     "grad_flow": (nodes.draw_gradient_flow, ["runs", "studies", "layer_stats"]),
     "weight_grad_violins": (nodes.draw_weight_gradients, ["runs", "studies", "distributions"]),
