@@ -137,6 +137,14 @@ def test_mlflow_reads_well_for_a_newcomer(smoke, tmp_path):
         # the child spans its training, not the moment it was logged
         span_s = (child.info.end_time - child.info.start_time) / 1000
         assert span_s >= 0.9 * row["wall_s"] - 0.002, (span_s, row["wall_s"])
+        # metrics carry the time they were measured: epochs in order, inside the span
+        epochs = mlflow.get_metric_history(child.info.run_id, "train_loss")
+        times = [m.timestamp for m in sorted(epochs, key=lambda m: m.step)]
+        assert times == sorted(times) and len(set(times)) == len(times), times
+        assert child.info.start_time <= times[0] and times[-1] <= child.info.end_time
+        steps = mlflow.get_metric_history(child.info.run_id, "grad_preact_rms/layer_01")
+        at = [m.timestamp for m in sorted(steps, key=lambda m: m.step)]
+        assert at == sorted(at) and child.info.start_time <= at[0] <= at[-1] <= times[-1]
         (data,) = child.inputs.dataset_inputs
         assert data.dataset.name == f"{row['dataset']}/{row['input_norm']}"
         summary = json.loads((smoke / STORE / row["run_id"] / "summary.json").read_text())

@@ -390,6 +390,7 @@ class _Replica:
     checkpoints: set[int]  # steps whose distributions are sampled
     prediction: theory.ProfilePrediction | None = None
     history: list[tuple[int, str, float]] = field(default_factory=list)
+    epoch_ended_at: list[float] = field(default_factory=list)  # unix seconds, per epoch
     grad_norms: list[float] = field(default_factory=list)
     first_loss: float | None = None
     diverged_step: int | None = None
@@ -603,6 +604,7 @@ def _end_epoch(
     lr = stack.lrs[:, step + 1, None]  # after the schedule's step, as torch's optimizer holds it
     # the one host sync of the epoch: its summary values and the losses not checked yet
     values = torch.cat([per_replica, lr, stack.losses[:, checked : step + 1].double()], 1).tolist()
+    now = time.time()
     ended = []
     for k, (replica, row) in enumerate(zip(stack.replicas, values, strict=True)):
         recent = row[4:]
@@ -622,6 +624,7 @@ def _end_epoch(
         replica.history += [
             (epoch + 1, name, value) for name, value in zip(names, values_now, strict=True)
         ]
+        replica.epoch_ended_at.append(now)
         if epoch + 1 == replica.spec.epochs:
             ended.append(k)
     return ended
@@ -699,6 +702,9 @@ def _retire(
             data, replica.history, probe_log, status, replica.diverged_step, steps, start
         )
         summary["replicas"] = stack.size
+        # when each epoch ended, for MLflow's metric timestamps
+        summary["epoch_ended_at"] = replica.epoch_ended_at
+        summary["steps_per_epoch"] = math.ceil(len(data.x_train) / spec.batch_size)
         init_rms = probe_log.hidden("init", "grad_preact_rms")
         summary.update(_theory_summary(spec, prediction, init_rms))
         results[spec.run_id] = RunResult(
