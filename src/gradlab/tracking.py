@@ -225,7 +225,9 @@ class Tracker:
             tags["diverged_step"] = str(result.summary["diverged_step"])
         if result_id is not None:
             tags[TAG_RESULT_ID] = result_id
-        tags[MLFLOW_LOGGED_ARTIFACTS] = json.dumps([{"path": PROFILE_TABLE, "type": "table"}])
+        profile = layer_profile(result.layer_stats)
+        if not profile.empty:  # the UI shows the artifact as a table (what log_table would tag)
+            tags[MLFLOW_LOGGED_ARTIFACTS] = json.dumps([{"path": PROFILE_TABLE, "type": "table"}])
         # the child spans the run's training, not its logging: start and end as it trained
         started, ended = _training_span_ms(result.summary)
         run = self.client.create_run(
@@ -242,9 +244,7 @@ class Tracker:
                 self.client.log_batch(run_id, metrics=chunk)
             if data_digest is not None:
                 self.client.log_inputs(run_id, datasets=[_dataset_input(spec, data_digest)])
-            if not (profile := layer_profile(result.layer_stats)).empty:
-                # as log_table writes it, without its three extra round trips (the tag that
-                # marks it a table for the UI went with create_run)
+            if not profile.empty:  # as log_table writes it, without its 3 extra round trips
                 table_json = profile.to_json(orient="split", index=False)
                 self.client.log_text(run_id, table_json, PROFILE_TABLE)
             if weights is not None and weights.exists():
