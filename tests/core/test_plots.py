@@ -217,3 +217,22 @@ def test_violins_leave_out_the_output_head(results):
     fig = plots.plot_weight_grad_violins(samples, max_layers=10)
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == [str(layer) for layer in range(1, DEPTH + 1)], labels  # ... not drawn
+
+
+def test_activation_histograms_of_tiny_values_print_no_axis_offset():
+    """normal(0.01) at depth squeezes activations to ~1e-11: an offset text ("1e-11") at the end
+    of the x axis would sit over the next panel; each tick carries its value instead."""
+    rng = np.random.default_rng(0)
+    samples = pd.DataFrame(
+        {
+            "activation": "tanh",
+            "init_name": ["normal(0.01)"] * 400 + ["xavier_uniform"] * 400,
+            "layer": 1,
+            "value": np.concatenate([rng.normal(0, 1e-11, 400), rng.normal(0, 0.5, 400)]),
+        }
+    )
+    figure = plots.plot_activation_histograms(samples, max_layers=8)
+    figure.canvas.draw()
+    (tiny,) = [ax for ax in figure.axes if ax.get_title() == "tanh · normal(0.01)"]
+    assert tiny.xaxis.get_offset_text().get_text() == ""
+    assert any("e-11" in label.get_text() for label in tiny.get_xticklabels())

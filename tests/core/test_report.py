@@ -291,7 +291,7 @@ def test_study_finding_names_the_best_setting_with_its_spread(results):
     summary = report.summarize_studies(results["runs"], results["studies"])
     finding = report.study_finding(summary[summary["study"] == "act_init"])
     # tanh · xavier_uniform: 0.93 and 0.89 over the seeds
-    assert "best: activation=tanh, init=xavier_uniform, val R² 0.91 ± 0.03" in finding, finding
+    assert "best val R² 0.91 ± 0.03 (activation=tanh, init=xavier_uniform)" in finding, finding
     # sigmoid · default: (0.25 · 0.9)³ = 0.011 at init
     assert "most extreme at init: activation=sigmoid, init=default" in finding, finding
     assert "is 0.01 × the last (vanishing)" in finding, finding

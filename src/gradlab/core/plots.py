@@ -462,6 +462,8 @@ def plot_activation_histograms(samples: pd.DataFrame, max_layers: int) -> Figure
             density, edges = np.histogram(values.clip(low, high), bins=bins, density=True)
             ax.stairs(density, edges, color=colors[layer], linewidth=1)
         ax.locator_params(axis="x", nbins=3)
+        # each tick its own value: an axis offset ("1e-11") would sit over the next panel
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.2g}"))
         ax.set_yticks([])  # densities differ by orders between panels: shapes are the point
     canvas.legend(_line_handles({f"layer {k}": c for k, c in colors.items()}), "layer", 7)
     return canvas.fig

@@ -434,7 +434,8 @@ def study_finding(summary: pd.DataFrame) -> str:
         value = _fmt(best["final_val_metric_mean"])
         if math.isfinite(spread):
             value += f" ± {_fmt(spread)}"
-        parts.append(f"best: {best['setting']}, {metric_label([name])} {value}")
+        # one "best" per metric: a study over datasets mixes R² and accuracy
+        parts.append(f"best {metric_label([name])} {value} ({best['setting']})")
     # optimizer, lr, schedule, ... leave the network at init untouched: look at the end instead
     varied = set(summary.columns) & INIT_AXES
     at_init = bool(varied) and summary[sorted(varied)].notna().any().any()
