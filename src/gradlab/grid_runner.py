@@ -26,6 +26,7 @@ from gradlab.core.train import (
     group_runs,
     train_group,
 )
+from gradlab.core.verdict import judge
 from gradlab.store import ResultStore
 from gradlab.tracking import Tracker
 
@@ -332,7 +333,8 @@ def collect(
     # numbers stay numbers when every run left them unset (a grid where all runs diverged)
     for column in set(SUMMARY_COLUMNS) - TEXT_COLUMNS:
         results[column] = pd.to_numeric(results[column]).astype(float)
-    runs = specs_table.merge(results, on="run_id", how="inner")
+    # verdicts from the stored numbers: a recalibrated rule applies without retraining
+    runs = judge(specs_table.merge(results, on="run_id", how="inner"))
     out = []
     for name, frames in tables.items():
         # the empty table first: columns and dtypes hold when no run (or only failed ones) left rows

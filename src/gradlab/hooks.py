@@ -31,6 +31,7 @@ from gradlab.tracking import (
     ARTIFACTS_DIR,
     EXPERIMENT_NOTE,
     claim_active_run,
+    claims_summary,
     grid_summary_metrics,
     parent_description,
     parent_run_name,
@@ -327,6 +328,15 @@ class ParentRunHook:
         experiment = client.get_experiment(run.info.experiment_id)
         if experiment.tags.get(NOTE) != EXPERIMENT_NOTE:
             client.set_experiment_tag(experiment.experiment_id, NOTE, EXPERIMENT_NOTE)
+
+    @hook_impl
+    def after_node_run(self, outputs: dict[str, Any]) -> None:
+        claims = outputs.get("claims_table")
+        if claims is None or claims.empty or mlflow.active_run() is None:
+            return
+        tags, metrics = claims_summary(claims)
+        mlflow.set_tags(tags)
+        mlflow.log_metrics(metrics)
 
     @hook_impl(tryfirst=True)  # before kedro-mlflow's, which ends the run
     def after_pipeline_run(self, catalog: Any) -> None:

@@ -44,6 +44,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from gradlab.core.grid import RunSpec
 from gradlab.core.train import RunResult
+from gradlab.core.verdict import verdicts_of
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,8 @@ class Tracker:
             TAG_LABEL: spec.label,
             "studies": studies,
             "status": result.status,
-            "verdict": str(result.summary.get("verdict")),
+            # from the stored numbers under the current rule, as the runs table has them
+            **verdicts_of(result.summary),
             "theory_verdict": str(result.summary.get("theory_verdict")),
             "init_name": spec.init_name,
             **{axis: str(value) for axis, value in spec.model_dump().items()},
@@ -446,8 +448,9 @@ How to read the runs:
   (`report.html`), the tables and the figures.
 - Each run spec is a child run, named by what differs from the grid's baseline and its seed
   (`relu·d16·s0`); the full label is the tag `gradlab.label`, the axes are params and tags.
-  `status` is finished, diverged (a result, not a crash) or failed; `verdict` is healthy,
-  vanishing, exploding, saturated or dead.
+  `status` is finished, diverged (a result, not a crash) or failed; `verdict` (read at the end
+  of training) is healthy, vanishing, exploding, saturated or dead; `init_verdict` is what the
+  gradients at init say (healthy, vanishing, exploding, or n/a).
 - Per-epoch metrics (step = epoch): `train_loss`, `val_loss`, `val_r2`/`val_accuracy`, `lr`,
   `grad_norm`. Per-layer metrics (step = optimizer step): `<quantity>/layer_NN`.
   `layer_profile.json` holds each layer's value at init and the mean-field prediction;
@@ -482,5 +485,14 @@ def grid_summary_metrics(runs: pd.DataFrame) -> dict[str, float]:
     for column in ("status", "verdict"):
         prefix = "runs" if column == "status" else column
         for value, count in runs[column].dropna().value_counts().items():
-            metrics[f"{prefix}/{value}"] = float(count)
+            if value != "n/a":  # a failed run's verdict: runs/failed counts it already
+                metrics[f"{prefix}/{value}"] = float(count)
     return metrics
+
+
+def claims_summary(claims: pd.DataFrame) -> tuple[dict[str, str], dict[str, float]]:
+    """A reproduction's claims table as parent-run tags (``claim.<id>``: pass or fail) and
+    metrics (``claims/passed``, ``claims/total``)."""
+    tags = {f"claim.{row.claim_id}": row.result for row in claims.itertuples(index=False)}
+    passed = float((claims["result"] == "pass").sum())
+    return tags, {"claims/passed": passed, "claims/total": float(len(claims))}

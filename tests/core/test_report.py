@@ -9,7 +9,7 @@ import pytest
 
 from gradlab.core import report, theory
 from gradlab.core.grid import RunSpec, Study, expand
-from gradlab.core.verdict import expected_verdict
+from gradlab.core.verdict import init_verdict, judge
 
 DEPTH = 4
 # RMS ∂L/∂h shrinks by this factor per layer towards the input (× 0.9 for default init)
@@ -74,7 +74,6 @@ def make_results(
         summary = {
             "run_id": run["run_id"],
             "status": status,
-            "verdict": expected_verdict(ratio) if status == "finished" else "exploding",
             "diverged_step": 3.0 if status == "diverged" else math.nan,
             "metric_name": "val_r2",
             "final_train_loss": 1 - metric if status == "finished" else math.nan,
@@ -94,7 +93,7 @@ def make_results(
                 "theory_depth_scale": 3.0,
                 "theory_sigma_w2": 1 / 3 if run["init"] == "default" else 1.0,
                 "theory_sigma_b2": 1 / 24 if run["init"] == "default" else 0.0,
-                "theory_verdict": expected_verdict(float(predicted[0] / predicted[-1])),
+                "theory_verdict": init_verdict(float(predicted[0] / predicted[-1])),
             }
         summaries.append(summary)
         if status == "failed":
@@ -141,7 +140,7 @@ def make_results(
                 ]
     long = ["run_id", "phase", "step", "layer", "quantity", "value"]
     return {
-        "runs": runs.merge(pd.DataFrame(summaries), on="run_id"),
+        "runs": judge(runs.merge(pd.DataFrame(summaries), on="run_id")),
         "history": pd.DataFrame(history, columns=["run_id", "epoch", "metric", "value"]),
         "layer_stats": pd.DataFrame(stats, columns=long),
         "distributions": pd.DataFrame(samples, columns=long),
@@ -235,7 +234,7 @@ def test_theory_table_pairs_prediction_and_measurement(results):
     # the fixture's prediction shrinks 5 % less per layer: slope error +ln 1.05 everywhere
     assert np.allclose(finite["slope_error"], math.log(1.05)), finite["slope_error"].unique()
     ratio = table["measured_first_last_ratio"]
-    assert (table["measured_init_verdict"] == ratio.map(expected_verdict)).all()
+    assert (table["measured_init_verdict"] == ratio.map(init_verdict)).all()
 
 
 def test_theory_table_without_theory_columns_fills_nan_and_na():

@@ -101,4 +101,6 @@ def test_every_stage_is_one_namespace_that_keeps_the_catalog_names():
     # the stages still meet at the datasets the catalog names
     assert {"run_specs", "model_inputs"} <= pipelines["train"].inputs()
     assert {"runs", "layer_stats"} <= pipelines["train"].outputs()
-    assert default.inputs() == {"params:data", "params:grid", "params:train", "params:report"}
+    assert default.inputs() == {
+        f"params:{s}" for s in ("data", "grid", "train", "report", "claims")
+    }

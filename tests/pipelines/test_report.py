@@ -30,7 +30,12 @@ STORED = {"runs", "history", "layer_stats", "distributions", "studies"}
 SMOKE_STUDIES = ("activation_depth", "optimizer")
 FIGURES = [f"figures/{key}.png" for key in (*FLOW_FIGURES, *TRAINING_FIGURES, *THEORY_FIGURES)]
 STUDY_FIGURES = [f"figures/studies/{study}.png" for study in SMOKE_STUDIES]
-TABLES = ["study_summary.parquet", "gradient_flow.parquet", "theory_vs_measurement.parquet"]
+TABLES = [
+    "claims.parquet",
+    "study_summary.parquet",
+    "gradient_flow.parquet",
+    "theory_vs_measurement.parquet",
+]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 _SMOKE: dict[str, Path] = {}
@@ -82,7 +87,9 @@ def test_report_pipeline_reads_stored_results_only_and_has_no_training_node():
     pipeline = create_pipeline()
     names = {node.name for node in pipeline.nodes}
     assert not any("train" in name for name in names), sorted(names)
-    assert pipeline.inputs() == STORED | {"params:report"}, sorted(pipeline.inputs())
+    assert pipeline.inputs() == STORED | {"params:report", "params:claims"}, sorted(
+        pipeline.inputs()
+    )
     assert not {name.split("@")[0] for name in pipeline.all_outputs()} & STORED
 
 
@@ -118,6 +125,7 @@ def _run_report(results: dict[str, pd.DataFrame], tmp_path: Path) -> tuple[str, 
     catalog["params:report"] = MemoryDataset(
         {"dpi": 60, "max_layers_violin": 3, "phase_resolution": 12}
     )
+    catalog["params:claims"] = MemoryDataset({})
     outputs = SequentialRunner().run(create_pipeline(), catalog)
     written = sorted(str(p.relative_to(tmp_path)) for p in figures.rglob("*.png"))
     return outputs["report_html"].load(), written
@@ -183,8 +191,15 @@ def test_report_html_inlines_every_figure_and_asks_each_question(reported):
     studies = pd.read_parquet(project / "data" / "smoke" / "03_primary" / "studies.parquet")
     for question in studies["question"]:
         assert question in page, question
-    # init, training, one per study, theory
-    assert page.count('class="finding"') == 3 + len(SMOKE_STUDIES), page.count("finding")
+    # claims, init, training, verdicts, one per study, theory
+    assert page.count('class="finding"') == 5 + len(SMOKE_STUDIES), page.count("finding")
+    headings = re.findall(r'<h2 id="[^"]*">([^<]*)</h2>', page)
+    assert headings[:4] == [
+        "Claims",
+        "Gradient flow at init",
+        "Saturation during training",
+        "Verdicts against outcomes",
+    ], headings
 
 
 def test_report_run_logs_figures_tables_and_page_to_its_parent_run(reported):
@@ -209,6 +224,11 @@ def test_report_run_logs_figures_tables_and_page_to_its_parent_run(reported):
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{latest.info.run_id}'"
     )
     assert not children, [run.info.run_name for run in children]  # nothing was trained
+    claims = pd.read_parquet(project / "data" / "smoke" / "08_reporting" / "claims.parquet")
+    tags = {k: v for k, v in latest.data.tags.items() if k.startswith("claim.")}
+    assert tags == {f"claim.{c}": r for c, r in zip(claims["claim_id"], claims["result"])}, tags
+    assert latest.data.metrics["claims/total"] == len(claims) == 1
+    assert latest.data.metrics["claims/passed"] == (claims["result"] == "pass").sum()
 
 
 def test_report_run_leaves_the_result_store_untouched(reported):

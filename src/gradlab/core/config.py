@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 from gradlab.core import probes
+from gradlab.core.claims import CHECKS, Claim
+from gradlab.core.claims import select as select_claim_runs
 from gradlab.core.data import DATASETS, INPUT_NORMS
 from gradlab.core.grid import AXES, RunSpec, Study, expand, select
 from gradlab.core.registry import lookup
@@ -60,9 +62,17 @@ def _problems(prefix: str, error: ValidationError) -> list[tuple[str, Any, str]]
     for item in error.errors():
         reason = item["msg"].removeprefix("Value error, ")
         value = _MISSING if item["type"] == "missing" else item.get("input")
+        # a claim's location carries its check's name (the union's tag): the user never wrote it
+        loc = list(item["loc"])
+        if len(loc) > 2 and loc[0] == "claims" and loc[2] in CHECKS:
+            del loc[2]
         if item["type"] == "extra_forbidden":
             reason = "unknown key (a typo?)"
-        problems.append((_path(prefix, item["loc"]), value, reason))
+        elif item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append("check")
+            value = value.get("check", _MISSING) if isinstance(value, Mapping) else value
+            reason = f"expected one of {list(CHECKS)}"
+        problems.append((_path(prefix, loc), value, reason))
     return problems
 
 
@@ -213,6 +223,8 @@ class Parameters(_Strict):
     grid: GridConfig
     train: TrainConfig
     report: ReportConfig
+    # a reproduction's claims (gradlab.core.claims), by id; none in the default environment
+    claims: dict[str, Claim] = Field(default_factory=dict)
 
 
 def _validate_datasets(data: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
@@ -406,7 +418,26 @@ def _cross_check(
     return problems
 
 
-SECTIONS = ("data", "grid", "train", "report")
+SECTIONS = ("data", "grid", "train", "report", "claims")
+
+
+class _Claims(_Strict):
+    claims: dict[str, Claim]
+
+
+def _check_claims_against_grid(
+    claims: Mapping[str, Any], grid: GridConfig
+) -> list[tuple[str, Any, str]]:
+    """Each selection of a claim must pick runs of the grid: a typo must not measure nothing."""
+    table = expand(grid.baseline, grid.studies, grid.seeds)
+    problems = []
+    for claim_id, claim in claims.items():
+        for name, selection in claim.selections().items():
+            if select_claim_runs(table, selection).empty:
+                problems.append(
+                    (f"claims.{claim_id}.{name}", selection, "selects no run of the grid")
+                )
+    return problems
 
 
 def validate_parameters(params: Mapping[str, Any]) -> Parameters:
@@ -430,12 +461,18 @@ def validate_parameters(params: Mapping[str, Any]) -> Parameters:
             sections[key] = model.model_validate(params.get(key, {}))
         except ValidationError as error:
             problems += _problems(key, error)
+    try:
+        sections["claims"] = parse_claims(params.get("claims"))
+    except ConfigError as error:
+        problems += error.problems
     if isinstance(params.get("data"), Mapping):
         problems += _validate_datasets(params["data"])
     grid, grid_problems = _validate_grid(params.get("grid", _MISSING), sections.get("data"))
     problems += grid_problems
     if grid is not None and "train" in sections:
         problems += _check_grid_against_train(grid, sections["train"])
+    if grid is not None and "claims" in sections and not problems:
+        problems += _check_claims_against_grid(sections["claims"], grid)
     if problems:
         raise ConfigError(problems)
     return Parameters(grid=grid, **sections)
@@ -464,6 +501,16 @@ def parse_train(train: Mapping[str, Any]) -> TrainConfig:
 def parse_report(report: Mapping[str, Any]) -> ReportConfig:
     """Validate ``params:report`` alone."""
     return _parse("report", ReportConfig, report)
+
+
+def parse_claims(claims: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate ``params:claims`` alone (an empty or missing section is no claims)."""
+    try:
+        return _Claims.model_validate({"claims": claims or {}}).claims
+    except ValidationError as error:
+        # the locations start with "claims", the section's own name
+        problems = [(path.removeprefix("."), v, why) for path, v, why in _problems("", error)]
+        raise ConfigError(problems) from None
 
 
 def parse_grid(grid: Mapping[str, Any], data: DataConfig) -> GridConfig:

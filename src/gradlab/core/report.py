@@ -21,7 +21,14 @@ import pandas as pd
 
 from gradlab.core import theory
 from gradlab.core.train import THEORY_COLUMNS  # the columns the theory figures and table need
-from gradlab.core.verdict import VERDICTS, expected_verdict, first_last_ratio
+from gradlab.core.verdict import (
+    TRAINED_AT,
+    VERDICTS,
+    agreement,
+    first_last_ratio,
+    init_verdict,
+    verdict_confusion,
+)
 
 METRIC_LABELS = {"val_r2": "val R²", "val_accuracy": "val accuracy"}
 LOSS_LABELS = {"val_loss": "validation loss", "train_loss": "training loss"}
@@ -241,7 +248,7 @@ def theory_table(runs: pd.DataFrame, flow: pd.DataFrame) -> pd.DataFrame:
         table["init_grad_ratio"] if "init_grad_ratio" in table else table["flow_init_grad_ratio"]
     )
     table["measured_first_last_ratio"] = ratio
-    table["measured_init_verdict"] = ratio.map(expected_verdict)
+    table["measured_init_verdict"] = ratio.map(init_verdict)
     table["slope_error"] = table["measured_log_slope"] - table["theory_log_slope"]
     columns = ["run_id", "label", "activation", "init_name", "depth", "width", "norm_layer"]
     columns += ["status", "verdict", *THEORY_COLUMNS[1:], "measured_log_slope"]
@@ -622,6 +629,20 @@ GLOSSARY = {
     "measured_init_verdict": "the same rule applied to the measured ratio",
     "slope_error": "measured_log_slope − theory_log_slope",
     **{f"verdict_{name}": f"runs with the verdict {name}" for name in VERDICTS},
+    "claim_id": "the claim's key in conf/<env>/parameters_claims.yml (and its MLflow tag)",
+    "claim": "a statement of the paper or course this environment reproduces",
+    "source": "where it is made: paper and section, table or figure",
+    "paper": "the source's number or statement",
+    "measured": "what gradlab measured for it: medians over seeds, per group compared",
+    "rule": "the measure, the runs it reads and the pass rule, fixed before the run",
+    "when": "at init: the verdict of the gradients at init alone; over training: of the network "
+    "as training left it (gradlab.core.verdict)",
+    "runs": "runs with this verdict",
+    "trained": f"of them, runs that finished with val R² or accuracy ≥ {TRAINED_AT:g}",
+    "not_trained": "of them, runs that did not",
+    "agree": "runs where the verdict predicted the outcome (healthy: trained; else: not)",
+    "init_verdict": "the verdict at init (gradlab.core.verdict)",
+    "result": "pass if the rule holds at this environment's scale, else fail",
 }
 
 
@@ -718,6 +739,32 @@ THEORY_FIGURES = {
 }
 
 
+def verdict_finding(runs: pd.DataFrame) -> str:
+    """One line on how often each verdict predicted whether a run trained."""
+    trained = int(runs["trained"].sum())
+    judged = runs[runs["init_verdict"] != "n/a"]
+    return (
+        f"{trained} of {len(runs)} runs trained. Healthy predicts a run that trains, any other "
+        f"verdict one that does not: the verdict over training is right for "
+        f"{_fmt(100 * agreement(runs, 'verdict'), 0)} % of the runs, the verdict at init for "
+        f"{_fmt(100 * agreement(runs, 'init_verdict'), 0)} % of the {len(judged)} it judges "
+        "(one hidden layer has no first/last ratio)."
+    )
+
+
+def claims_finding(claims: pd.DataFrame) -> str:
+    """One line on the claims table: how many reproduce, and which do not."""
+    passed = claims[claims["result"] == "pass"]
+    failed = claims[claims["result"] != "pass"]
+    text = f"{len(passed)} of {len(claims)} claims reproduce at this environment's scale"
+    if not failed.empty:
+        text += f"; not reproduced: {', '.join(failed['claim_id'])}"
+    return text + "."
+
+
+CLAIMS_VIEW = ["claim_id", "claim", "source", "paper", "measured", "rule", "result"]
+
+
 def overview(runs: pd.DataFrame, studies: pd.DataFrame) -> str:
     """One paragraph: how many runs, how they ended, their verdicts."""
     status = runs["status"].value_counts()
@@ -738,9 +785,10 @@ def build_report(
     theory_rows: pd.DataFrame,
     figures: dict[str, bytes],
     study_figures: dict[str, bytes],
+    claims: pd.DataFrame | None = None,
 ) -> str:
-    """The HTML report: gradient flow at init, saturation during training, one section per
-    study, theory against measurement.
+    """The HTML report: the claims a reproduction checks (if any), gradient flow at init,
+    saturation during training, one section per study, theory against measurement.
 
     Args:
         runs: The runs table.
@@ -751,11 +799,24 @@ def build_report(
         figures: PNGs of the fixed figures, by the keys of ``FLOW_FIGURES``,
             ``TRAINING_FIGURES`` and ``THEORY_FIGURES`` (a missing key is skipped).
         study_figures: One PNG per study name.
+        claims: ``gradlab.core.claims.check_claims``' table; none or empty: no claims section.
     Returns:
         The self-contained page.
     """
     selected = flow[flow["run_id"].isin(init_selection(runs, studies)["run_id"])]
-    sections = [
+    sections = []
+    if claims is not None and not claims.empty:
+        sections.append(
+            Section(
+                "Claims",
+                "Does gradlab reproduce what the source states, at the scale this machine affords?",
+                claims_finding(claims),
+                tables=[
+                    ("Claims: the source's statement, measurement and rule", claims[CLAIMS_VIEW])
+                ],
+            )
+        )
+    sections += [
         Section(
             "Gradient flow at init",
             "Does the back-propagated gradient ∂L/∂h reach the first layer, and would weight "
@@ -774,6 +835,12 @@ def build_report(
             "Do the hidden layers saturate as training goes on, and where?",
             saturation_finding(runs),
             [(TRAINING_FIGURES[k], figures[k]) for k in TRAINING_FIGURES if k in figures],
+        ),
+        Section(
+            "Verdicts against outcomes",
+            f"Does a verdict tell which runs trained (final val R² or accuracy ≥ {TRAINED_AT:g})?",
+            verdict_finding(runs),
+            tables=[("Verdict (at init, over training) against outcome", verdict_confusion(runs))],
         ),
     ]
     for study in studies.itertuples(index=False):

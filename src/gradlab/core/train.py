@@ -29,7 +29,7 @@ from gradlab.core.grid import RunSpec
 from gradlab.core.inits import initialize
 from gradlab.core.models import MLP, StackedMLP
 from gradlab.core.replica_optim import ReplicaOptimizer, schedule_table
-from gradlab.core.verdict import expected_verdict, first_last_ratio, verdict
+from gradlab.core.verdict import first_last_ratio, init_verdict, verdicts_of
 
 log = logging.getLogger(__name__)
 
@@ -771,7 +771,7 @@ def _theory_summary(
     return {
         "measured_log_slope": measured,
         **{f"theory_{key}": float(value) for key, value in predicted.items()},
-        "theory_verdict": expected_verdict(predicted["first_last_ratio"]),
+        "theory_verdict": init_verdict(predicted["first_last_ratio"]),
     }
 
 
@@ -794,10 +794,9 @@ def _summary(
     dead = at("train", "act_dead_frac")
     end_saturation = float(np.mean(saturation)) if len(saturation) else math.nan
     end_dead = float(np.mean(dead)) if len(dead) else math.nan
-    return {
+    summary = {
         "status": status,
         "diverged_step": diverged_step,
-        "verdict": verdict(init_ratio, end_ratio, end_saturation, end_dead, status == "diverged"),
         "metric_name": METRIC_NAMES[data.task],
         "final_train_loss": last.get("train_loss", math.nan),
         "final_val_loss": last.get("val_loss", math.nan),
@@ -813,3 +812,4 @@ def _summary(
         "end_dead_frac": end_dead,
         "error": None,
     }
+    return {**summary, **verdicts_of(summary)}

@@ -13,7 +13,9 @@ from matplotlib.figure import Figure
 
 from gradlab.core import plots
 from gradlab.core import report as core
-from gradlab.core.config import parse_report
+from gradlab.core.claims import ClaimInputs
+from gradlab.core.claims import check_claims as measure_claims
+from gradlab.core.config import parse_claims, parse_report
 
 # The phase diagram is drawn for tanh: bounded, odd and with an order-to-chaos transition at
 # σ_w² = 1 (σ_b² = 0), the case of Poole et al. (2016).
@@ -23,6 +25,25 @@ PHASE_ACTIVATION = "tanh"
 def _at_dpi(fig: Figure, dpi: int) -> Figure:
     fig.set_dpi(dpi)  # the catalog saves at the figure's own dpi
     return fig
+
+
+def check_claims(
+    runs: pd.DataFrame,
+    history: pd.DataFrame,
+    layer_stats: pd.DataFrame,
+    claims: dict[str, Any] | None,
+) -> pd.DataFrame:
+    """Measure a reproduction's claims and apply each one's rule.
+
+    Args:
+        runs: One row per run.
+        history: The long per-epoch history.
+        layer_stats: The long per-layer statistics.
+        claims: ``params:claims`` (empty outside the reproduction environments).
+    Returns:
+        One row per claim: claim, source, paper, measured, rule, result (pass or fail).
+    """
+    return measure_claims(parse_claims(claims), ClaimInputs(runs, history, layer_stats))
 
 
 def summarize_studies(runs: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFrame:
@@ -214,6 +235,7 @@ def draw_phase_diagram(runs: pd.DataFrame, report: dict[str, Any]) -> Figure:
 def build_report(
     runs: pd.DataFrame,
     studies: pd.DataFrame,
+    claims: pd.DataFrame,
     study_summary: pd.DataFrame,
     gradient_flow: pd.DataFrame,
     theory: pd.DataFrame,
@@ -225,6 +247,7 @@ def build_report(
     Args:
         runs: One row per run.
         studies: One row per study.
+        claims: The claims table (empty: no claims section).
         study_summary: The per-study table.
         gradient_flow: The gradient-flow table.
         theory: The theory-vs-measurement table.
@@ -236,5 +259,5 @@ def build_report(
     """
     studies_png = {name: load() for name, load in study_pngs.items()}
     return core.build_report(
-        runs, studies, study_summary, gradient_flow, theory, figure_pngs, studies_png
+        runs, studies, study_summary, gradient_flow, theory, figure_pngs, studies_png, claims
     )

@@ -25,6 +25,17 @@ _DATASETS = {"theory": "theory_table"}
 def create_pipeline(**kwargs) -> Pipeline:
     tables = [
         Node(
+            func=nodes.check_claims,
+            inputs={
+                "runs": "runs",
+                "history": "history",
+                "layer_stats": "layer_stats",
+                "claims": "params:claims",
+            },
+            outputs="claims_table",
+            name="check_claims_node",
+        ),
+        Node(
             func=nodes.summarize_studies,
             inputs={"runs": "runs", "studies": "studies"},
             outputs="study_summary",
@@ -70,6 +81,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         inputs={
             "runs": "runs",
             "studies": "studies",
+            "claims": "claims_table",
             "study_summary": "study_summary",
             "gradient_flow": "gradient_flow_table",
             "theory": "theory_table",
