@@ -131,7 +131,10 @@ def test_only_trains_the_chosen_study(smoke):
 def test_i_unknown_environment_is_named(smoke):
     output = _refused(run_kedro(smoke, "run", "--env", "smok"))
     assert "unknown environment 'smok'" in output, output
-    assert "expected one of ['base', 'local', 'smoke']" in output
+    assert (
+        "expected one of ['base', 'glorot2010', 'he2015', 'local', 'seed_course', 'smoke']"
+        in output
+    )
 
 
 def test_e_reconciliation_logs_a_stored_result_that_never_reached_mlflow(smoke):
