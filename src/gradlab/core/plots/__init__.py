@@ -1,0 +1,60 @@
+"""Figures of the report: a tidy DataFrame in, a matplotlib ``Figure`` out.
+
+Submodules: ``_style`` (what every figure shares: palettes, axis labels, the canvas laid out in
+inches, log axes, notes, ``plot_message``), ``flow`` (figures at init and during training:
+gradient flow, weight-gradient violins, activation histograms, saturation), ``studies``
+(``plot_study``, one figure per study) and ``theory`` (theory against measurement: slopes,
+profiles, the phase diagram).
+
+Every function checks the columns it needs and names those missing; none saves, shows or sets a
+global style (the catalog's ``matplotlib.MatplotlibDataset`` saves and closes). Values a log axis
+cannot show (≤ 0 after underflow, non-finite after a divergence) are left out and counted in a
+note under the figure rather than handed to matplotlib.
+
+Speed matters (the whole report stage has a budget of seconds for ~120 runs): seeds are
+aggregated with vectorised pandas before drawing, panels are laid out in inches up front (no
+layout engine measuring every tick label at save time), and seaborn is called where it does the
+work (violins, point estimates with error bars, scatter and line semantics) but not for heatmaps,
+whose seaborn version draws the whole figure once more to check its tick labels.
+
+References: X. Glorot and Y. Bengio, "Understanding the difficulty of training deep feedforward
+neural networks", AISTATS 2010 (Fig. 2: saturation during training; Fig. 6: activations per
+layer at init; Figs 6–7 and eq. 14: back-propagated against weight gradients). B. Poole et al.,
+"Exponential expressivity in deep neural networks through transient chaos", NeurIPS 2016 (the
+order-to-chaos phase diagram).
+"""
+
+from gradlab.core.plots._style import (
+    ACTIVATION_COLORS,
+    AXIS_LABELS,
+    axis_label,
+    category_order,
+    plot_message,
+)
+from gradlab.core.plots.flow import (
+    pick_layers,
+    plot_activation_histograms,
+    plot_gradient_flow,
+    plot_saturation,
+    plot_weight_grad_violins,
+)
+from gradlab.core.plots.studies import METRIC_FLOOR, plot_study
+from gradlab.core.plots.theory import plot_phase_diagram, plot_theory_profiles, plot_theory_slopes
+
+__all__ = [
+    "ACTIVATION_COLORS",
+    "AXIS_LABELS",
+    "METRIC_FLOOR",
+    "axis_label",
+    "category_order",
+    "pick_layers",
+    "plot_activation_histograms",
+    "plot_gradient_flow",
+    "plot_message",
+    "plot_phase_diagram",
+    "plot_saturation",
+    "plot_study",
+    "plot_theory_profiles",
+    "plot_theory_slopes",
+    "plot_weight_grad_violins",
+]

@@ -1,0 +1,108 @@
+"""The report: tables aggregated over seeds, one-line findings computed from them, the frames the
+figures draw, and a self-contained HTML page.
+
+Submodules: ``tables`` (the study summary, gradient-flow and theory tables, and the study
+helpers they share), ``frames`` (the runs the figures at init compare and the rows each figure
+draws), ``findings`` (every ``*_finding`` one-liner) and ``page`` (``Section``, the figure
+captions, ``build_html`` and ``build_report``).
+
+Everything here reads the stored result tables (``runs``, ``history``, ``layer_stats``,
+``distributions``, ``studies``; see ``gradlab.core.probes`` for the quantities) and trains
+nothing. Final metrics are aggregated over the *finished* seeds of a setting: a diverged run's last
+metric is whatever the blow-up left, so it is counted, not averaged.
+
+The log-slope of a gradient profile is ``gradlab.core.theory.log_slope``: the least-squares slope
+of ``ln RMS(∂L/∂h_l)`` against the layer l, positive when the gradient shrinks towards the input.
+"""
+
+from gradlab.core.report.findings import (
+    INIT_AXES,
+    claims_finding,
+    flow_finding,
+    saturation_finding,
+    study_finding,
+    theory_finding,
+    verdict_finding,
+)
+from gradlab.core.report.frames import (
+    PHASE_SIGMA_B2_MAX,
+    PHASE_SIGMA_W2,
+    REFERENCE_INIT,
+    distribution_samples,
+    flow_stats,
+    init_selection,
+    phase_grid,
+    phase_points,
+    reference_runs,
+    saturation_stats,
+    study_frames,
+    theory_profiles,
+)
+from gradlab.core.report.page import (
+    CLAIMS_VIEW,
+    FLOW_FIGURES,
+    GLOSSARY,
+    OPEN_ROWS,
+    STUDY_VIEW,
+    THEORY_FIGURES,
+    TRAINING_FIGURES,
+    Section,
+    build_html,
+    build_report,
+    overview,
+)
+from gradlab.core.report.tables import (
+    LOSS_LABELS,
+    METRIC_LABELS,
+    display_axes,
+    gradient_flow_table,
+    metric_label,
+    runs_in_study,
+    setting_label,
+    study_axes,
+    summarize_studies,
+    theory_table,
+)
+
+__all__ = [
+    "CLAIMS_VIEW",
+    "FLOW_FIGURES",
+    "GLOSSARY",
+    "INIT_AXES",
+    "LOSS_LABELS",
+    "METRIC_LABELS",
+    "OPEN_ROWS",
+    "PHASE_SIGMA_B2_MAX",
+    "PHASE_SIGMA_W2",
+    "REFERENCE_INIT",
+    "STUDY_VIEW",
+    "THEORY_FIGURES",
+    "TRAINING_FIGURES",
+    "Section",
+    "build_html",
+    "build_report",
+    "claims_finding",
+    "display_axes",
+    "distribution_samples",
+    "flow_finding",
+    "flow_stats",
+    "gradient_flow_table",
+    "init_selection",
+    "metric_label",
+    "overview",
+    "phase_grid",
+    "phase_points",
+    "reference_runs",
+    "runs_in_study",
+    "saturation_finding",
+    "saturation_stats",
+    "setting_label",
+    "study_axes",
+    "study_finding",
+    "study_frames",
+    "summarize_studies",
+    "theory_finding",
+    "theory_profiles",
+    "theory_table",
+    "verdict_finding",
+]

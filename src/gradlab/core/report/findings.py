@@ -1,0 +1,172 @@
+"""One-line findings, each computed from a table of the report."""
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from gradlab.core.report.tables import metric_label
+from gradlab.core.verdict import agreement
+
+# Axes that change the network at init (the others act only once training starts).
+INIT_AXES = {"activation", "init_name", "depth", "width", "input_norm", "norm_layer", "dataset"}
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    """A number for a sentence: fixed for ordinary sizes, scientific for tiny or huge ones."""
+    if not math.isfinite(value):
+        return "n/a"
+    if value != 0 and not 10.0**-digits <= abs(value) < 1e4:  # "0.00" would say nothing
+        return f"{value:.0e}"
+    return f"{value:.{digits}f}"
+
+
+def study_finding(summary: pd.DataFrame) -> str:
+    """One line on one study's summary rows: the best setting, the weakest or strongest gradient
+    reaching the first layer (at init, or at the end of training for a study of optimizers,
+    learning rates or schedules, which leave the initial network alone), and the diverged runs.
+
+    Args:
+        summary: The rows of ``summarize_studies`` for one study.
+    Returns:
+        The sentence.
+    """
+    parts = []
+    for name, rows in summary.groupby("metric_name", sort=False):
+        scored = rows.dropna(subset=["final_val_metric_mean"])
+        if scored.empty:
+            continue
+        best = scored.loc[scored["final_val_metric_mean"].idxmax()]
+        spread = best["final_val_metric_sd"]
+        value = _fmt(best["final_val_metric_mean"])
+        if math.isfinite(spread):
+            value += f" ± {_fmt(spread)}"
+        # one "best" per metric: a study over datasets mixes R² and accuracy
+        parts.append(f"best {metric_label([name])} {value} ({best['setting']})")
+    # optimizer, lr, schedule, ... leave the network at init untouched: look at the end instead
+    varied = set(summary.columns) & INIT_AXES
+    at_init = bool(varied) and summary[sorted(varied)].notna().any().any()
+    when = "at init" if at_init else "at the end of training"
+    column = "init_grad_ratio_median" if at_init else "end_grad_ratio_median"
+    ratios = summary[np.isfinite(summary[column]) & (summary[column] > 0)]
+    if not ratios.empty:
+        extreme = ratios.loc[np.log10(ratios[column]).abs().idxmax()]
+        ratio = extreme[column]
+        trend = "vanishing" if ratio < 1 else "exploding"
+        parts.append(
+            f"most extreme {when}: {extreme['setting']}, first-layer ∂L/∂h is {_fmt(ratio)} × "
+            f"the last ({trend})"
+        )
+    zero = summary[summary[column] == 0]
+    if not zero.empty:
+        parts.append(f"∂L/∂h underflows to 0 at the first layer: {'; '.join(zero['setting'])}")
+    diverged = summary[summary["n_diverged"] > 0]
+    total = int(summary["n_runs"].sum())
+    if diverged.empty:
+        parts.append(f"no run of {total} diverged")
+    else:
+        where = "; ".join(diverged["setting"])
+        parts.append(f"{int(diverged['n_diverged'].sum())} of {total} runs diverged ({where})")
+    return "; ".join(parts) + "."
+
+
+def saturation_finding(runs: pd.DataFrame) -> str:
+    """One line on how saturated the hidden layers were at the end of training.
+
+    Args:
+        runs: The runs table (``end_saturation``: mean saturated fraction over the hidden layers
+            at the last probe step; NaN where it does not apply).
+    Returns:
+        The sentence: the most and least saturated runs and how many ended above one half.
+    """
+    ended = runs.dropna(subset=["end_saturation"])
+    if ended.empty:
+        return "No run measured saturation at the end of training."
+    most = ended.loc[ended["end_saturation"].idxmax()]
+    least = ended.loc[ended["end_saturation"].idxmin()]
+    high = int((ended["end_saturation"] > 0.5).sum())
+    return (
+        f"At the end of training the hidden layers were {_fmt(most['end_saturation'])} "
+        f"saturated on average in {most['label']} (verdict {most['verdict']}) and "
+        f"{_fmt(least['end_saturation'])} in {least['label']}; {high} of {len(ended)} runs "
+        "ended with more than half their units saturated."
+    )
+
+
+def flow_finding(flow: pd.DataFrame) -> str:
+    """One line on the gradient-flow table of the runs compared at init.
+
+    Args:
+        flow: Rows of ``gradient_flow_table`` (e.g. for the ``init_selection`` runs).
+    Returns:
+        The sentence: the range of first/last ∂L/∂h ratios at init, and for the most vanishing
+        setting how the weight-gradient ratio compares (Glorot & Bengio 2010, eq. 14).
+    """
+    medians = flow.groupby(["activation", "init_name"])[
+        ["init_grad_ratio", "init_weight_ratio"]
+    ].median()
+    medians = medians[np.isfinite(medians["init_grad_ratio"]) & (medians["init_grad_ratio"] > 0)]
+    if medians.empty:
+        return "No run has a measurable first/last ∂L/∂h ratio at init."
+    depth = ", ".join(str(d) for d in sorted(flow["depth"].unique()))
+    low, high = medians["init_grad_ratio"].idxmin(), medians["init_grad_ratio"].idxmax()
+    text = (
+        f"At init (depth {depth}), first/last-layer ∂L/∂h ranges from "
+        f"{_fmt(medians.loc[low, 'init_grad_ratio'])} ({' · '.join(low)}) to "
+        f"{_fmt(medians.loc[high, 'init_grad_ratio'])} ({' · '.join(high)})"
+    )
+    weight = medians.loc[low, "init_weight_ratio"]
+    if math.isfinite(weight):
+        text += (
+            f"; for {' · '.join(low)} the weight-gradient ratio ‖∂L/∂W‖ first/last is "
+            f"{_fmt(weight)}, so weight gradients alone understate the vanishing"
+            if weight > medians.loc[low, "init_grad_ratio"] * 10
+            else f"; for {' · '.join(low)} ‖∂L/∂W‖ first/last is {_fmt(weight)}"
+        )
+    return text + "."
+
+
+def theory_finding(table: pd.DataFrame) -> str:
+    """One line on ``theory_table``: slope agreement and how often the verdicts agree."""
+    usable = table[
+        np.isfinite(table["theory_log_slope"]) & np.isfinite(table["measured_log_slope"])
+    ]
+    if usable.empty:
+        return (
+            "No run has both a predicted and a measured log-slope (the runs table lacks the "
+            "theory columns, or every run has a normalization layer)."
+        )
+    gap = usable["slope_error"].abs()
+    predicted = table[table["theory_verdict"] != "n/a"]
+    agree = int((predicted["theory_verdict"] == predicted["measured_init_verdict"]).sum())
+    worst = usable.loc[gap.idxmax()]
+    return (
+        f"Over {len(usable)} runs, measured and predicted slopes of ln RMS ∂L/∂h differ by a "
+        f"median of {_fmt(gap.median(), 3)} per layer (largest: {worst['label']}, "
+        f"{_fmt(worst['measured_log_slope'], 3)} measured vs {_fmt(worst['theory_log_slope'], 3)} "
+        f"predicted); theory's verdict at init matches the measured one in {agree} of "
+        f"{len(predicted)} runs."
+    )
+
+
+def verdict_finding(runs: pd.DataFrame) -> str:
+    """One line on how often each verdict predicted whether a run trained."""
+    trained = int(runs["trained"].sum())
+    judged = runs[runs["init_verdict"] != "n/a"]
+    return (
+        f"{trained} of {len(runs)} runs trained. Healthy predicts a run that trains, any other "
+        f"verdict one that does not: the verdict over training is right for "
+        f"{_fmt(100 * agreement(runs, 'verdict'), 0)} % of the runs, the verdict at init for "
+        f"{_fmt(100 * agreement(runs, 'init_verdict'), 0)} % of the {len(judged)} it judges "
+        "(one hidden layer has no first/last ratio)."
+    )
+
+
+def claims_finding(claims: pd.DataFrame) -> str:
+    """One line on the claims table: how many reproduce, and which do not."""
+    passed = claims[claims["result"] == "pass"]
+    failed = claims[claims["result"] != "pass"]
+    text = f"{len(passed)} of {len(claims)} claims reproduce at this environment's scale"
+    if not failed.empty:
+        text += f"; not reproduced: {', '.join(failed['claim_id'])}"
+    return text + "."

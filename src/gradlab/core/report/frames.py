@@ -1,0 +1,179 @@
+"""The frames the figures draw: which runs the figures at init compare, and the rows each figure
+reads from the stored tables."""
+
+import numpy as np
+import pandas as pd
+
+from gradlab.core import theory
+from gradlab.core.report.tables import display_axes, runs_in_study, study_axes
+
+# The init a "reference" view shows when a study compares several: PyTorch's own nn.Linear init.
+REFERENCE_INIT = "default"
+# Where the phase diagram's axes end, beyond the runs placed on it.
+PHASE_SIGMA_W2 = (1e-2, 10.0)
+PHASE_SIGMA_B2_MAX = 0.5
+
+
+def init_selection(runs: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFrame:
+    """The runs the figures at init compare: activation × init, at one depth.
+
+    The runs of the first study that varies both ``activation`` and ``init``; failing that, of
+    the first that varies ``activation``, at its greatest depth; failing that, every run.
+
+    Args:
+        runs: The runs table.
+        studies: The studies table.
+    Returns:
+        The selected rows of ``runs``.
+    """
+    rows = list(studies.itertuples(index=False))
+    for wanted in ({"activation", "init"}, {"activation"}):
+        for study in rows:
+            if wanted <= set(study.axes.split(",")):
+                members = runs_in_study(runs, study.study)
+                if not members.empty:
+                    return members[members["depth"] == members["depth"].max()]
+    return runs
+
+
+def _axes_of(selection: pd.DataFrame) -> pd.DataFrame:
+    return selection[["run_id", "activation", "init_name", "depth", "seed"]]
+
+
+def flow_stats(selection: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.DataFrame:
+    """RMS ∂L/∂h of hidden layers and ‖∂L/∂W‖ of every layer at init, for ``plot_gradient_flow``."""
+    stats = layer_stats[
+        (layer_stats["phase"] == "init")
+        & layer_stats["quantity"].isin(["grad_preact_rms", "grad_weight_norm"])
+        & layer_stats["run_id"].isin(selection["run_id"])
+    ]
+    stats = stats.merge(_axes_of(selection), on="run_id")
+    hidden = stats["layer"].between(1, stats["depth"])
+    head = (stats["quantity"] == "grad_weight_norm") & (stats["layer"] == stats["depth"] + 1)
+    return stats[hidden | head]
+
+
+def reference_runs(selection: pd.DataFrame) -> pd.DataFrame:
+    """Per activation, the runs with the reference init (``default``, else the most common)."""
+    parts = []
+    for _, group in selection.groupby("activation", sort=False):
+        names = group["init_name"].value_counts()
+        init = REFERENCE_INIT if REFERENCE_INIT in names.index else names.index[0]
+        parts.append(group[group["init_name"] == init])
+    return pd.concat(parts) if parts else selection
+
+
+def distribution_samples(
+    selection: pd.DataFrame, distributions: pd.DataFrame, quantity: str
+) -> pd.DataFrame:
+    """Sampled values of one quantity at init for the selected runs, with their axes."""
+    samples = distributions[
+        (distributions["phase"] == "init")
+        & (distributions["quantity"] == quantity)
+        & distributions["run_id"].isin(selection["run_id"])
+    ]
+    return samples.merge(_axes_of(selection), on="run_id")
+
+
+def saturation_stats(selection: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.DataFrame:
+    """``act_saturation`` per training step and hidden layer of runs whose φ can saturate."""
+    stats = layer_stats[
+        (layer_stats["phase"] == "train")
+        & (layer_stats["quantity"] == "act_saturation")
+        & layer_stats["run_id"].isin(selection["run_id"])
+    ]
+    # NaN marks activations without a flat region (relu, gelu, ...): nothing to saturate
+    stats = stats[np.isfinite(stats["value"])]
+    return stats.merge(_axes_of(selection), on="run_id")
+
+
+def theory_profiles(selection: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.DataFrame:
+    """Measured RMS ∂L/∂h at init, normalized to the last hidden layer, and the theory rows.
+
+    Returns:
+        ``activation``, ``init_name``, ``layer``, ``source`` (``measured``/``theory``), ``seed``
+        (−1 for theory), ``value``; theory rows once per (activation, init).
+    """
+    stats = layer_stats[
+        layer_stats["phase"].isin(["init", "theory"])
+        & (layer_stats["quantity"] == "grad_preact_rms")
+        & layer_stats["run_id"].isin(selection["run_id"])
+    ].merge(_axes_of(selection), on="run_id")
+    stats = stats[stats["layer"].between(1, stats["depth"])]
+    measured = stats[stats["phase"] == "init"]
+    last = measured[measured["layer"] == measured["depth"]].set_index("run_id")["value"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        measured = measured.assign(
+            value=measured["value"] / measured["run_id"].map(last).astype(float)
+        )
+    predicted = stats[stats["phase"] == "theory"].drop_duplicates(
+        ["activation", "init_name", "layer"]
+    )
+    columns = ["activation", "init_name", "layer", "source", "seed", "value"]
+    return pd.concat(
+        [
+            measured.assign(source="measured")[columns],
+            predicted.assign(source="theory", seed=-1)[columns],
+        ],
+        ignore_index=True,
+    )
+
+
+def phase_points(runs: pd.DataFrame, activation: str) -> pd.DataFrame:
+    """Distinct (σ_w², σ_b², init) of the runs with ``activation``, with how many runs sit there."""
+    columns = ["theory_sigma_w2", "theory_sigma_b2"]
+    if not set(columns) <= set(runs.columns):
+        return pd.DataFrame(columns=["sigma_w2", "sigma_b2", "init_name", "n_runs"])
+    chosen = runs[(runs["activation"] == activation)].dropna(subset=columns)
+    return (
+        chosen.groupby([*columns, "init_name"])
+        .size()
+        .rename("n_runs")
+        .reset_index()
+        .rename(columns={"theory_sigma_w2": "sigma_w2", "theory_sigma_b2": "sigma_b2"})
+    )
+
+
+def phase_grid(activation: str, points: pd.DataFrame, resolution: int) -> pd.DataFrame:
+    """χ₁ at the fixed point (``theory.chi1_grid``) on a mesh that contains every point.
+
+    Args:
+        activation: A key of ``theory.ACTIVATIONS``.
+        points: ``phase_points``' output.
+        resolution: Mesh points along σ_w² (log-spaced); σ_b² gets 5/8 as many.
+    Returns:
+        ``sigma_w2``, ``sigma_b2``, ``chi1``, one row per mesh point.
+    """
+    low, high = PHASE_SIGMA_W2
+    top = PHASE_SIGMA_B2_MAX
+    positive = points["sigma_w2"][points["sigma_w2"] > 0]
+    if not positive.empty:
+        low, high = min(low, positive.min() / 2), max(high, positive.max() * 2)
+        top = max(top, points["sigma_b2"].max() * 1.2)
+    sigma_w2 = np.logspace(np.log10(low), np.log10(high), resolution)
+    sigma_b2 = np.linspace(0.0, top, max(resolution * 5 // 8, 2))
+    chi = theory.chi1_grid(activation, sigma_w2, sigma_b2)
+    sw, sb = np.meshgrid(sigma_w2, sigma_b2)
+    return pd.DataFrame({"sigma_w2": sw.ravel(), "sigma_b2": sb.ravel(), "chi1": chi.ravel()})
+
+
+def study_frames(
+    runs: pd.DataFrame, history: pd.DataFrame, study: str, axes: str, loss: str
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """What ``plot_study`` draws for one study.
+
+    Args:
+        runs: The runs table.
+        history: The long per-epoch history.
+        study: The study's name.
+        axes: Its comma-separated axes.
+        loss: The history metric of the loss curves (``val_loss`` or ``train_loss``).
+    Returns:
+        The study's runs, their loss per epoch (both with the drawn axis columns), and those
+        one or two column names.
+    """
+    members = runs_in_study(runs, study)
+    members, drawn = display_axes(members, study_axes(members, axes))
+    curves = history[(history["metric"] == loss) & history["run_id"].isin(members["run_id"])]
+    curves = curves.merge(members[["run_id", *drawn]], on="run_id")
+    return members, curves, drawn

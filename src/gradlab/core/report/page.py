@@ -1,0 +1,320 @@
+"""The self-contained HTML page: its sections, glossary, figure captions and the whole report."""
+
+import base64
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from gradlab.core.report.findings import (
+    claims_finding,
+    flow_finding,
+    saturation_finding,
+    study_finding,
+    theory_finding,
+    verdict_finding,
+)
+from gradlab.core.report.frames import init_selection
+from gradlab.core.verdict import TRAINED_AT, VERDICTS, verdict_confusion
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the HTML report."""
+
+    title: str
+    question: str
+    finding: str
+    figures: Sequence[tuple[str, bytes]] = ()  # (caption, PNG)
+    tables: Sequence[tuple[str, pd.DataFrame]] = field(default_factory=tuple)  # (caption, table)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1400px; color: #222;
+       padding: 0 1.5rem; }
+.scroll { overflow-x: auto; max-width: 100%; }
+dl.glossary { font-size: 0.85rem; } dl.glossary dt { font-family: monospace; margin-top: 0.3rem; }
+dl.glossary dd { margin-left: 1.5rem; color: #444; }
+h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 1px solid #ccc; padding-top: 1rem; }
+.question { font-style: italic; color: #444; }
+.finding { background: #eef5ee; border-left: 4px solid #3a7d44; padding: 0.5rem 0.8rem; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; }
+figcaption { font-size: 0.85rem; color: #555; }
+table { border-collapse: collapse; font-size: 0.78rem; margin: 0.5rem 0; }
+th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+details { margin: 0.5rem 0; } summary { cursor: pointer; color: #225; }
+nav a { margin-right: 0.8rem; }
+"""
+
+
+# Tables up to this many rows are shown unfolded in the page; longer ones start folded.
+OPEN_ROWS = 30
+
+
+def _table_html(table: pd.DataFrame) -> str:
+    return table.to_html(
+        index=False,
+        border=0,
+        na_rep="–",
+        float_format=lambda v: f"{v:.3g}",
+        escape=True,
+    )
+
+
+# What each column of the page's tables holds (a glossary under the navigation lists the ones
+# shown). "first/last" is the first hidden layer's value over the last's: far below 1, the
+# gradient vanishes on its way to the input; far above 1, it explodes.
+GLOSSARY = {
+    "setting": "the values of the study's axes for these runs",
+    "n_runs": "runs (seeds) with this setting",
+    "n_diverged": "of them, runs that diverged (NaN/Inf, or loss above its divergence bound)",
+    "final_val_metric_mean": "mean over finished seeds of the final validation metric: R² for "
+    "regression datasets, accuracy for classification ones",
+    "final_val_metric_sd": "its standard deviation over finished seeds",
+    "final_val_loss_mean": "mean final validation loss over finished seeds",
+    "init_grad_ratio": "first/last RMS ∂L/∂h at init (on the fixed probe batch)",
+    "init_grad_ratio_median": "median over seeds of init_grad_ratio",
+    "end_grad_ratio": "first/last RMS ∂L/∂h at the last probe step of training",
+    "end_grad_ratio_median": "median over seeds of end_grad_ratio",
+    "init_log_slope": "slope of ln RMS ∂L/∂h against layer index at init (negative: shrinks "
+    "towards the input)",
+    "end_log_slope": "the same slope at the last probe step",
+    "init_weight_ratio": "first/last ‖∂L/∂W‖ at init; Glorot & Bengio's eq. 14 predicts it stays "
+    "near 1 even when ∂L/∂h vanishes",
+    "end_step": "optimizer step of the last probe",
+    "verdict": f"one of {', '.join(VERDICTS)} (gradlab.core.verdict)",
+    "status": "finished, diverged (a result, not a crash) or failed",
+    "theory_sigma_w2": "σ_w²: the init's weight variance times fan-in",
+    "theory_sigma_b2": "σ_b²: the bias variance",
+    "theory_chi1": "χ₁ at the fixed point q*: below 1 ordered (gradients vanish), above 1 "
+    "chaotic (they explode)",
+    "theory_depth_scale": "layers over which the gradient changes by a factor e (−1/ln χ₁)",
+    "theory_log_slope": "mean-field prediction of init_log_slope",
+    "theory_first_last_ratio": "mean-field prediction of the first/last RMS ∂L/∂h",
+    "theory_verdict": "the verdict that ratio implies",
+    "measured_log_slope": "the measured init_log_slope",
+    "measured_first_last_ratio": "the measured init_grad_ratio",
+    "measured_init_verdict": "the same rule applied to the measured ratio",
+    "slope_error": "measured_log_slope − theory_log_slope",
+    **{f"verdict_{name}": f"runs with the verdict {name}" for name in VERDICTS},
+    "claim_id": "the claim's key in conf/<env>/parameters_claims.yml (and its MLflow tag)",
+    "claim": "a statement of the paper or course this environment reproduces",
+    "source": "where it is made: paper and section, table or figure",
+    "paper": "the source's number or statement",
+    "measured": "what gradlab measured for it: medians over seeds, per group compared",
+    "rule": "the measure, the runs it reads and the pass rule, fixed before the run",
+    "when": "at init: the verdict of the gradients at init alone; over training: of the network "
+    "as training left it (gradlab.core.verdict)",
+    "runs": "runs with this verdict",
+    "trained": f"of them, runs that finished with val R² or accuracy ≥ {TRAINED_AT:g}",
+    "not_trained": "of them, runs that did not",
+    "agree": "runs where the verdict predicted the outcome (healthy: trained; else: not)",
+    "init_verdict": "the verdict at init (gradlab.core.verdict)",
+    "result": "pass if the rule holds at this environment's scale, else fail",
+}
+
+
+def _glossary_html(sections: Sequence[Section]) -> str:
+    shown = {column for section in sections for _, table in section.tables for column in table}
+    entries = [
+        f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>"
+        for name, text in GLOSSARY.items()
+        if name in shown
+    ]
+    if not entries:
+        return ""
+    return (
+        "<details><summary>What the table columns hold</summary>"
+        f'<dl class="glossary">{"".join(entries)}</dl></details>'
+    )
+
+
+def _anchor(title: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")
+
+
+def build_html(title: str, overview: str, sections: Sequence[Section]) -> str:
+    """One self-contained HTML page: figures inlined as base64 PNG data URIs, no other files.
+
+    Args:
+        title: The page's heading.
+        overview: A paragraph under it (plain text).
+        sections: The parts, in order.
+    Returns:
+        The page.
+    """
+    nav = " ".join(f'<a href="#{_anchor(s.title)}">{html.escape(s.title)}</a>' for s in sections)
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{html.escape(overview)}</p>",
+        f"<nav>{nav}</nav>",
+        _glossary_html(sections),
+    ]
+    for section in sections:
+        body.append(f'<h2 id="{_anchor(section.title)}">{html.escape(section.title)}</h2>')
+        body.append(f'<p class="question">{html.escape(section.question)}</p>')
+        body.append(f'<p class="finding">{html.escape(section.finding)}</p>')
+        for caption, png in section.figures:
+            data = base64.b64encode(png).decode("ascii")
+            body.append(
+                f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
+        for caption, table in section.tables:
+            body.append(
+                f"<details{' open' if len(table) <= OPEN_ROWS else ''}>"
+                f"<summary>{html.escape(caption)} ({len(table)} rows)</summary>"
+                f'<div class="scroll">{_table_html(table)}</div></details>'
+            )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+
+
+# The columns of a study's summary shown in the HTML page.
+STUDY_VIEW = [
+    "setting",
+    "n_runs",
+    "n_diverged",
+    "final_val_metric_mean",
+    "final_val_metric_sd",
+    "final_val_loss_mean",
+    "init_grad_ratio_median",
+    "end_grad_ratio_median",
+    *[f"verdict_{name}" for name in VERDICTS],
+]
+# Figures of the report's fixed sections, by key of ``build_report``'s ``figures``, with captions.
+FLOW_FIGURES = {
+    "grad_flow": "RMS ∂L/∂h (top) and ‖∂L/∂W‖ (bottom) per layer at init: a line that falls "
+    "towards layer 1 is a vanishing gradient, one that rises an exploding one; compare the "
+    "bottom panel, where weight gradients often stay level",
+    "weight_grad_violins": "sampled weight-gradient entries per layer at init: violins that "
+    "narrow towards the input mean the first layers barely learn",
+    "activation_hist": "activation values per layer at init (Glorot & Bengio 2010, Fig. 6): "
+    "mass piling up at the activation's limits is saturation, a spike at 0 dead units",
+}
+TRAINING_FIGURES = {
+    "saturation": "saturated fraction per layer during training (Glorot & Bengio 2010, Fig. 2): "
+    "a layer that climbs towards 1 has stopped passing gradient",
+}
+THEORY_FIGURES = {
+    "theory_slopes": "measured against predicted log-slope, one point per run",
+    "theory_profiles": "measured profiles (one line per seed) against the prediction",
+    "phase_diagram": "χ₁ over (σ_w², σ_b²) for tanh, with the grid's runs",
+}
+
+
+CLAIMS_VIEW = ["claim_id", "claim", "source", "paper", "measured", "rule", "result"]
+
+
+def overview(runs: pd.DataFrame, studies: pd.DataFrame) -> str:
+    """One paragraph: how many runs, how they ended, their verdicts."""
+    status = runs["status"].value_counts()
+    verdicts = runs["verdict"].value_counts()
+    ended = ", ".join(f"{status.get(s, 0)} {s}" for s in ("finished", "diverged", "failed"))
+    verdict_text = ", ".join(f"{name} {verdicts[name]}" for name in VERDICTS if name in verdicts)
+    return (
+        f"{len(runs)} runs ({ended}) in {len(studies)} studies; verdicts: {verdict_text}. "
+        "Final metrics are means ± sd over finished seeds; diverged runs are counted apart."
+    )
+
+
+def build_report(
+    runs: pd.DataFrame,
+    studies: pd.DataFrame,
+    summary: pd.DataFrame,
+    flow: pd.DataFrame,
+    theory_rows: pd.DataFrame,
+    figures: dict[str, bytes],
+    study_figures: dict[str, bytes],
+    claims: pd.DataFrame | None = None,
+) -> str:
+    """The HTML report: the claims a reproduction checks (if any), gradient flow at init,
+    saturation during training, one section per study, theory against measurement.
+
+    Args:
+        runs: The runs table.
+        studies: The studies table (their order is the page's).
+        summary: ``summarize_studies``' output.
+        flow: ``gradient_flow_table``' output.
+        theory_rows: ``theory_table``' output.
+        figures: PNGs of the fixed figures, by the keys of ``FLOW_FIGURES``,
+            ``TRAINING_FIGURES`` and ``THEORY_FIGURES`` (a missing key is skipped).
+        study_figures: One PNG per study name.
+        claims: ``gradlab.core.claims.check_claims``' table; none or empty: no claims section.
+    Returns:
+        The self-contained page.
+    """
+    selected = flow[flow["run_id"].isin(init_selection(runs, studies)["run_id"])]
+    sections = []
+    if claims is not None and not claims.empty:
+        sections.append(
+            Section(
+                "Claims",
+                "Does gradlab reproduce what the source states, at the scale this machine affords?",
+                claims_finding(claims),
+                tables=[
+                    ("Claims: the source's statement, measurement and rule", claims[CLAIMS_VIEW])
+                ],
+            )
+        )
+    sections += [
+        Section(
+            "Gradient flow at init",
+            "Does the back-propagated gradient ∂L/∂h reach the first layer, and would weight "
+            "gradients alone show it?",
+            flow_finding(selected),
+            [(FLOW_FIGURES[k], figures[k]) for k in FLOW_FIGURES if k in figures],
+            [
+                (
+                    "Gradient flow per run (first/last-layer ratios; slopes of ln RMS ∂L/∂h)",
+                    flow,
+                )
+            ],
+        ),
+        Section(
+            "Saturation during training",
+            "Do the hidden layers saturate as training goes on, and where?",
+            saturation_finding(runs),
+            [(TRAINING_FIGURES[k], figures[k]) for k in TRAINING_FIGURES if k in figures],
+        ),
+        Section(
+            "Verdicts against outcomes",
+            f"Does a verdict tell which runs trained (final val R² or accuracy ≥ {TRAINED_AT:g})?",
+            verdict_finding(runs),
+            tables=[("Verdict (at init, over training) against outcome", verdict_confusion(runs))],
+        ),
+    ]
+    for study in studies.itertuples(index=False):
+        rows = summary[summary["study"] == study.study] if not summary.empty else summary
+        if rows.empty:
+            continue
+        sections.append(
+            Section(
+                f"Study: {study.study}",
+                study.question,
+                study_finding(rows),
+                [(f"study {study.study}", study_figures[study.study])]
+                if study.study in study_figures
+                else [],
+                [(f"{study.study}: per setting", rows[[c for c in STUDY_VIEW if c in rows]])],
+            )
+        )
+    sections.append(
+        Section(
+            "Theory against measurement",
+            "Does mean-field theory (Poole et al. 2016; Schoenholz et al. 2017) predict the "
+            "gradient profile at init?",
+            theory_finding(theory_rows),
+            [(THEORY_FIGURES[k], figures[k]) for k in THEORY_FIGURES if k in figures],
+            [("Predicted and measured per run", theory_rows)],
+        )
+    )
+    return build_html(
+        "gradlab report: vanishing and exploding gradients", overview(runs, studies), sections
+    )
