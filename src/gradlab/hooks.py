@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from gradlab.core.config import ConfigError, Parameters, validate_parameters
 from gradlab.core.grid import expand
+from gradlab.core.verdict import judge
 from gradlab.tracking import (
     ARTIFACTS_DIR,
     EXPERIMENT_NOTE,
@@ -343,7 +344,7 @@ class ParentRunHook:
         run = mlflow.active_run()
         if run is None or not catalog.exists("runs"):
             return
-        metrics = grid_summary_metrics(catalog.load("runs"))
+        metrics = grid_summary_metrics(judge(catalog.load("runs")))
         metrics["wall_s"] = time.time() - self.started
         mlflow.log_metrics(metrics)
 

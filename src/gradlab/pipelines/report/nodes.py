@@ -16,6 +16,7 @@ from gradlab.core import report as core
 from gradlab.core.claims import ClaimInputs
 from gradlab.core.claims import check_claims as measure_claims
 from gradlab.core.config import parse_claims, parse_report
+from gradlab.core.verdict import judge
 
 # The phase diagram is drawn for tanh: bounded, odd and with an order-to-chaos transition at
 # σ_w² = 1 (σ_b² = 0), the case of Poole et al. (2016).
@@ -25,6 +26,17 @@ PHASE_ACTIVATION = "tanh"
 def _at_dpi(fig: Figure, dpi: int) -> Figure:
     fig.set_dpi(dpi)  # the catalog saves at the figure's own dpi
     return fig
+
+
+def judge_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Both verdicts and the outcome of every run under the current rule.
+
+    Args:
+        runs: One row per run, as the train stage stored it.
+    Returns:
+        The same rows with ``init_verdict``, ``verdict`` and ``trained`` (re)computed.
+    """
+    return judge(runs)
 
 
 def check_claims(

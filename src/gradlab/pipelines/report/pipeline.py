@@ -19,15 +19,18 @@ _FIGURES = {
     "phase_diagram": (nodes.draw_phase_diagram, ["runs"]),
 }
 # catalog name of a node input where it differs from the argument's name
-_DATASETS = {"theory": "theory_table"}
+_DATASETS = {"theory": "theory_table", "runs": "judged_runs"}
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     tables = [
+        # the verdicts under the current rule, from the stored numbers: a recalibrated rule, or
+        # a runs table from an older gradlab, needs no retraining
+        Node(func=nodes.judge_runs, inputs="runs", outputs="judged_runs", name="judge_runs_node"),
         Node(
             func=nodes.check_claims,
             inputs={
-                "runs": "runs",
+                "runs": "judged_runs",
                 "history": "history",
                 "layer_stats": "layer_stats",
                 "claims": "params:claims",
@@ -37,19 +40,19 @@ def create_pipeline(**kwargs) -> Pipeline:
         ),
         Node(
             func=nodes.summarize_studies,
-            inputs={"runs": "runs", "studies": "studies"},
+            inputs={"runs": "judged_runs", "studies": "studies"},
             outputs="study_summary",
             name="summarize_studies_node",
         ),
         Node(
             func=nodes.tabulate_gradient_flow,
-            inputs={"runs": "runs", "layer_stats": "layer_stats"},
+            inputs={"runs": "judged_runs", "layer_stats": "layer_stats"},
             outputs="gradient_flow_table",
             name="tabulate_gradient_flow_node",
         ),
         Node(
             func=nodes.tabulate_theory,
-            inputs={"runs": "runs", "gradient_flow": "gradient_flow_table"},
+            inputs={"runs": "judged_runs", "gradient_flow": "gradient_flow_table"},
             outputs="theory_table",
             name="tabulate_theory_node",
         ),
@@ -67,7 +70,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         Node(
             func=nodes.draw_studies,
             inputs={
-                "runs": "runs",
+                "runs": "judged_runs",
                 "studies": "studies",
                 "history": "history",
                 "report": "params:report",
@@ -79,7 +82,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     page = Node(
         func=nodes.build_report,
         inputs={
-            "runs": "runs",
+            "runs": "judged_runs",
             "studies": "studies",
             "claims": "claims_table",
             "study_summary": "study_summary",
