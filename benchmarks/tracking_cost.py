@@ -25,11 +25,13 @@ from mlflow.entities import Param
 from gradlab.core.config import DEFAULT_MLFLOW_QUANTITIES, TrainConfig
 from gradlab.core.execute import ProcessPoolExecutor, SequentialExecutor
 from gradlab.core.grid import RunSpec
+from gradlab.core.plots.profile import profile_png
 from gradlab.core.train import RunOptions, TaskData, train_run
 from gradlab.grid_runner import train_missing
 from gradlab.store import ResultStore
 from gradlab.tracking import (
     BATCH,
+    PROFILE_FIGURE,
     PROFILE_TABLE,
     Tracker,
     _chunks,
@@ -71,7 +73,7 @@ def breakdown(data: TaskData, folder: Path, repeats: int = 5) -> None:
             "log_batch",
             "dataset_input",
             "profile_table",
-            "artifact",
+            "artifacts",
             "set_terminated",
         )
     }
@@ -96,7 +98,7 @@ def breakdown(data: TaskData, folder: Path, repeats: int = 5) -> None:
             times.append(time.perf_counter())
             client.log_text(run_id, profile.to_json(orient="split", index=False), PROFILE_TABLE)
             times.append(time.perf_counter())
-            client.log_artifact(run_id, str(weights))
+            tracker._log_files(run_id, BASELINE, result, weights)  # profile figure + weights
             times.append(time.perf_counter())
             client.set_terminated(run_id, "FINISHED")
             times.append(time.perf_counter())
@@ -112,6 +114,12 @@ def breakdown(data: TaskData, folder: Path, repeats: int = 5) -> None:
         f"(mlflow_layer_every={LAYER_EVERY}), ~{per_run_bytes / 1e6:.2f} MB of mlflow.db"
     )
     print("  " + " · ".join(f"{key} {value:.1f} ms" for key, value in ms.items()))
+    drawing = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        profile_png(result.layer_stats, BASELINE.label)
+        drawing.append((time.perf_counter() - start) * 1000)
+    print(f"  of the artifacts, drawing {PROFILE_FIGURE}: {statistics.median(drawing):.1f} ms")
 
 
 def train_grid(specs: list[RunSpec], data: TaskData, root: Path, workers: int, on: bool) -> float:

@@ -6,10 +6,11 @@ Metric names: per epoch (step = epoch) ``train_loss``, ``val_loss``, ``val_r2``/
 ``lr``, ``grad_norm``; at every ``layer_every``-th probe step (step = optimizer step)
 ``<quantity>/layer_NN`` (see ``gradlab.core.probes``) and ``step_loss``, ``grad_global_norm``.
 The statistics at init and the mean-field prediction, one value per layer, are one table
-artifact (``layer_profile.json``). A child is named by what differs from the grid's baseline
-(``relu·d16·s0``; the full label is the ``gradlab.label`` tag), spans the run's training time
-(metric timestamps: an epoch's end, a step's interpolated between epoch ends), and has the data
-it trained on as its dataset input.
+artifact (``layer_profile.json``); the profile at init and at the end is one picture
+(``layer_profile.png``, ``gradlab.core.plots.profile``). A child is named by what differs from
+the grid's baseline (``relu·d16·s0``; the full label is the ``gradlab.label`` tag), spans the
+run's training time (metric timestamps: an epoch's end, a step's interpolated between epoch
+ends), and has the data it trained on as its dataset input.
 
 The grid hands finished runs to ``Tracker.submit``: a background thread logs them while the
 workers train (measured here: ~45 ms and 0.19 MB of sqlite per default-sized run). Each child is
@@ -29,6 +30,7 @@ import os
 import queue
 import socket
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +45,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from gradlab.core.grid import RunSpec
+from gradlab.core.plots.profile import profile_png
 from gradlab.core.train import RunResult
 from gradlab.core.verdict import verdicts_of
 
@@ -53,6 +56,7 @@ TAG_PID, TAG_HOST, TAG_RUN_ID = "gradlab.pid", "gradlab.host", "gradlab.run_id"
 TAG_RESULT_ID = "gradlab.result_id"  # the stored result a child run logs (see ResultStore.save)
 TAG_LABEL = "gradlab.label"  # the full label; the run name is the short name within its grid
 PROFILE_TABLE = "layer_profile.json"  # per layer and quantity: the value at init, the prediction
+PROFILE_FIGURE = "layer_profile.png"  # ∂L/∂h and ‖∂L/∂W‖ per layer at init and at the end
 STATUS = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED"}
 ARTIFACTS_DIR = "mlruns"  # at the project root: the artifacts of both modes, by experiment and run
 PROXIED_ARTIFACTS = "mlflow-artifacts:"  # the server's name for its --artifacts-destination
@@ -249,13 +253,25 @@ class Tracker:
             if not profile.empty:  # as log_table writes it, without its 3 extra round trips
                 table_json = profile.to_json(orient="split", index=False)
                 self.client.log_text(run_id, table_json, PROFILE_TABLE)
-            if weights is not None and weights.exists():
-                self.client.log_artifact(run_id, str(weights))
+            self._log_files(run_id, spec, result, weights)
         except BaseException:
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
             raise
         self.client.set_terminated(run_id, STATUS[result.status], end_time=ended)
         return run_id
+
+    def _log_files(
+        self, run_id: str, spec: RunSpec, result: RunResult, weights: Path | None
+    ) -> None:
+        """The profile figure and the weights, in one upload (one round trip to a server)."""
+        with tempfile.TemporaryDirectory() as folder:
+            files = Path(folder)
+            if not result.layer_stats.empty:
+                (files / PROFILE_FIGURE).write_bytes(profile_png(result.layer_stats, spec.label))
+            if weights is not None and weights.exists():
+                (files / weights.name).symlink_to(weights.resolve())  # copied, not moved
+            if any(files.iterdir()):
+                self.client.log_artifacts(run_id, folder)
 
     def find_logged(self, result_id: str) -> str | None:
         """The child run that logged the stored result ``result_id`` to its end, if any.
@@ -453,8 +469,9 @@ How to read the runs:
   gradients at init say (healthy, vanishing, exploding, or n/a).
 - Per-epoch metrics (step = epoch): `train_loss`, `val_loss`, `val_r2`/`val_accuracy`, `lr`,
   `grad_norm`. Per-layer metrics (step = optimizer step): `<quantity>/layer_NN`.
-  `layer_profile.json` holds each layer's value at init and the mean-field prediction;
-  `weights.pt` the final state_dict (loads into `gradlab.core.models.MLP`).
+  `layer_profile.png` shows ∂L/∂h and ‖∂L/∂W‖ per layer at init and at the end, one picture
+  instead of a chart per layer; `layer_profile.json` holds each layer's value at init and the
+  mean-field prediction; `weights.pt` the final state_dict (loads into `gradlab.core.models.MLP`).
 """
 
 

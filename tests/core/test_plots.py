@@ -2,6 +2,8 @@
 without a warning, asks its question, labels its axes and has a legend."""
 
 import io
+import math
+import struct
 from collections.abc import Callable
 
 import matplotlib
@@ -10,8 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from PIL import Image
 
 from gradlab.core import plots, report
+from gradlab.core.plots.profile import _COLORS, HEIGHT, WIDTH, profile_png
 from tests.core.test_report import DEPTH, make_results
 
 matplotlib.use("Agg")
@@ -236,3 +240,41 @@ def test_activation_histograms_of_tiny_values_print_no_axis_offset():
     (tiny,) = [ax for ax in figure.axes if ax.get_title() == "tanh · normal(0.01)"]
     assert tiny.xaxis.get_offset_text().get_text() == ""
     assert any("e-11" in label.get_text() for label in tiny.get_xticklabels())
+
+
+def _profile_stats(theory: bool = True, blown: bool = False) -> pd.DataFrame:
+    depth = 6
+    rows = []
+    for layer in range(1, depth + 1):
+        rows += [
+            ("init", 0, layer, "grad_preact_rms", 10.0 ** (layer - depth)),
+            ("train", 50, layer, "grad_preact_rms", math.inf if blown else 0.1),
+        ]
+        if theory:
+            rows.append(("theory", 0, layer, "grad_preact_rms", 2.0 ** (layer - depth)))
+    for layer in range(1, depth + 2):
+        rows += [
+            ("init", 0, layer, "grad_weight_norm", 0.5),
+            ("train", 50, layer, "grad_weight_norm", math.nan if blown else 0.2),
+        ]
+    return pd.DataFrame(rows, columns=["phase", "step", "layer", "quantity", "value"])
+
+
+def _colors(png: bytes) -> set:
+    return {color for _, color in Image.open(io.BytesIO(png)).convert("RGB").getcolors(1 << 20)}
+
+
+def test_profile_png_draws_init_end_and_theory_lines():
+    png = profile_png(_profile_stats(), "tanh·d6·s0")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert struct.unpack(">II", png[16:24]) == (WIDTH, HEIGHT)
+    assert {_COLORS["init"], _COLORS["end"], _COLORS["theory"]} <= _colors(png)
+    # no theory rows (a normalization layer): no theory line, and no legend entry for it
+    assert _COLORS["theory"] not in _colors(profile_png(_profile_stats(theory=False)))
+
+
+def test_profile_png_leaves_values_a_log_axis_cannot_show_out():
+    png = profile_png(_profile_stats(blown=True))  # the end: inf and NaN everywhere
+    assert _COLORS["init"] in _colors(png)
+    empty = pd.DataFrame(columns=["phase", "step", "layer", "quantity", "value"])
+    assert profile_png(empty).startswith(b"\x89PNG")

@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -155,6 +156,12 @@ def test_mlflow_reads_well_for_a_newcomer(smoke, tmp_path):
     rms = profile[profile["quantity"] == "grad_preact_rms"].set_index("layer")
     assert list(rms.index) == list(range(1, int(row["depth"]) + 1))
     assert (rms["init"] > 0).all() and (rms["theory"] > 0).all()
+    for child in children:  # a profile figure per child, a real PNG of the size drawn
+        logged = {item.path for item in mlflow.list_artifacts(child.info.run_id)}
+        assert {"layer_profile.png", "weights.pt"} <= logged, logged
+    png = Path(mlflow.download_artifacts(row["mlflow_run_id"], "layer_profile.png", str(tmp_path)))
+    header = png.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and header[16:24] == struct.pack(">II", 720, 270)
 
 
 def test_mlflow_child_weights_load_with_weights_only(smoke, tmp_path):
