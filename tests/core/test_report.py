@@ -364,3 +364,40 @@ def test_display_axes_folds_a_third_axis_into_the_second():
     folded, axes = report.display_axes(runs, ["activation", "depth", "lr"])
     assert axes == ["activation", "depth · lr"], axes
     assert folded["depth · lr"].tolist() == ["2 · 0.1", "8 · 0.01"], folded
+
+
+def _flow_rows() -> pd.DataFrame:
+    """Gradient-flow rows of two activations × two inits × two seeds."""
+    rows = []
+    for activation, init, weight, act in [
+        ("sigmoid", "default", 0.02, 9.0),
+        ("sigmoid", "xavier_uniform", 0.3, 3.0),
+        ("relu", "default", 1.1, 1.2),
+        ("relu", "xavier_uniform", 0.9, 1.5),
+    ]:
+        for seed in (0, 1):
+            rows.append(
+                {
+                    "activation": activation,
+                    "init_name": init,
+                    "init_weight_ratio": weight * (1 + 0.1 * seed),
+                    "init_act_ratio": act * (1 + 0.1 * seed),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_violin_finding_reads_the_reference_init_per_activation():
+    text = report.violin_finding(_flow_rows())
+    # the violins draw PyTorch's default init: its medians, lowest first
+    assert (
+        text
+        == "First-layer ‖∂L/∂W‖ over the last, median over seeds (default): sigmoid 0.02, relu 1.16."
+    )
+    assert report.violin_finding(_flow_rows().iloc[:0]) == ""
+
+
+def test_activation_finding_names_the_extreme_settings():
+    text = report.activation_finding(_flow_rows())
+    assert "from 1.26 (relu · default) to 9.45 (sigmoid · default)" in text, text
+    assert report.activation_finding(_flow_rows().drop(columns="init_act_ratio")) == ""

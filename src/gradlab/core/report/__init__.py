@@ -17,12 +17,14 @@ of ``ln RMS(∂L/∂h_l)`` against the layer l, positive when the gradient shrin
 
 from gradlab.core.report.findings import (
     INIT_AXES,
+    activation_finding,
     claims_finding,
     flow_finding,
     saturation_finding,
     study_finding,
     theory_finding,
     verdict_finding,
+    violin_finding,
 )
 from gradlab.core.report.frames import (
     PHASE_SIGMA_B2_MAX,
@@ -79,6 +81,7 @@ __all__ = [
     "THEORY_FIGURES",
     "TRAINING_FIGURES",
     "Section",
+    "activation_finding",
     "build_html",
     "build_report",
     "claims_finding",
@@ -105,4 +108,5 @@ __all__ = [
     "theory_profiles",
     "theory_table",
     "verdict_finding",
+    "violin_finding",
 ]

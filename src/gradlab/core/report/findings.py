@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from gradlab.core.report.frames import reference_runs
 from gradlab.core.report.tables import metric_label
 from gradlab.core.verdict import agreement
 
@@ -124,6 +125,50 @@ def flow_finding(flow: pd.DataFrame) -> str:
             else f"; for {' · '.join(low)} ‖∂L/∂W‖ first/last is {_fmt(weight)}"
         )
     return text + "."
+
+
+def violin_finding(flow: pd.DataFrame) -> str:
+    """One line under the weight-gradient violins: per activation, on the runs the figure draws
+    (the reference init), the first hidden layer's ‖∂L/∂W‖ at init over the last's.
+
+    Args:
+        flow: Rows of ``gradient_flow_table`` for the runs compared at init.
+    Returns:
+        The sentence, or the empty string when no run has the ratio.
+    """
+    if flow.empty:
+        return ""
+    drawn = reference_runs(flow)
+    medians = drawn.groupby("activation")["init_weight_ratio"].median().dropna()
+    if medians.empty:
+        return ""
+    parts = ", ".join(f"{name} {_fmt(value)}" for name, value in medians.sort_values().items())
+    init = " / ".join(dict.fromkeys(drawn["init_name"]))
+    return f"First-layer ‖∂L/∂W‖ over the last, median over seeds ({init}): {parts}."
+
+
+def activation_finding(flow: pd.DataFrame) -> str:
+    """One line under the activation histograms: the range over settings of the first hidden
+    layer's activation std at init over the last's (the forward signal's counterpart of
+    ``flow_finding``).
+
+    Args:
+        flow: Rows of ``gradient_flow_table`` for the runs compared at init.
+    Returns:
+        The sentence, or the empty string when no run has the ratio.
+    """
+    if flow.empty or "init_act_ratio" not in flow:
+        return ""
+    medians = flow.groupby(["activation", "init_name"])["init_act_ratio"].median()
+    medians = medians[np.isfinite(medians) & (medians > 0)]
+    if medians.empty:
+        return ""
+    low, high = medians.idxmin(), medians.idxmax()
+    return (
+        f"First-layer activation std over the last, median over seeds: from "
+        f"{_fmt(medians[low])} ({' · '.join(low)}) to {_fmt(medians[high])} ({' · '.join(high)}); "
+        "far above 1, the signal fades on its way up."
+    )
 
 
 def theory_finding(table: pd.DataFrame) -> str:

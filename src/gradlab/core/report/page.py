@@ -2,18 +2,20 @@
 
 import base64
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from gradlab.core.report.findings import (
+    activation_finding,
     claims_finding,
     flow_finding,
     saturation_finding,
     study_finding,
     theory_finding,
     verdict_finding,
+    violin_finding,
 )
 from gradlab.core.report.frames import init_selection
 from gradlab.core.verdict import TRAINED_AT, VERDICTS, verdict_confusion
@@ -81,6 +83,8 @@ GLOSSARY = {
     "init_log_slope": "slope of ln RMS ∂L/∂h against layer index at init (negative: shrinks "
     "towards the input)",
     "end_log_slope": "the same slope at the last probe step",
+    "init_act_ratio": "first/last std of the activations at init: above 1 the forward signal "
+    "fades with depth, below 1 it grows",
     "init_weight_ratio": "first/last ‖∂L/∂W‖ at init; Glorot & Bengio's eq. 14 predicts it stays "
     "near 1 even when ∂L/∂h vanishes",
     "end_step": "optimizer step of the last probe",
@@ -198,6 +202,12 @@ FLOW_FIGURES = {
     "activation_hist": "activation values per layer at init (Glorot & Bengio 2010, Fig. 6): "
     "mass piling up at the activation's limits is saturation, a spike at 0 dead units",
 }
+# What each figure of the init section shows in this grid (the section's finding is grad_flow's).
+FLOW_FIGURE_FINDINGS: dict[str, Callable[[pd.DataFrame], str]] = {
+    "grad_flow": lambda flow: "",
+    "weight_grad_violins": violin_finding,
+    "activation_hist": activation_finding,
+}
 TRAINING_FIGURES = {
     "saturation": "saturated fraction per layer during training (Glorot & Bengio 2010, Fig. 2): "
     "a layer that climbs towards 1 has stopped passing gradient",
@@ -269,7 +279,11 @@ def build_report(
             "Does the back-propagated gradient ∂L/∂h reach the first layer, and would weight "
             "gradients alone show it?",
             flow_finding(selected),
-            [(FLOW_FIGURES[k], figures[k]) for k in FLOW_FIGURES if k in figures],
+            [
+                (". ".join(filter(None, [caption, FLOW_FIGURE_FINDINGS[k](selected)])), figures[k])
+                for k, caption in FLOW_FIGURES.items()
+                if k in figures
+            ],
             [
                 (
                     "Gradient flow per run (first/last-layer ratios; slopes of ln RMS ∂L/∂h)",

@@ -148,7 +148,8 @@ def gradient_flow_table(runs: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.Dat
         One row per run: identity and axes, ``status``, ``verdict``, and for ``init`` and ``end``
         (the last probe step of training) the first/last hidden-layer ∂L/∂h RMS ratio
         (``*_grad_ratio``) and log-slope (``*_log_slope``); ``init_weight_ratio``, the same ratio
-        of ‖∂L/∂W‖, which Glorot & Bengio's eq. 14 predicts stays near 1; ``end_step``.
+        of ‖∂L/∂W‖, which Glorot & Bengio's eq. 14 predicts stays near 1; ``init_act_ratio``,
+        the same ratio of the activations' std (the forward signal); ``end_step``.
     """
     _require(runs, ["run_id", "label", "activation", "init_name", "depth"], "runs")
     _require(layer_stats, ["run_id", "phase", "step", "layer", "quantity", "value"], "layer_stats")
@@ -168,19 +169,23 @@ def gradient_flow_table(runs: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.Dat
     )
     fits = _profile_slopes(profiles).pivot(index="run_id", columns="when")
     fits.columns = [f"{when}_{name}" for name, when in fits.columns]
-    weights = layer_stats[
-        (layer_stats["phase"] == "init") & (layer_stats["quantity"] == "grad_weight_norm")
-    ]
-    weights = weights[weights["layer"].between(1, weights["run_id"].map(depth).astype(float))]
-    ends = weights.sort_values("layer").groupby("run_id")["value"].agg(["first", "last"])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        weight_ratio = (ends["first"] / ends["last"]).rename("init_weight_ratio")
+
+    def init_ratio(quantity: str, name: str) -> pd.Series:
+        """First over last hidden layer of ``quantity`` at init, per run."""
+        rows = layer_stats[(layer_stats["phase"] == "init") & (layer_stats["quantity"] == quantity)]
+        rows = rows[rows["layer"].between(1, rows["run_id"].map(depth).astype(float))]
+        ends = rows.sort_values("layer").groupby("run_id")["value"].agg(["first", "last"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (ends["first"] / ends["last"]).rename(name)
+
     columns = ["run_id", "label", "studies", "activation", "init_name", "depth", "norm_layer"]
     table = runs[[c for c in [*columns, "status", "verdict"] if c in runs.columns]].set_index(
         "run_id"
     )
     table = table.join(fits.rename(columns=lambda c: c.replace("_ratio", "_grad_ratio")))
-    table = table.join(weight_ratio).join(end.groupby("run_id")["step"].max().rename("end_step"))
+    table = table.join(init_ratio("grad_weight_norm", "init_weight_ratio"))
+    table = table.join(init_ratio("act_std", "init_act_ratio"))
+    table = table.join(end.groupby("run_id")["step"].max().rename("end_step"))
     for column in ("init_grad_ratio", "end_grad_ratio", "init_log_slope", "end_log_slope"):
         if column not in table:
             table[column] = math.nan
