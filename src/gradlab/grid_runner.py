@@ -16,12 +16,11 @@ import pandas as pd
 
 from gradlab.core.execute import Executor, TaskError
 from gradlab.core.grid import RunSpec
+from gradlab.core.schema import SUMMARY_COLUMNS, TEXT_COLUMNS, empty_table
 from gradlab.core.train import (
-    THEORY_COLUMNS,
     RunOptions,
     RunResult,
     TaskData,
-    empty_table,
     failed_result,
     group_runs,
     train_group,
@@ -32,28 +31,6 @@ from gradlab.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-SUMMARY_COLUMNS = [
-    "status",
-    "verdict",
-    "diverged_step",
-    "metric_name",
-    "final_train_loss",
-    "final_val_loss",
-    "final_val_metric",
-    "epochs_done",
-    "steps",
-    "wall_s",
-    "steps_per_s",
-    "replicas",
-    "init_grad_ratio",
-    "end_grad_ratio",
-    "end_saturation",
-    "end_dead_frac",
-    *THEORY_COLUMNS,
-    "mlflow_run_id",
-    "error",
-]
-
 
 def _eta(done: int, total: int, elapsed: float) -> str:
     if done == 0:
@@ -62,7 +39,6 @@ def _eta(done: int, total: int, elapsed: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-TEXT_COLUMNS = {"status", "verdict", "metric_name", "theory_verdict", "mlflow_run_id", "error"}
 TRAINED_COLUMNS = ["run_id", "label", "reason", "status", "verdict", "wall_s", "error"]
 
 

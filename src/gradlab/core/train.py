@@ -29,22 +29,12 @@ from gradlab.core.grid import RunSpec
 from gradlab.core.inits import initialize
 from gradlab.core.models import MLP, StackedMLP
 from gradlab.core.replica_optim import ReplicaOptimizer, schedule_table
+from gradlab.core.schema import HISTORY_COLUMNS, empty_table
 from gradlab.core.verdict import first_last_ratio, init_verdict, verdicts_of
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("finished", "diverged", "failed")
-# What each run's summary says of mean-field theory beside its measurement at init.
-THEORY_COLUMNS = (
-    "measured_log_slope",
-    "theory_log_slope",
-    "theory_first_last_ratio",
-    "theory_chi1",
-    "theory_depth_scale",
-    "theory_sigma_w2",
-    "theory_sigma_b2",
-    "theory_verdict",
-)
 METRIC_NAMES = {"regression": "val_r2", "classification": "val_accuracy"}
 
 
@@ -245,27 +235,6 @@ def probe_values(
     weight = probes.weight_grad_stats(weight_grads, workspace)
     global_ = torch.stack([probes.global_grad_norm(grads), loss.detach()], 1)
     return torch.cat([hidden.flatten(1), weight.flatten(1), global_], 1)
-
-
-def empty_table(name: str) -> pd.DataFrame:
-    """A result table with no rows but its columns and dtypes: ``history``, else a long table."""
-    if name == "history":
-        return pd.DataFrame(
-            {
-                "epoch": pd.Series(dtype=np.int64),
-                "metric": pd.Series(dtype=str),
-                "value": pd.Series(dtype=np.float64),
-            }
-        )
-    return pd.DataFrame(
-        {
-            "phase": pd.Series(dtype=str),
-            "step": pd.Series(dtype=np.int64),
-            "layer": pd.Series(dtype=np.int64),
-            "quantity": pd.Series(dtype=str),
-            "value": pd.Series(dtype=np.float64),
-        }
-    )
 
 
 def first_bad(losses: list[float], first_loss: float, factor: float) -> int | None:
@@ -711,7 +680,7 @@ def _retire(
             spec.run_id,
             status,
             summary,
-            pd.DataFrame(replica.history, columns=["epoch", "metric", "value"]),
+            pd.DataFrame(replica.history, columns=list(HISTORY_COLUMNS)),
             pd.concat([probe_log.layer_stats(), _theory_rows(prediction)], ignore_index=True),
             probe_log.distributions(),
             stack.model.state_dict(k),

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from gradlab.core import theory
-from gradlab.core.train import THEORY_COLUMNS  # the columns the theory figures and table need
+from gradlab.core.schema import LONG_COLUMNS, THEORY_COLUMNS
 from gradlab.core.verdict import VERDICTS, first_last_ratio, init_verdict
 
 METRIC_LABELS = {"val_r2": "val R²", "val_accuracy": "val accuracy"}
@@ -152,7 +152,7 @@ def gradient_flow_table(runs: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.Dat
         the same ratio of the activations' std (the forward signal); ``end_step``.
     """
     _require(runs, ["run_id", "label", "activation", "init_name", "depth"], "runs")
-    _require(layer_stats, ["run_id", "phase", "step", "layer", "quantity", "value"], "layer_stats")
+    _require(layer_stats, ["run_id", *LONG_COLUMNS], "layer_stats")
     # float: an empty map keeps the run_id's text dtype (pandas 3), which `between` refuses
     depth = runs.set_index("run_id")["depth"].astype(float)
     rms = layer_stats[

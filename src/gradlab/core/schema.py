@@ -1,0 +1,67 @@
+"""The columns of gradlab's tables, named once.
+
+The train stage writes a run's tables (``gradlab.core.train``), the result store keeps them,
+``gradlab.grid_runner.collect`` gathers every run's into ``runs``, ``history``, ``layer_stats``
+and ``distributions`` (adding ``run_id``), the report reads them and tracking sends them to
+MLflow. What each per-layer ``quantity`` means is documented in ``gradlab.core.probes``; what the
+report's columns mean, in its glossary (``gradlab.core.report.page.GLOSSARY``).
+"""
+
+import numpy as np
+import pandas as pd
+
+# A run's history, one row per epoch and metric (train_loss, val_loss, val_metric, lr, grad_norm).
+HISTORY_COLUMNS = {"epoch": np.int64, "metric": str, "value": np.float64}
+# layer_stats and distributions: one row per probe phase (init, train, theory), step, layer and
+# quantity (layer 0: the whole network; depth + 1: the output head).
+LONG_COLUMNS = {
+    "phase": str,
+    "step": np.int64,
+    "layer": np.int64,
+    "quantity": str,
+    "value": np.float64,
+}
+
+# What each run's summary says of mean-field theory beside its measurement at init.
+THEORY_COLUMNS = (
+    "measured_log_slope",
+    "theory_log_slope",
+    "theory_first_last_ratio",
+    "theory_chi1",
+    "theory_depth_scale",
+    "theory_sigma_w2",
+    "theory_sigma_b2",
+    "theory_verdict",
+)
+# The columns of the runs table that come from each run's stored summary (beside its spec).
+SUMMARY_COLUMNS = (
+    "status",
+    "verdict",
+    "diverged_step",
+    "metric_name",
+    "final_train_loss",
+    "final_val_loss",
+    "final_val_metric",
+    "epochs_done",
+    "steps",
+    "wall_s",
+    "steps_per_s",
+    "replicas",
+    "init_grad_ratio",
+    "end_grad_ratio",
+    "end_saturation",
+    "end_dead_frac",
+    *THEORY_COLUMNS,
+    "mlflow_run_id",
+    "error",
+)
+# Of them, the ones that hold text; every other summary column is a number.
+TEXT_COLUMNS = frozenset(
+    {"status", "verdict", "metric_name", "theory_verdict", "mlflow_run_id", "error"}
+)
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    """A result table with no rows but its columns and dtypes: ``history``, else a long table."""
+    columns = HISTORY_COLUMNS if name == "history" else LONG_COLUMNS
+    return pd.DataFrame({column: pd.Series(dtype=kind) for column, kind in columns.items()})
