@@ -99,7 +99,6 @@ BAD = [
     ("train.device", "tpu", "train.device", "expected one of"),
     ("train.force", "yes", "train.force", "valid boolean"),
     ("train.divergence_factor", 0.5, "train.divergence_factor", "greater than 1"),
-    ("report.dpi", 10, "report.dpi", "greater than or equal to 50"),
     (
         "train.mlflow_quantities",
         ["grad_preact_rms", "gradnorm"],

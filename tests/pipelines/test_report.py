@@ -122,9 +122,7 @@ def _run_report(results: dict[str, pd.DataFrame], tmp_path: Path) -> tuple[str, 
     )
     for name, frame in results.items():
         catalog[name] = MemoryDataset(frame)
-    catalog["params:report"] = MemoryDataset(
-        {"dpi": 60, "max_layers_violin": 3, "phase_resolution": 12}
-    )
+    catalog["params:report"] = MemoryDataset({"max_layers_violin": 3, "phase_resolution": 12})
     catalog["params:claims"] = MemoryDataset({})
     outputs = SequentialRunner().run(create_pipeline(), catalog)
     written = sorted(str(p.relative_to(tmp_path)) for p in figures.rglob("*.png"))

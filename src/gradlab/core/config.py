@@ -199,7 +199,6 @@ class TrainConfig(_Strict):
 class ReportConfig(_Strict):
     """``params:report``: how the report draws the stored results (it trains nothing)."""
 
-    dpi: int = Field(default=100, ge=50, le=400)
     max_layers_violin: int = Field(default=8, gt=0, le=64)
     # layers drawn as separate lines in the per-layer histograms, saturation curves
     max_layers_lines: int = Field(default=8, gt=0, le=20)

@@ -1,8 +1,8 @@
 """Report stage nodes: thin adapters over ``gradlab.core.report`` and ``gradlab.core.plots``.
 
-Figure nodes return figures; the catalog saves each once (``MatplotlibDataset``, logged to the
-parent MLflow run) and hands the saved PNG back to ``build_report`` under the same name with the
-``@png`` transcoding, so every figure is rendered once.
+Figure nodes return figures; the catalog saves each once (``MatplotlibDataset``, at the dpi of its
+``save_args``; logged to the parent MLflow run) and hands the saved PNG back to ``build_report``
+under the same name with the ``@png`` transcoding, so every figure is rendered once.
 """
 
 from collections.abc import Callable, Mapping
@@ -21,11 +21,6 @@ from gradlab.core.verdict import judge
 # The phase diagram is drawn for tanh: bounded, odd and with an order-to-chaos transition at
 # σ_w² = 1 (σ_b² = 0), the case of Poole et al. (2016).
 PHASE_ACTIVATION = "tanh"
-
-
-def _at_dpi(fig: Figure, dpi: int) -> Figure:
-    fig.set_dpi(dpi)  # the catalog saves at the figure's own dpi
-    return fig
 
 
 def judge_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -95,7 +90,7 @@ def tabulate_theory(runs: pd.DataFrame, gradient_flow: pd.DataFrame) -> pd.DataF
 
 
 def draw_gradient_flow(
-    runs: pd.DataFrame, studies: pd.DataFrame, layer_stats: pd.DataFrame, report: dict[str, Any]
+    runs: pd.DataFrame, studies: pd.DataFrame, layer_stats: pd.DataFrame
 ) -> Figure:
     """∂L/∂h and ‖∂L/∂W‖ per layer at init, a line per activation, a column per init.
 
@@ -103,13 +98,11 @@ def draw_gradient_flow(
         runs: One row per run.
         studies: One row per study (to choose the runs compared at init).
         layer_stats: The long per-layer statistics.
-        report: ``params:report``.
     Returns:
         The figure.
     """
-    config = parse_report(report)
     selection = core.init_selection(runs, studies)
-    return _at_dpi(plots.plot_gradient_flow(core.flow_stats(selection, layer_stats)), config.dpi)
+    return plots.plot_gradient_flow(core.flow_stats(selection, layer_stats))
 
 
 def draw_weight_gradients(
@@ -128,7 +121,7 @@ def draw_weight_gradients(
     config = parse_report(report)
     selection = core.reference_runs(core.init_selection(runs, studies))
     samples = core.distribution_samples(selection, distributions, "grad_weight")
-    return _at_dpi(plots.plot_weight_grad_violins(samples, config.max_layers_violin), config.dpi)
+    return plots.plot_weight_grad_violins(samples, config.max_layers_violin)
 
 
 def draw_activations(
@@ -146,7 +139,7 @@ def draw_activations(
     """
     config = parse_report(report)
     samples = core.distribution_samples(core.init_selection(runs, studies), distributions, "act")
-    return _at_dpi(plots.plot_activation_histograms(samples, config.max_layers_lines), config.dpi)
+    return plots.plot_activation_histograms(samples, config.max_layers_lines)
 
 
 def draw_saturation(
@@ -164,7 +157,7 @@ def draw_saturation(
     """
     config = parse_report(report)
     stats = core.saturation_stats(core.init_selection(runs, studies), layer_stats)
-    return _at_dpi(plots.plot_saturation(stats, config.max_layers_lines), config.dpi)
+    return plots.plot_saturation(stats, config.max_layers_lines)
 
 
 def draw_studies(
@@ -176,7 +169,7 @@ def draw_studies(
         runs: One row per run.
         studies: One row per study.
         history: The long per-epoch history.
-        report: ``params:report`` (``loss_curve``, ``dpi``).
+        report: ``params:report`` (``loss_curve``).
     Returns:
         Figures keyed ``<study>.png``, the file names the catalog writes.
     """
@@ -196,24 +189,23 @@ def draw_studies(
             core.metric_label(members["metric_name"]),
             core.LOSS_LABELS[config.loss_curve],
         )
-        figures[f"{study.study}.png"] = _at_dpi(fig, config.dpi)
+        figures[f"{study.study}.png"] = fig
     return figures
 
 
-def draw_theory_slopes(theory: pd.DataFrame, report: dict[str, Any]) -> Figure:
+def draw_theory_slopes(theory: pd.DataFrame) -> Figure:
     """Measured against predicted log-slope of ∂L/∂h at init.
 
     Args:
         theory: The theory-vs-measurement table.
-        report: ``params:report``.
     Returns:
         The figure.
     """
-    return _at_dpi(plots.plot_theory_slopes(theory), parse_report(report).dpi)
+    return plots.plot_theory_slopes(theory)
 
 
 def draw_theory_profiles(
-    runs: pd.DataFrame, studies: pd.DataFrame, layer_stats: pd.DataFrame, report: dict[str, Any]
+    runs: pd.DataFrame, studies: pd.DataFrame, layer_stats: pd.DataFrame
 ) -> Figure:
     """Measured ∂L/∂h profiles at init against the theory rows of ``layer_stats``.
 
@@ -221,12 +213,11 @@ def draw_theory_profiles(
         runs: One row per run.
         studies: One row per study.
         layer_stats: The long per-layer statistics (phases ``init`` and ``theory``).
-        report: ``params:report``.
     Returns:
         The figure.
     """
     profiles = core.theory_profiles(core.init_selection(runs, studies), layer_stats)
-    return _at_dpi(plots.plot_theory_profiles(profiles), parse_report(report).dpi)
+    return plots.plot_theory_profiles(profiles)
 
 
 def draw_phase_diagram(runs: pd.DataFrame, report: dict[str, Any]) -> Figure:
@@ -241,7 +232,7 @@ def draw_phase_diagram(runs: pd.DataFrame, report: dict[str, Any]) -> Figure:
     config = parse_report(report)
     points = core.phase_points(runs, PHASE_ACTIVATION)
     grid = core.phase_grid(PHASE_ACTIVATION, points, config.phase_resolution)
-    return _at_dpi(plots.plot_phase_diagram(grid, points, PHASE_ACTIVATION), config.dpi)
+    return plots.plot_phase_diagram(grid, points, PHASE_ACTIVATION)
 
 
 def build_report(

@@ -11,15 +11,18 @@ from gradlab.pipelines.report import nodes
 # figure key (gradlab.core.report.FLOW_/TRAINING_/THEORY_FIGURES) → its drawing node, inputs
 _FIGURES = {
     "grad_flow": (nodes.draw_gradient_flow, ["runs", "studies", "layer_stats"]),
-    "weight_grad_violins": (nodes.draw_weight_gradients, ["runs", "studies", "distributions"]),
-    "activation_hist": (nodes.draw_activations, ["runs", "studies", "distributions"]),
-    "saturation": (nodes.draw_saturation, ["runs", "studies", "layer_stats"]),
+    "weight_grad_violins": (
+        nodes.draw_weight_gradients,
+        ["runs", "studies", "distributions", "report"],
+    ),
+    "activation_hist": (nodes.draw_activations, ["runs", "studies", "distributions", "report"]),
+    "saturation": (nodes.draw_saturation, ["runs", "studies", "layer_stats", "report"]),
     "theory_slopes": (nodes.draw_theory_slopes, ["theory"]),
     "theory_profiles": (nodes.draw_theory_profiles, ["runs", "studies", "layer_stats"]),
-    "phase_diagram": (nodes.draw_phase_diagram, ["runs"]),
+    "phase_diagram": (nodes.draw_phase_diagram, ["runs", "report"]),
 }
 # catalog name of a node input where it differs from the argument's name
-_DATASETS = {"theory": "theory_table", "runs": "judged_runs"}
+_DATASETS = {"theory": "theory_table", "runs": "judged_runs", "report": "params:report"}
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -60,7 +63,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     figures = [
         Node(
             func=func,
-            inputs={**{arg: _DATASETS.get(arg, arg) for arg in args}, "report": "params:report"},
+            inputs={arg: _DATASETS.get(arg, arg) for arg in args},
             outputs=f"{key}_plot@figure",
             name=f"{func.__name__}_node",
         )
