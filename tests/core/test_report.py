@@ -399,3 +399,19 @@ def test_activation_finding_names_the_extreme_settings():
     text = report.activation_finding(_flow_rows())
     assert "from 1.26 (relu · default) to 9.45 (sigmoid · default)" in text, text
     assert report.activation_finding(_flow_rows().drop(columns="init_act_ratio")) == ""
+
+
+def test_phase_finding_places_each_init_in_its_phase():
+    runs = pd.DataFrame(
+        {
+            "activation": ["tanh", "tanh", "tanh", "tanh", "relu"],
+            "init_name": ["default", "default", "xavier_uniform", "normal(2)", "default"],
+            "theory_chi1": [0.33, 0.35, 1.0, 1.9, 0.5],
+        }
+    )
+    assert report.phase_finding(runs, "tanh") == (
+        "χ₁ of the tanh runs, by init: default 0.34 (ordered), xavier_uniform 1.00 "
+        "(near critical), normal(2) 1.90 (chaotic)."
+    )
+    assert report.phase_finding(runs, "sigmoid") == ""
+    assert report.phase_finding(runs.drop(columns="theory_chi1"), "tanh") == ""

@@ -20,6 +20,7 @@ from gradlab.core.report.findings import (
     activation_finding,
     claims_finding,
     flow_finding,
+    phase_finding,
     saturation_finding,
     study_finding,
     theory_finding,
@@ -27,6 +28,7 @@ from gradlab.core.report.findings import (
     violin_finding,
 )
 from gradlab.core.report.frames import (
+    PHASE_ACTIVATION,
     PHASE_SIGMA_B2_MAX,
     PHASE_SIGMA_W2,
     REFERENCE_INIT,
@@ -74,6 +76,7 @@ __all__ = [
     "LOSS_LABELS",
     "METRIC_LABELS",
     "OPEN_ROWS",
+    "PHASE_ACTIVATION",
     "PHASE_SIGMA_B2_MAX",
     "PHASE_SIGMA_W2",
     "REFERENCE_INIT",
@@ -93,6 +96,7 @@ __all__ = [
     "init_selection",
     "metric_label",
     "overview",
+    "phase_finding",
     "phase_grid",
     "phase_points",
     "reference_runs",

@@ -171,6 +171,30 @@ def activation_finding(flow: pd.DataFrame) -> str:
     )
 
 
+def phase_finding(runs: pd.DataFrame, activation: str) -> str:
+    """One line under the phase diagram: χ₁ at the fixed point of the runs it places, by init,
+    and the phase that puts them in (ordered below 0.95, chaotic above 1.05, else critical).
+
+    Args:
+        runs: The runs table (``theory_chi1`` where theory predicts it).
+        activation: The diagram's activation.
+    Returns:
+        The sentence, or the empty string when no such run has a prediction.
+    """
+    if "theory_chi1" not in runs:
+        return ""
+    placed = runs[(runs["activation"] == activation) & np.isfinite(runs["theory_chi1"])]
+    if placed.empty:
+        return ""
+
+    def phase(chi: float) -> str:
+        return "ordered" if chi < 0.95 else "chaotic" if chi > 1.05 else "near critical"
+
+    medians = placed.groupby("init_name")["theory_chi1"].median().sort_values()
+    parts = ", ".join(f"{init} {_fmt(chi)} ({phase(chi)})" for init, chi in medians.items())
+    return f"χ₁ of the {activation} runs, by init: {parts}."
+
+
 def theory_finding(table: pd.DataFrame) -> str:
     """One line on ``theory_table``: slope agreement and how often the verdicts agree."""
     usable = table[

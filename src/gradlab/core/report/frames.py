@@ -9,6 +9,9 @@ from gradlab.core.report.tables import display_axes, runs_in_study, study_axes
 
 # The init a "reference" view shows when a study compares several: PyTorch's own nn.Linear init.
 REFERENCE_INIT = "default"
+# The phase diagram is drawn for tanh: bounded, odd and with an order-to-chaos transition at
+# σ_w² = 1 (σ_b² = 0), the case of Poole et al. (2016).
+PHASE_ACTIVATION = "tanh"
 # Where the phase diagram's axes end, beyond the runs placed on it.
 PHASE_SIGMA_W2 = (1e-2, 10.0)
 PHASE_SIGMA_B2_MAX = 0.5

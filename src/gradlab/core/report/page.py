@@ -11,13 +11,14 @@ from gradlab.core.report.findings import (
     activation_finding,
     claims_finding,
     flow_finding,
+    phase_finding,
     saturation_finding,
     study_finding,
     theory_finding,
     verdict_finding,
     violin_finding,
 )
-from gradlab.core.report.frames import init_selection
+from gradlab.core.report.frames import PHASE_ACTIVATION, init_selection
 from gradlab.core.verdict import TRAINED_AT, VERDICTS, verdict_confusion
 
 
@@ -222,6 +223,14 @@ THEORY_FIGURES = {
 CLAIMS_VIEW = ["claim_id", "claim", "source", "paper", "measured", "rule", "result"]
 
 
+# What each theory figure shows in this grid (the section's finding covers slopes and profiles).
+THEORY_FIGURE_FINDINGS: dict[str, Callable[[pd.DataFrame], str]] = {
+    "theory_slopes": lambda runs: "",
+    "theory_profiles": lambda runs: "",
+    "phase_diagram": lambda runs: phase_finding(runs, PHASE_ACTIVATION),
+}
+
+
 def overview(runs: pd.DataFrame, studies: pd.DataFrame) -> str:
     """One paragraph: how many runs, how they ended, their verdicts."""
     status = runs["status"].value_counts()
@@ -325,7 +334,11 @@ def build_report(
             "Does mean-field theory (Poole et al. 2016; Schoenholz et al. 2017) predict the "
             "gradient profile at init?",
             theory_finding(theory_rows),
-            [(THEORY_FIGURES[k], figures[k]) for k in THEORY_FIGURES if k in figures],
+            [
+                (". ".join(filter(None, [caption, THEORY_FIGURE_FINDINGS[k](runs)])), figures[k])
+                for k, caption in THEORY_FIGURES.items()
+                if k in figures
+            ],
             [("Predicted and measured per run", theory_rows)],
         )
     )

@@ -18,10 +18,6 @@ from gradlab.core.claims import check_claims as measure_claims
 from gradlab.core.config import parse_claims, parse_report
 from gradlab.core.verdict import judge
 
-# The phase diagram is drawn for tanh: bounded, odd and with an order-to-chaos transition at
-# σ_w² = 1 (σ_b² = 0), the case of Poole et al. (2016).
-PHASE_ACTIVATION = "tanh"
-
 
 def judge_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Both verdicts and the outcome of every run under the current rule.
@@ -230,9 +226,9 @@ def draw_phase_diagram(runs: pd.DataFrame, report: dict[str, Any]) -> Figure:
         The figure.
     """
     config = parse_report(report)
-    points = core.phase_points(runs, PHASE_ACTIVATION)
-    grid = core.phase_grid(PHASE_ACTIVATION, points, config.phase_resolution)
-    return plots.plot_phase_diagram(grid, points, PHASE_ACTIVATION)
+    points = core.phase_points(runs, core.PHASE_ACTIVATION)
+    grid = core.phase_grid(core.PHASE_ACTIVATION, points, config.phase_resolution)
+    return plots.plot_phase_diagram(grid, points, core.PHASE_ACTIVATION)
 
 
 def build_report(
