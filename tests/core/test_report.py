@@ -415,3 +415,18 @@ def test_phase_finding_places_each_init_in_its_phase():
     )
     assert report.phase_finding(runs, "sigmoid") == ""
     assert report.phase_finding(runs.drop(columns="theory_chi1"), "tanh") == ""
+
+
+def test_verdict_finding_counts_only_the_runs_a_verdict_judges():
+    runs = pd.DataFrame(
+        {
+            "init_verdict": ["healthy", "vanishing", "n/a", "healthy"],
+            "verdict": ["healthy", "vanishing", "healthy", "healthy"],
+            "trained": [True, False, True, False],
+        }
+    )
+    assert report.verdict_finding(runs) == (
+        "2 of 4 runs trained. Healthy predicts a run that trains, any other verdict one that does "
+        "not: the verdict over training is right for 75 %, the verdict at init for 67 % of the 3 "
+        "it judges."
+    )

@@ -221,13 +221,17 @@ def theory_finding(table: pd.DataFrame) -> str:
 def verdict_finding(runs: pd.DataFrame) -> str:
     """One line on how often each verdict predicted whether a run trained."""
     trained = int(runs["trained"].sum())
-    judged = runs[runs["init_verdict"] != "n/a"]
+    judged = {column: int((runs[column] != "n/a").sum()) for column in ("verdict", "init_verdict")}
+
+    def right(column: str) -> str:
+        share = f"{_fmt(100 * agreement(runs, column), 0)} %"
+        # n/a: a run that failed, or (at init) one hidden layer, which has no first/last ratio
+        return share + (f" of the {judged[column]} it judges" if judged[column] < len(runs) else "")
+
     return (
         f"{trained} of {len(runs)} runs trained. Healthy predicts a run that trains, any other "
-        f"verdict one that does not: the verdict over training is right for "
-        f"{_fmt(100 * agreement(runs, 'verdict'), 0)} % of the runs, the verdict at init for "
-        f"{_fmt(100 * agreement(runs, 'init_verdict'), 0)} % of the {len(judged)} it judges "
-        "(one hidden layer has no first/last ratio)."
+        f"verdict one that does not: the verdict over training is right for {right('verdict')}, "
+        f"the verdict at init for {right('init_verdict')}."
     )
 
 
