@@ -649,8 +649,7 @@ AXIS_CHOICES = sorted(SELECT_AXES)
         ),
         (
             {"check": "extreme", "by": ["activation", "nit"], "expect": {}, "side": "highest"},
-            "claims.c.by = ['activation', 'nit']: unknown axis 'nit'; "
-            f"expected one of {AXIS_CHOICES}",
+            f"claims.c.by[1] = 'nit': unknown axis 'nit'; expected one of {AXIS_CHOICES}",
         ),
         (
             {"check": "between", "low": 1.0, "hihg": 2.0},

@@ -26,11 +26,18 @@ import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from gradlab.core.grid import AXES
 from gradlab.core.probes import HIDDEN_QUANTITIES, WEIGHT_QUANTITIES
@@ -134,10 +141,8 @@ _ARGUMENTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fraction": (lambda f: 0 < f <= 1, "a share of training in (0, 1]"),
 }
 
-Selection = dict[str, Any]
 
-
-def _check_selection(selection: Selection) -> Selection:
+def _check_selection(selection: dict[str, Any]) -> dict[str, Any]:
     for axis in selection:
         lookup(dict.fromkeys(SELECT_AXES), axis, "axis to select runs by")
     return selection
@@ -146,6 +151,11 @@ def _check_selection(selection: Selection) -> Selection:
 def _check_axis(axis: str) -> str:
     lookup(dict.fromkeys(SELECT_AXES), axis, "axis")
     return axis
+
+
+# Runs picked by axis values (a value or a list of values) and "study"; an axis to group by.
+Selection = Annotated[dict[str, Any], AfterValidator(_check_selection)]
+Axis = Annotated[str, AfterValidator(_check_axis)]
 
 
 class _Claim(BaseModel):
@@ -175,12 +185,7 @@ class _Claim(BaseModel):
                 raise ValueError(f"measure {name!r}: {key} = {value!r}; expected {rule[1]}")
         return measure
 
-    @field_validator("where")
-    @classmethod
-    def _known_axes(cls, where: Selection) -> Selection:
-        return _check_selection(where)
-
-    def selections(self) -> dict[str, Selection]:
+    def selections(self) -> dict[str, dict[str, Any]]:
         """Every selection this claim makes, by field name (checked against the grid)."""
         return {"where": self.where}
 
@@ -189,74 +194,44 @@ class Decreasing(_Claim):
     """The measure falls at every step along an axis (e.g. as depth grows)."""
 
     check: Literal["decreasing"]
-    along: Annotated[str, Field(min_length=1)]
-
-    @field_validator("along")
-    @classmethod
-    def _known_axis(cls, axis: str) -> str:
-        return _check_axis(axis)
+    along: Axis
 
 
-class Greater(_Claim):
+class _TwoGroups(_Claim):
+    """A claim comparing group ``a`` with group ``b`` (each within ``where``)."""
+
+    a: Selection
+    b: Selection
+
+    def selections(self) -> dict[str, dict[str, Any]]:
+        return {"where": self.where, "a": {**self.where, **self.a}, "b": {**self.where, **self.b}}
+
+
+class Greater(_TwoGroups):
     """Group ``a`` above ``factor`` × group ``b`` (at every value of ``per``, if given)."""
 
     check: Literal["greater"]
-    a: Selection
-    b: Selection
     factor: float = Field(default=1.0, gt=0)
-    per: str | None = None
-
-    @field_validator("a", "b")
-    @classmethod
-    def _known_axes(cls, selection: Selection) -> Selection:
-        return _check_selection(selection)
-
-    @field_validator("per")
-    @classmethod
-    def _known_axis(cls, axis: str | None) -> str | None:
-        return axis if axis is None else _check_axis(axis)
-
-    def selections(self) -> dict[str, Selection]:
-        return {"where": self.where, "a": {**self.where, **self.a}, "b": {**self.where, **self.b}}
+    per: Axis | None = None
 
 
 class Extreme(_Claim):
     """Among the groups ``by`` the axes listed, the ``expect`` group is the highest or lowest."""
 
     check: Literal["extreme"]
-    by: list[str] = Field(min_length=1)
+    by: list[Axis] = Field(min_length=1)
     expect: Selection
     side: Literal["highest", "lowest"]
 
-    @field_validator("expect")
-    @classmethod
-    def _known_axes(cls, selection: Selection) -> Selection:
-        return _check_selection(selection)
-
-    @field_validator("by")
-    @classmethod
-    def _known_by(cls, axes: list[str]) -> list[str]:
-        return [_check_axis(axis) for axis in axes]
-
-    def selections(self) -> dict[str, Selection]:
+    def selections(self) -> dict[str, dict[str, Any]]:
         return {"where": self.where, "expect": {**self.where, **self.expect}}
 
 
-class Close(_Claim):
+class Close(_TwoGroups):
     """Groups ``a`` and ``b`` within ``tolerance`` of each other (in the measure's units)."""
 
     check: Literal["close"]
-    a: Selection
-    b: Selection
     tolerance: float = Field(gt=0)
-
-    @field_validator("a", "b")
-    @classmethod
-    def _known_axes(cls, selection: Selection) -> Selection:
-        return _check_selection(selection)
-
-    def selections(self) -> dict[str, Selection]:
-        return {"where": self.where, "a": {**self.where, **self.a}, "b": {**self.where, **self.b}}
 
 
 class Between(_Claim):
@@ -275,8 +250,10 @@ class Between(_Claim):
         return self
 
 
+_KINDS = (Decreasing, Greater, Extreme, Close, Between)
 Claim = Annotated[Decreasing | Greater | Extreme | Close | Between, Field(discriminator="check")]
-CHECKS = ("decreasing", "greater", "extreme", "close", "between")
+# each kind's tag, as a claim's `check:` names it
+CHECKS = tuple(get_args(kind.model_fields["check"].annotation)[0] for kind in _KINDS)
 
 
 def measure_call(measure: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

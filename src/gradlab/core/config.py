@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
+import pandas as pd
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -323,14 +324,20 @@ def _validate_grid(
 _COUNT_LIMIT = 100_000
 
 
-def _check_grid_against_train(grid: GridConfig, train: TrainConfig) -> list[tuple[str, Any, str]]:
-    """The grid's size against ``train.max_runs``; every ``train.only`` entry selects a run."""
-    problems: list[tuple[str, Any, str]] = []
-    bound = len(grid.seeds) * sum(
+def _runs_bound(grid: GridConfig) -> int:
+    """How many runs the grid makes before de-duplication (an upper bound)."""
+    return len(grid.seeds) * sum(
         math.prod(len(values) for values in study.axes.values()) for study in grid.studies
     )
-    table = expand(grid.baseline, grid.studies, grid.seeds) if bound <= _COUNT_LIMIT else None
-    n_runs = bound if table is None else len(table)
+
+
+def _check_grid_against_train(
+    grid: GridConfig, train: TrainConfig, table: pd.DataFrame | None
+) -> list[tuple[str, Any, str]]:
+    """The grid's size against ``train.max_runs``; every ``train.only`` entry selects a run.
+    ``table`` is the expanded grid, None when it is too large to expand."""
+    problems: list[tuple[str, Any, str]] = []
+    n_runs = _runs_bound(grid) if table is None else len(table)
     if n_runs > train.max_runs:
         problems.append(
             (
@@ -425,10 +432,10 @@ class _Claims(_Strict):
 
 
 def _check_claims_against_grid(
-    claims: Mapping[str, Any], grid: GridConfig
+    claims: Mapping[str, Any], table: pd.DataFrame
 ) -> list[tuple[str, Any, str]]:
-    """Each selection of a claim must pick runs of the grid: a typo must not measure nothing."""
-    table = expand(grid.baseline, grid.studies, grid.seeds)
+    """Each selection of a claim must pick runs of the grid (``table``, expanded): a typo must
+    not measure nothing."""
     problems = []
     for claim_id, claim in claims.items():
         for name, selection in claim.selections().items():
@@ -468,10 +475,14 @@ def validate_parameters(params: Mapping[str, Any]) -> Parameters:
         problems += _validate_datasets(params["data"])
     grid, grid_problems = _validate_grid(params.get("grid", _MISSING), sections.get("data"))
     problems += grid_problems
+    # expanded once, for the checks against the grid's runs (not at all past _COUNT_LIMIT)
+    table = None
+    if grid is not None and _runs_bound(grid) <= _COUNT_LIMIT:
+        table = expand(grid.baseline, grid.studies, grid.seeds)
     if grid is not None and "train" in sections:
-        problems += _check_grid_against_train(grid, sections["train"])
-    if grid is not None and "claims" in sections and not problems:
-        problems += _check_claims_against_grid(sections["claims"], grid)
+        problems += _check_grid_against_train(grid, sections["train"], table)
+    if table is not None and sections.get("claims") and not problems:
+        problems += _check_claims_against_grid(sections["claims"], table)
     if problems:
         raise ConfigError(problems)
     return Parameters(grid=grid, **sections)

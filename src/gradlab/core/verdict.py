@@ -168,20 +168,12 @@ def verdict_confusion(runs: pd.DataFrame) -> pd.DataFrame:
             if group.empty:
                 continue
             trained = int(group["trained"].sum())
+            outcomes = {"trained": trained, "not_trained": len(group) - trained}
+            # healthy predicts "trained", every other verdict "not trained"; n/a predicts nothing
+            predicted = "trained" if name == "healthy" else "not_trained"
+            agree = math.nan if name == "n/a" else outcomes[predicted]
             rows.append(
-                {
-                    "when": when,
-                    "verdict": name,
-                    "runs": len(group),
-                    "trained": trained,
-                    "not_trained": len(group) - trained,
-                    # n/a predicts nothing
-                    "agree": math.nan
-                    if name == "n/a"
-                    else trained
-                    if name == "healthy"
-                    else len(group) - trained,
-                }
+                {"when": when, "verdict": name, "runs": len(group), **outcomes, "agree": agree}
             )
     return pd.DataFrame(rows, columns=CONFUSION_COLUMNS)
 
