@@ -2,8 +2,10 @@
 
 First, where one run's logging time goes (median milliseconds of each MLflow call, as
 ``Tracker.log_run`` makes them, at the default ``train.mlflow_layer_every``), its metric points
-and the database bytes it adds. Then a grid of ``--runs`` default-sized runs is trained through
-``gradlab.grid_runner.train_missing`` on a process pool of ``--workers``, as ``kedro run`` does:
+and the database bytes it adds: with per-layer metrics of the first and last layer (the default
+``train.mlflow_layers``), then of every layer. Then a grid of ``--runs`` default-sized runs is
+trained through ``gradlab.grid_runner.train_missing`` on a process pool of ``--workers``, as
+``kedro run`` does:
 tracking on (child runs logged by the background logging thread under a parent run) and off
 (``train.mlflow: false``), alternated ``--repeats`` times in this one process. The last line is
 ``tracking overhead: N.NN×``, the median grid wall time on / off. Target ≤ 1.05×.
@@ -32,7 +34,6 @@ from gradlab.store import ResultStore
 from gradlab.tracking import (
     BATCH,
     PROFILE_FIGURE,
-    PROFILE_TABLE,
     Tracker,
     _chunks,
     _dataset_input,
@@ -41,6 +42,7 @@ from gradlab.tracking import (
 from probe_overhead import _task
 
 LAYER_EVERY = TrainConfig.model_fields["mlflow_layer_every"].default
+LAYERS = TrainConfig.model_fields["mlflow_layers"].default
 # the default grid's baseline (conf/base/parameters_grid.yml), varied in activation and init
 BASELINE = RunSpec(init="xavier_uniform", depth=8, width=64, lr=0.02, epochs=20)
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu")
@@ -58,7 +60,7 @@ def grid(n_runs: int) -> list[RunSpec]:
     return [RunSpec(**spec.model_dump()) for spec in specs[:n_runs]]
 
 
-def breakdown(data: TaskData, folder: Path, repeats: int = 5) -> None:
+def breakdown(data: TaskData, folder: Path, layers: str, repeats: int = 5) -> None:
     """Milliseconds of each call of one run's logging, its points, and database bytes."""
     train_run(BASELINE, data)  # warm-up: the first run in a process pays for allocations
     result = train_run(BASELINE, data)
@@ -72,13 +74,12 @@ def breakdown(data: TaskData, folder: Path, repeats: int = 5) -> None:
             "create_run",
             "log_batch",
             "dataset_input",
-            "profile_table",
             "artifacts",
             "set_terminated",
         )
     }
     with mlflow.start_run(run_name="breakdown parent"):
-        tracker = Tracker(layer_every=LAYER_EVERY, quantities=DEFAULT_MLFLOW_QUANTITIES)
+        tracker = Tracker(LAYER_EVERY, DEFAULT_MLFLOW_QUANTITIES, layers)
         client = tracker.client
         size_before = db.stat().st_size
         for _ in range(repeats):
@@ -96,9 +97,7 @@ def breakdown(data: TaskData, folder: Path, repeats: int = 5) -> None:
             times.append(time.perf_counter())
             client.log_inputs(run_id, datasets=[_dataset_input(BASELINE, data.fingerprint())])
             times.append(time.perf_counter())
-            client.log_text(run_id, profile.to_json(orient="split", index=False), PROFILE_TABLE)
-            times.append(time.perf_counter())
-            tracker._log_files(run_id, BASELINE, result, weights)  # profile figure + weights
+            tracker._log_files(run_id, BASELINE, result, weights, profile)  # table, figure, weights
             times.append(time.perf_counter())
             client.set_terminated(run_id, "FINISHED")
             times.append(time.perf_counter())
@@ -111,7 +110,8 @@ def breakdown(data: TaskData, folder: Path, repeats: int = 5) -> None:
         f"one run (depth 8, width 64, 20 epochs, {result.summary['steps']} steps): training "
         f"{train_ms:.0f} ms; logging {sum(ms.values()):.1f} ms "
         f"({sum(ms.values()) / train_ms:.3f}× its training), {len(metrics)} metric points "
-        f"(mlflow_layer_every={LAYER_EVERY}), ~{per_run_bytes / 1e6:.2f} MB of mlflow.db"
+        f"(mlflow_layer_every={LAYER_EVERY}, mlflow_layers={layers}), "
+        f"~{per_run_bytes / 1e6:.2f} MB of mlflow.db"
     )
     print("  " + " · ".join(f"{key} {value:.1f} ms" for key, value in ms.items()))
     drawing = []
@@ -127,7 +127,7 @@ def train_grid(specs: list[RunSpec], data: TaskData, root: Path, workers: int, o
     executor = ProcessPoolExecutor(workers) if workers > 1 else SequentialExecutor()
     store = ResultStore(root / ("on" if on else "off"))
     with mlflow.start_run(run_name=f"tracking {'on' if on else 'off'}"):
-        tracker = Tracker(layer_every=LAYER_EVERY, quantities=DEFAULT_MLFLOW_QUANTITIES, enabled=on)
+        tracker = Tracker(LAYER_EVERY, DEFAULT_MLFLOW_QUANTITIES, LAYERS, enabled=on)
         start = time.perf_counter()
         train_missing(
             specs,
@@ -153,7 +153,8 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="gradlab-tracking-"))
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     mlflow.set_experiment("tracking_cost")
-    breakdown(data, folder)
+    for layers in (LAYERS, *({"ends", "all"} - {LAYERS})):
+        breakdown(data, folder, layers)
 
     specs = grid(args.runs)
     train_grid(specs[: args.workers], data, folder, args.workers, on=False)  # warm-up

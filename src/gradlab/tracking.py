@@ -4,7 +4,9 @@ Everything is sent with ``MlflowClient.log_batch`` in chunks (≤ 1,000 metrics 
 ``log_metric`` per point costs ~4 ms against sqlite, a batch of 1,000 about as much as ten.
 Metric names: per epoch (step = epoch) ``train_loss``, ``val_loss``, ``val_r2``/``val_accuracy``,
 ``lr``, ``grad_norm``; at every ``layer_every``-th probe step (step = optimizer step)
-``<quantity>/layer_NN`` (see ``gradlab.core.probes``) and ``step_loss``, ``grad_global_norm``.
+``<quantity>/first`` and ``<quantity>/last`` (the first and last layer that has the quantity, see
+``gradlab.core.probes``; ``<quantity>/layer_NN`` for every layer with ``layers="all"``),
+``grad_ratio`` (∂L/∂h RMS, first hidden layer over last), ``step_loss``, ``grad_global_norm``.
 The statistics at init and the mean-field prediction, one value per layer, are one table
 artifact (``layer_profile.json``); the profile at init and at the end is one picture
 (``layer_profile.png``, ``gradlab.core.plots.profile``). A child is named by what differs from
@@ -13,7 +15,7 @@ run's training time (metric timestamps: an epoch's end, a step's interpolated be
 ends), and has the data it trained on as its dataset input.
 
 The grid hands finished runs to ``Tracker.submit``: a background thread logs them while the
-workers train (measured here: ~45 ms and 0.19 MB of sqlite per default-sized run). Each child is
+workers train (measured here: ~42 ms and 0.07 MB of sqlite per default-sized run). Each child is
 tagged with its stored result's id, so a result whose logging was cut short is logged exactly
 once by the next start (``gradlab.grid_runner.reconcile``).
 
@@ -35,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
 import numpy as np
@@ -56,6 +58,7 @@ TAG_PID, TAG_HOST, TAG_RUN_ID = "gradlab.pid", "gradlab.host", "gradlab.run_id"
 TAG_RESULT_ID = "gradlab.result_id"  # the stored result a child run logs (see ResultStore.save)
 TAG_LABEL = "gradlab.label"  # the full label; the run name is the short name within its grid
 PROFILE_TABLE = "layer_profile.json"  # per layer and quantity: the value at init, the prediction
+GRAD_RATIO = "grad_ratio"  # first/last ∂L/∂h RMS at each logged probe step
 PROFILE_FIGURE = "layer_profile.png"  # ∂L/∂h and ‖∂L/∂W‖ per layer at init and at the end
 STATUS = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED"}
 ARTIFACTS_DIR = "mlruns"  # at the project root: the artifacts of both modes, by experiment and run
@@ -121,6 +124,7 @@ class Tracker:
         self,
         layer_every: int = 1,
         quantities: Iterable[str] | None = None,
+        layers: Literal["ends", "all"] = "ends",
         enabled: bool = True,
         queue_size: int = 16,
     ) -> None:
@@ -130,6 +134,7 @@ class Tracker:
         self.experiment_id = parent.info.experiment_id if parent else None
         self.layer_every = layer_every
         self.quantities = None if quantities is None else set(quantities)  # None: all
+        self.layers = layers
         # finished runs wait here for the logging thread; a full queue holds the grid back
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
@@ -250,10 +255,7 @@ class Tracker:
                 self.client.log_batch(run_id, metrics=chunk)
             if data_digest is not None:
                 self.client.log_inputs(run_id, datasets=[_dataset_input(spec, data_digest)])
-            if not profile.empty:  # as log_table writes it, without its 3 extra round trips
-                table_json = profile.to_json(orient="split", index=False)
-                self.client.log_text(run_id, table_json, PROFILE_TABLE)
-            self._log_files(run_id, spec, result, weights)
+            self._log_files(run_id, spec, result, weights, profile)
         except BaseException:
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
             raise
@@ -261,11 +263,19 @@ class Tracker:
         return run_id
 
     def _log_files(
-        self, run_id: str, spec: RunSpec, result: RunResult, weights: Path | None
+        self,
+        run_id: str,
+        spec: RunSpec,
+        result: RunResult,
+        weights: Path | None,
+        profile: pd.DataFrame,
     ) -> None:
-        """The profile figure and the weights, in one upload (one round trip to a server)."""
+        """The profile table and figure and the weights, in one upload (one round trip to a
+        server)."""
         with tempfile.TemporaryDirectory() as folder:
             files = Path(folder)
+            if not profile.empty:  # as log_table writes it, without its 3 extra round trips
+                (files / PROFILE_TABLE).write_text(profile.to_json(orient="split", index=False))
             if not result.layer_stats.empty:
                 (files / PROFILE_FIGURE).write_bytes(profile_png(result.layer_stats, spec.label))
             if weights is not None and weights.exists():
@@ -291,23 +301,27 @@ class Tracker:
                 self.client.delete_run(run.info.run_id)
         return found
 
-    def _metrics(self, result: RunResult) -> Iterable[Metric]:
+    def _metrics(self, result: RunResult) -> list[Metric]:
+        """Every point the child gets: the history per epoch, then the kept probe steps."""
         at = _clock(result.summary)
         metric_name = result.summary.get("metric_name", "val_metric")
-        for epoch, name, value in result.history.itertuples(index=False):
-            key = metric_name if name == "val_metric" else name
-            yield from _metric(key, value, at(epoch, epoch=True), epoch)
+        epochs = result.history
+        keys = epochs["metric"].where(epochs["metric"] != "val_metric", metric_name)
+        metrics = _points(keys, epochs["value"], at(epochs["epoch"], epoch=True), epochs["epoch"])
         # at init and in theory a layer profile is one value per layer: the table artifact
         # (``layer_profile``), not a one-point chart per layer and quantity
         stats = result.layer_stats[result.layer_stats["phase"] == "train"]
         if stats.empty:
-            return
-        kept = set(sorted(stats["step"].unique())[:: self.layer_every])
+            return metrics
+        kept = np.unique(stats["step"])[:: self.layer_every]
         stats = stats[stats["step"].isin(kept)]
+        ratio = _grad_ratio(stats)
         if self.quantities is not None:
             stats = stats[stats["quantity"].isin(self.quantities)]
-        for _, step, layer, quantity, value in stats.itertuples(index=False):
-            yield from _metric(_key(quantity, int(layer)), value, at(step), int(step))
+        points = _layer_points(stats, self.layers)
+        metrics += _points(points["key"], points["value"], at(points["step"]), points["step"])
+        metrics += _points(GRAD_RATIO, ratio.to_numpy(), at(ratio.index), ratio.index)
+        return metrics
 
 
 def layer_profile(layer_stats: pd.DataFrame) -> pd.DataFrame:
@@ -322,8 +336,8 @@ def layer_profile(layer_stats: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _clock(summary: dict[str, Any]) -> Callable[..., int]:
-    """``at(step)`` or ``at(epoch, epoch=True)``: when the run got there, in epoch ms.
+def _clock(summary: dict[str, Any]) -> Callable[..., np.ndarray]:
+    """``at(steps)`` or ``at(epochs, epoch=True)``: when the run got there, in epoch ms.
 
     An epoch's metrics carry the time it ended; a step's is interpolated between the start of
     training and the ends of the epochs. Results stored before these times were recorded get the
@@ -334,14 +348,15 @@ def _clock(summary: dict[str, Any]) -> Callable[..., int]:
     per_epoch = summary.get("steps_per_epoch")
     if not ends or started is None or not per_epoch:
         now = int(time.time() * 1000)
-        return lambda position, epoch=False: now
+        return lambda positions, epoch=False: np.full(len(positions), now, dtype=np.int64)
     times = np.array([started / 1000, *ends]) * 1000
     steps = np.arange(len(times)) * per_epoch
 
-    def at(position: int, epoch: bool = False) -> int:
+    def at(positions: Iterable[int], epoch: bool = False) -> np.ndarray:
+        positions = np.asarray(positions)
         if epoch:
-            return int(times[min(position, len(times) - 1)])
-        return int(np.interp(position, steps, times))
+            return times[np.minimum(positions, len(times) - 1)].astype(np.int64)
+        return np.interp(positions, steps, times).astype(np.int64)
 
     return at
 
@@ -367,16 +382,51 @@ def _dataset_input(spec: RunSpec, data_digest: str) -> DatasetInput:
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
 
 
-def _key(quantity: str, layer: int) -> str:
-    if layer == 0:
-        return "step_loss" if quantity == "loss" else quantity
-    return f"{quantity}/layer_{layer:02d}"
+def _layer_points(stats: pd.DataFrame, layers: str) -> pd.DataFrame:
+    """``key``, ``step`` and ``value`` of each probe point to log: ``step_loss`` and
+    ``grad_global_norm`` for the whole network; per layer ``<quantity>/first`` and
+    ``<quantity>/last`` (``layers="ends"``: one key at every depth, so runs of different depths
+    share a chart) or ``<quantity>/layer_NN`` (``"all"``)."""
+    whole = stats[stats["layer"] == 0]
+    hidden = stats[stats["layer"] > 0]
+    parts = [whole.assign(key=whole["quantity"].replace({"loss": "step_loss"}))]
+    if layers == "all":
+        number = hidden["layer"].astype(str).str.zfill(2)
+        parts.append(hidden.assign(key=hidden["quantity"] + "/layer_" + number))
+    else:
+        by_quantity = hidden.groupby("quantity")["layer"]
+        for end, pick in (("first", "min"), ("last", "max")):
+            rows = hidden[hidden["layer"] == by_quantity.transform(pick)]
+            parts.append(rows.assign(key=rows["quantity"] + f"/{end}"))
+    return pd.concat(parts)[["key", "step", "value"]]
 
 
-def _metric(key: str, value: Any, timestamp: int, step: int) -> Iterator[Metric]:
+def _grad_ratio(stats: pd.DataFrame) -> pd.Series:
+    """∂L/∂h RMS of the first hidden layer over the last's, per probe step (empty when the
+    probes did not measure it): below 1 the gradient vanishes on its way down, above 1 it
+    explodes."""
+    rms = stats[stats["quantity"] == "grad_preact_rms"]
+    if rms.empty:
+        return pd.Series(dtype=float)
+    ends = (rms["layer"].min(), rms["layer"].max())
+    first, last = (rms[rms["layer"] == end].set_index("step")["value"] for end in ends)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return first / last
+
+
+def _points(keys: Any, values: Any, timestamps: Any, steps: Any) -> list[Metric]:
     # NaN marks a quantity that does not apply (e.g. dead units of tanh): not logged
-    if value is not None and not (isinstance(value, float) and math.isnan(value)):
-        yield Metric(key, float(value), timestamp, step)
+    return [
+        Metric(key, value, timestamp, step)
+        for key, value, timestamp, step in zip(
+            [keys] * len(values) if isinstance(keys, str) else keys,
+            np.asarray(values, dtype=float).tolist(),
+            np.asarray(timestamps).tolist(),
+            np.asarray(steps).tolist(),
+            strict=True,
+        )
+        if not math.isnan(value)
+    ]
 
 
 def runs_of(parent_run_id: str) -> pd.DataFrame:
@@ -468,7 +518,10 @@ How to read the runs:
   of training) is healthy, vanishing, exploding, saturated or dead; `init_verdict` is what the
   gradients at init say (healthy, vanishing, exploding, or n/a).
 - Per-epoch metrics (step = epoch): `train_loss`, `val_loss`, `val_r2`/`val_accuracy`, `lr`,
-  `grad_norm`. Per-layer metrics (step = optimizer step): `<quantity>/layer_NN`.
+  `grad_norm`. Per-step metrics (step = optimizer step): `grad_ratio`, ∂L/∂h RMS of the first
+  hidden layer over the last (below 1: the gradient vanishes on its way down; above 1: it
+  explodes); `<quantity>/first` and `<quantity>/last`, the first and the last layer, so runs of
+  any depth share a chart; `step_loss`, `grad_global_norm`.
   `layer_profile.png` shows ∂L/∂h and ‖∂L/∂W‖ per layer at init and at the end, one picture
   instead of a chart per layer; `layer_profile.json` holds each layer's value at init and the
   mean-field prediction; `weights.pt` the final state_dict (loads into `gradlab.core.models.MLP`).

@@ -106,6 +106,7 @@ BAD = [
         "expected one of",
     ),
     ("train.mlflow_layer_every", 0, "train.mlflow_layer_every", "greater than 0"),
+    ("train.mlflow_layers", "both", "train.mlflow_layers", "'ends' or 'all'"),
     ("train.mlflow", "off", "train.mlflow", "valid boolean"),
     ("train.probe_batch_size", -1, "train.probe_batch_size", "greater than 0"),
     ("train.max_replicas", 0, "train.max_replicas", "greater than 0"),

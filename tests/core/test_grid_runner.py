@@ -192,6 +192,40 @@ def test_tracker_logs_failed_run_as_failed_and_reaps_dead_owners(poly, tmp_path)
         mlflow.set_tracking_uri(None)
 
 
+def test_tracker_logs_the_layers_asked_for(poly, tmp_path):
+    spec = RunSpec(**SMALL, activation="tanh")  # depth 3
+    result = train_run(spec, poly)
+    train = result.layer_stats[result.layer_stats["phase"] == "train"]
+    steps = sorted(train["step"].unique())
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        mlflow.set_experiment("tracker-layers")
+        with mlflow.start_run():
+            quantities = ["grad_preact_rms", "act_std", "loss"]
+            ends = Tracker(layer_every=2, quantities=quantities).log_run(spec, result, "s", None)
+            every = Tracker(quantities=quantities, layers="all").log_run(spec, result, "s", None)
+        client = MlflowClient()
+        keys = set(client.get_run(ends).data.metrics)
+        per_layer = {key for key in keys if "/" in key}
+        assert per_layer == {f"{q}/{end}" for q in quantities[:2] for end in ("first", "last")}
+        assert {"step_loss", "grad_ratio", "train_loss"} <= keys
+        assert "grad_weight_norm/first" not in keys  # not among the quantities asked for
+        ratio = client.get_metric_history(ends, "grad_ratio")
+        assert [m.step for m in ratio] == steps[::2]
+        rms = train[train["quantity"] == "grad_preact_rms"].pivot(
+            index="step", columns="layer", values="value"
+        )
+        expected = (rms[1] / rms[3]).loc[steps[::2]]
+        assert [m.value for m in ratio] == pytest.approx(expected.tolist(), rel=1e-12)
+
+        keys = set(client.get_run(every).data.metrics)
+        per_layer = {key for key in keys if "/" in key}
+        assert per_layer == {f"{q}/layer_{n:02d}" for q in quantities[:2] for n in (1, 2, 3)}
+        assert len(client.get_metric_history(every, "act_std/layer_02")) == len(steps)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def _host() -> str:
     import socket
 

@@ -173,6 +173,8 @@ class TrainConfig(_Strict):
     store: str = Field(min_length=1)
     mlflow: bool = True  # False: no child run per run (the parquet tables hold everything)
     mlflow_layer_every: int = Field(default=4, gt=0)
+    # per-layer metrics of the first and last layer (one chart across depths), or of every layer
+    mlflow_layers: Literal["ends", "all"] = "ends"
     mlflow_quantities: list[Annotated[str, AfterValidator(_quantity)]] = Field(
         default_factory=lambda: list(DEFAULT_MLFLOW_QUANTITIES)
     )

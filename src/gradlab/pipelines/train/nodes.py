@@ -51,6 +51,7 @@ def train_runs(
         Tracker(
             layer_every=config.mlflow_layer_every,
             quantities=config.mlflow_quantities,
+            layers=config.mlflow_layers,
             enabled=config.mlflow,
         ),
         RunOptions(
