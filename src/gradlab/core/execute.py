@@ -9,12 +9,14 @@ holding its traceback; the other tasks go on. Local workers exit within a second
 parent's death, however it died.
 """
 
+import atexit
 import concurrent.futures as cf
 import contextlib
 import ctypes
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 import time
 import traceback
@@ -83,7 +85,17 @@ def _exit_with(parent: int) -> None:
     os._exit(1)
 
 
+def _end_without_teardown() -> None:
+    # a spawned worker ends with sys.exit: tearing its modules down (torch, pandas …) takes
+    # ~1 s, which pool.shutdown(wait=True) waits for. The atexit handlers registered after this
+    # one have run by now, and the results have been sent.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _init_worker(parent: int) -> None:
+    atexit.register(_end_without_teardown)  # first registered, so it runs last
     torch.set_num_threads(1)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
