@@ -63,13 +63,14 @@ class _Probe:
 
     def values(self, cap: probes.Capture, loss: Tensor) -> Tensor:
         grads = [p.grad.unsqueeze(0) for p in self.params]
-        weight_grads = [w.grad.unsqueeze(0) for w in self.weights]
+        # in the stack's layout, (1, in, out): the quantile subset picks the same entries
+        weight_grads = [w.grad.t().unsqueeze(0) for w in self.weights]
         return probe_values(cap, weight_grads, grads, loss.reshape(1), self.traits, self.workspace)[
             0
         ]
 
     def keep_samples(self, phase: str, step: int, cap: probes.Capture) -> None:
-        tensors = (cap.grads, cap.preacts, cap.acts, [w.grad[None] for w in self.weights])
+        tensors = (cap.grads, cap.preacts, cap.acts, [w.grad.t()[None] for w in self.weights])
         self.log.keep_samples(phase, step, [[t[0] for t in layers] for layers in tensors])
 
 

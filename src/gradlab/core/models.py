@@ -80,10 +80,13 @@ class MLP(nn.Module):
 class StackedMLP:
     """K same-shape ``MLP``s as one model: every tensor of their state dicts stacked on dim 0.
 
-    ``tensors`` maps the ``MLP`` state-dict names to (K, …) tensors (weights (K, out, in),
-    biases and norm parameters (K, width)), so replica ``k``'s state dict is ``t[k]`` of each.
-    A layer is one ``baddbmm`` for all replicas: for small MLPs the time of a step goes to
-    dispatching kernels, not to arithmetic, so K models cost little more than one.
+    ``tensors`` maps the ``MLP`` state-dict names to (K, …) tensors: biases and norm parameters
+    (K, width), weights (K, in, out). A weight is stored transposed so that a layer is ``x @ W``
+    and autograd hands its gradient back contiguous; multiplied by ``W.transpose(1, 2)``, the
+    gradient came back transposed and each elementwise pass over it (optimizer, probes) ran
+    several times slower. ``state_dict(k)`` is replica k's ``MLP`` state dict. A layer is one
+    ``baddbmm`` for all replicas: for small MLPs the time of a step goes to dispatching kernels,
+    not to arithmetic, so K models cost little more than one.
     """
 
     def __init__(self, models: list[MLP], activation: str, norm_layer: str) -> None:
@@ -91,14 +94,16 @@ class StackedMLP:
         self.activation = lookup(ACTIVATIONS, activation, "activation")()
         self.norm = lookup(NORM_LAYERS, norm_layer, "norm_layer")
         names = {name for name, _ in models[0].named_parameters()}
+        self.weight_names = [f"linears.{i}.weight" for i in range(self.depth)] + ["head.weight"]
         states = [model.state_dict() for model in models]
         self.tensors = {
-            name: torch.stack([state[name] for state in states]).requires_grad_(name in names)
+            name: torch.stack([self._stored(name, state[name]) for state in states]).requires_grad_(
+                name in names
+            )
             for name in states[0]
         }
         self.param_names = [name for name in self.tensors if name in names]
-        weight_names = [f"linears.{i}.weight" for i in range(self.depth)] + ["head.weight"]
-        self.weight_positions = [self.param_names.index(name) for name in weight_names]
+        self.weight_positions = [self.param_names.index(name) for name in self.weight_names]
         self._prototype = models[0]  # read for its BatchNorm / LayerNorm settings only
 
     @property
@@ -127,9 +132,18 @@ class StackedMLP:
             for name, tensor in self.tensors.items()
         }
 
+    def _stored(self, name: str, tensor: Tensor) -> Tensor:
+        """An ``MLP`` state-dict tensor as the stack holds it (weights transposed), and back."""
+        return tensor.t() if name in self.weight_names else tensor
+
     def state_dict(self, replica: int) -> dict[str, Tensor]:
         """Replica ``replica``'s weights as an ``MLP`` state dict, on the CPU."""
-        return {name: t[replica].detach().cpu().clone() for name, t in self.tensors.items()}
+        return {
+            name: self._stored(name, t[replica].detach().cpu()).clone(
+                memory_format=torch.contiguous_format
+            )
+            for name, t in self.tensors.items()
+        }
 
     def forward(
         self,
@@ -185,5 +199,5 @@ class StackedMLP:
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """x (K, B, in) · weight (K, out, in)ᵀ + bias (K, out), per replica."""
-    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+    """x (K, B, in) · weight (K, in, out) + bias (K, out), per replica."""
+    return torch.baddbmm(bias.unsqueeze(1), x, weight)

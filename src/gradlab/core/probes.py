@@ -207,7 +207,7 @@ def hidden_stats(cap: Capture, traits: ActivationTraits, workspace: Workspace) -
 
 
 def weight_grad_stats(grads: list[Tensor], workspace: Workspace) -> Tensor:
-    """Gradient statistics of each (K, out, in) weight stack: (K, len(grads), 8), every column
+    """Gradient statistics of each (K, in, out) weight stack: (K, len(grads), 8), every column
     of ``WEIGHT_QUANTITIES`` but ``update_ratio``. Layers of one shape are reduced together, and
     the quantiles of all layers come from one fixed subset of each."""
     groups: dict[torch.Size, list[int]] = {}
@@ -281,7 +281,7 @@ def snapshot(weights: list[Tensor]) -> list[Tensor]:
 
 @torch.no_grad()
 def update_ratios(before: list[Tensor], after: list[Tensor]) -> Tensor:
-    """‖W_after − W_before‖ / ‖W_before‖ per replica and layer of (K, out, in) stacks: (K, L)."""
+    """‖W_after − W_before‖ / ‖W_before‖ per replica and layer of (K, in, out) stacks: (K, L)."""
     deltas = torch._foreach_sub(after, before)
     return torch.stack([_replica_norm(d) for d in deltas], 1) / torch.stack(
         [_replica_norm(w) for w in before], 1
@@ -289,8 +289,6 @@ def update_ratios(before: list[Tensor], after: list[Tensor]) -> Tensor:
 
 
 def _replica_norm(x: Tensor) -> Tensor:
-    # over the trailing dims in place: reshape would copy a weight gradient, which autograd
-    # hands back transposed (the stack multiplies by weight.transpose(1, 2))
     return torch.linalg.vector_norm(x, dim=tuple(range(1, x.dim())))
 
 

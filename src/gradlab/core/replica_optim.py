@@ -1,7 +1,7 @@
 """The optimizers and schedules of :mod:`gradlab.core.optim`, for K stacked replicas at once.
 
 A stacked model holds every parameter as one tensor whose dim 0 is the replica (weights
-``(K, out, in)``, biases ``(K, out)``), so K runs of a grid train with one op per parameter tensor
+``(K, in, out)``, biases ``(K, out)``), so K runs of a grid train with one op per parameter tensor
 instead of K optimizers. Each replica keeps its own learning rate, weight decay and optimizer
 state, and follows, replica by replica, what ``torch.optim`` (its default single-tensor CPU path)
 and the ``SCHEDULES`` scheduler do to that replica alone: the update is the same arithmetic in
