@@ -28,7 +28,7 @@ from gradlab.core.config import DEFAULT_MLFLOW_QUANTITIES, TrainConfig
 from gradlab.core.execute import ProcessPoolExecutor, SequentialExecutor
 from gradlab.core.grid import RunSpec
 from gradlab.core.plots.profile import profile_png
-from gradlab.core.train import RunOptions, TaskData, train_run
+from gradlab.core.train import RunOptions, RunResult, TaskData, train_run
 from gradlab.grid_runner import train_missing
 from gradlab.store import ResultStore
 from gradlab.tracking import (
@@ -60,10 +60,10 @@ def grid(n_runs: int) -> list[RunSpec]:
     return [RunSpec(**spec.model_dump()) for spec in specs[:n_runs]]
 
 
-def breakdown(data: TaskData, folder: Path, layers: str, repeats: int = 5) -> None:
-    """Milliseconds of each call of one run's logging, its points, and database bytes."""
-    train_run(BASELINE, data)  # warm-up: the first run in a process pays for allocations
-    result = train_run(BASELINE, data)
+def breakdown(
+    result: RunResult, data: TaskData, folder: Path, layers: str, repeats: int = 5
+) -> None:
+    """Milliseconds of each call of logging ``result``, its points, and database bytes."""
     weights = folder / "weights.pt"
     torch.save(result.state_dict, weights)
     db = folder / "mlflow.db"
@@ -153,8 +153,10 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="gradlab-tracking-"))
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     mlflow.set_experiment("tracking_cost")
+    train_run(BASELINE, data)  # warm-up: the first run in a process pays for allocations
+    result = train_run(BASELINE, data)
     for layers in (LAYERS, *({"ends", "all"} - {LAYERS})):
-        breakdown(data, folder, layers)
+        breakdown(result, data, folder, layers)
 
     specs = grid(args.runs)
     train_grid(specs[: args.workers], data, folder, args.workers, on=False)  # warm-up

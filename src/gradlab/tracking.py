@@ -134,6 +134,8 @@ class Tracker:
         self.experiment_id = parent.info.experiment_id if parent else None
         self.layer_every = layer_every
         self.quantities = None if quantities is None else set(quantities)  # None: all
+        if layers not in ("ends", "all"):
+            raise ValueError(f"layers = {layers!r}: expected 'ends' or 'all'")
         self.layers = layers
         # finished runs wait here for the logging thread; a full queue holds the grid back
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -247,7 +249,7 @@ class Tracker:
         run_id = run.info.run_id
         try:
             params = [Param(k, str(v)) for k, v in spec.model_dump().items()]
-            metrics = list(self._metrics(result))
+            metrics = self._metrics(result)
             # the params ride in the first batch: MLflow takes 1,000 entities per call
             first = BATCH - len(params)
             self.client.log_batch(run_id, metrics=metrics[:first], params=params)
@@ -403,19 +405,21 @@ def _layer_points(stats: pd.DataFrame, layers: str) -> pd.DataFrame:
 
 def _grad_ratio(stats: pd.DataFrame) -> pd.Series:
     """∂L/∂h RMS of the first hidden layer over the last's, per probe step (empty when the
-    probes did not measure it): below 1 the gradient vanishes on its way down, above 1 it
-    explodes."""
+    probes did not measure it, or the net has one hidden layer): below 1 the gradient vanishes
+    on its way down, above 1 it explodes."""
     rms = stats[stats["quantity"] == "grad_preact_rms"]
-    if rms.empty:
-        return pd.Series(dtype=float)
     ends = (rms["layer"].min(), rms["layer"].max())
+    if rms.empty or ends[0] == ends[1]:
+        return pd.Series(dtype=float)
     first, last = (rms[rms["layer"] == end].set_index("step")["value"] for end in ends)
     with np.errstate(divide="ignore", invalid="ignore"):
         return first / last
 
 
 def _points(keys: Any, values: Any, timestamps: Any, steps: Any) -> list[Metric]:
-    # NaN marks a quantity that does not apply (e.g. dead units of tanh): not logged
+    # NaN marks a quantity that does not apply (e.g. dead units of tanh) and ±inf an overflow,
+    # which MLflow would store as ±1.8e308, flattening the chart: neither is logged (the parquet
+    # tables keep them)
     return [
         Metric(key, value, timestamp, step)
         for key, value, timestamp, step in zip(
@@ -425,7 +429,7 @@ def _points(keys: Any, values: Any, timestamps: Any, steps: Any) -> list[Metric]
             np.asarray(steps).tolist(),
             strict=True,
         )
-        if not math.isnan(value)
+        if math.isfinite(value)
     ]
 
 

@@ -204,6 +204,7 @@ def test_tracker_logs_the_layers_asked_for(poly, tmp_path):
             quantities = ["grad_preact_rms", "act_std", "loss"]
             ends = Tracker(layer_every=2, quantities=quantities).log_run(spec, result, "s", None)
             every = Tracker(quantities=quantities, layers="all").log_run(spec, result, "s", None)
+            forward = Tracker(quantities=["act_std"]).log_run(spec, result, "s", None)
         client = MlflowClient()
         keys = set(client.get_run(ends).data.metrics)
         per_layer = {key for key in keys if "/" in key}
@@ -222,8 +223,22 @@ def test_tracker_logs_the_layers_asked_for(poly, tmp_path):
         per_layer = {key for key in keys if "/" in key}
         assert per_layer == {f"{q}/layer_{n:02d}" for q in quantities[:2] for n in (1, 2, 3)}
         assert len(client.get_metric_history(every, "act_std/layer_02")) == len(steps)
+        assert len(client.get_metric_history(every, "grad_ratio")) == len(steps)
+        # the ratio is logged whichever quantities are, and only what was asked for besides
+        keys = set(client.get_run(forward).data.metrics)
+        assert {"grad_ratio", "act_std/first", "act_std/last"} <= keys
+        assert not {key for key in keys if key.startswith("grad_preact_rms")}
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_one_hidden_layer_is_first_and_last_and_has_no_ratio(poly):
+    result = train_run(RunSpec(**{**SMALL, "depth": 1}, activation="tanh"), poly)
+    keys = {metric.key for metric in Tracker(enabled=False)._metrics(result)}
+    assert {"grad_preact_rms/first", "grad_preact_rms/last"} <= keys
+    assert "grad_ratio" not in keys  # one layer over itself says nothing
+    with pytest.raises(ValueError, match="'ends' or 'all'"):
+        Tracker(layers="every")
 
 
 def _host() -> str:

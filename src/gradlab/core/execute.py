@@ -87,15 +87,18 @@ def _exit_with(parent: int) -> None:
 
 def _end_without_teardown() -> None:
     # a spawned worker ends with sys.exit: tearing its modules down (torch, pandas …) takes
-    # ~1 s, which pool.shutdown(wait=True) waits for. The atexit handlers registered after this
-    # one have run by now, and the results have been sent.
+    # ~1 s, which pool.shutdown(wait=True) waits for. By now its results have been sent and the
+    # exit handlers registered after this one have run; of those registered before it, logging's
+    # is the one with work to do. The exit status is 0 even when the worker loop itself raised
+    # (Ctrl-C): the pool does not read it, and such a worker's traceback is already printed.
+    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
 
 
 def _init_worker(parent: int) -> None:
-    atexit.register(_end_without_teardown)  # first registered, so it runs last
+    atexit.register(_end_without_teardown)
     torch.set_num_threads(1)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 

@@ -81,12 +81,11 @@ class StackedMLP:
     """K same-shape ``MLP``s as one model: every tensor of their state dicts stacked on dim 0.
 
     ``tensors`` maps the ``MLP`` state-dict names to (K, …) tensors: biases and norm parameters
-    (K, width), weights (K, in, out). A weight is stored transposed so that a layer is ``x @ W``
-    and autograd hands its gradient back contiguous; multiplied by ``W.transpose(1, 2)``, the
-    gradient came back transposed and each elementwise pass over it (optimizer, probes) ran
-    several times slower. ``state_dict(k)`` is replica k's ``MLP`` state dict. A layer is one
-    ``baddbmm`` for all replicas: for small MLPs the time of a step goes to dispatching kernels,
-    not to arithmetic, so K models cost little more than one.
+    (K, width), weights (K, in, out), i.e. ``nn.Linear``'s transposed, so that a layer is
+    ``x @ W`` and autograd returns each weight gradient contiguous for the optimizer and the
+    probes. ``state_dict(k)`` is replica k's ``MLP`` state dict. A layer is one ``baddbmm`` for
+    all replicas: for small MLPs the time of a step goes to dispatching kernels, not to
+    arithmetic, so K models cost little more than one.
     """
 
     def __init__(self, models: list[MLP], activation: str, norm_layer: str) -> None:

@@ -1,8 +1,9 @@
 """Per-layer gradient and activation statistics, cheap enough to take during training.
 
 What is measured (names are the ``quantity`` column of the layer-stats table and the MLflow
-metric prefix, ``<quantity>/first``, ``<quantity>/last``). Layers are numbered 1…depth for the
-hidden layers; layer depth+1 is the output head, which has weight quantities only.
+metric prefix: ``<quantity>/first``, ``<quantity>/last``, or ``<quantity>/layer_NN`` with
+``train.mlflow_layers: all``). Layers are numbered 1…depth for the hidden layers; layer depth+1
+is the output head, which has weight quantities only (their ``/last`` is the head).
 
 Back-propagated gradient, ∂L/∂h_l with h_l the input of layer l's activation (Glorot & Bengio
 2010, Figs 6–7; vanishing shows here even when weight gradients look flat, their eq. 14):
