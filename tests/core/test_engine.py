@@ -16,6 +16,7 @@ import yaml
 from gradlab.core import data as data_core
 from gradlab.core.config import parse_data, parse_grid
 from gradlab.core.grid import RunSpec, expand, specs_from_table
+from gradlab.core.models import FAST_TANH_MIN
 from gradlab.core.train import (
     GROUP_AXES,
     RunOptions,
@@ -145,6 +146,16 @@ def test_mixed_group_matches_solo_runs(shape):
     results = train_group(specs, data)
     assert [r.status for r in results].count("finished") >= 5
     for spec, result in zip(specs, results, strict=True):
+        assert_matches(result, solo_train(spec, data))
+
+
+def test_a_stack_large_enough_for_the_fast_tanh_matches_solo_runs():
+    # K · batch · width ≥ FAST_TANH_MIN: the stack's tanh runs through expm1, the solo loop's not
+    shape = {**SMALL, "activation": "tanh", "width": 64, "batch_size": 64}
+    specs = [RunSpec(**{**shape, **replica}) for replica in MIXED[:4]]
+    assert len(specs) * 64 * 64 >= FAST_TANH_MIN
+    data = make_task("poly")
+    for spec, result in zip(specs, train_group(specs, data), strict=True):
         assert_matches(result, solo_train(spec, data))
 
 

@@ -77,6 +77,50 @@ class MLP(nn.Module):
         return [*self.linears, self.head]
 
 
+# Below this many elements the fast path's own autograd overhead outweighs what it saves
+# (measured here: even at 12k, ahead from 16k: 47 → 42 µs a forward and backward, 64k: 145 → 91).
+FAST_TANH_MIN = 16_384
+
+
+class _ExpTanh(torch.autograd.Function):
+    """tanh(h) = e / (e + 2) with e = expm1(2h), and torch's own backward, 1 − tanh².
+
+    In float32 its relative error is below 2e-7 for every h, tiny ones included (torch.tanh's:
+    6e-8; float32's epsilon: 1.2e-7): expm1 keeps its precision near 0, where
+    1 − 2 / (e^{2h} + 1) would lose it, and e + 2 > 1 cannot cancel. Above h = 9, tanh rounds to
+    1 in float32; clamping there keeps e finite.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, h: Tensor) -> Tensor:
+        e = torch.clamp(h, max=9.0).mul_(2.0).expm1_()
+        y = e.div_(e + 2.0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+def stacked_tanh(h: Tensor) -> Tensor:
+    """``torch.tanh``, computed through expm1 for large float32 tensors on the CPU.
+
+    This CPU build's tanh kernel costs ~2 ns an element, 10× sigmoid and 3× expm1; through
+    expm1 a forward and backward take 0.6× the time at 64k elements (a (16, 64, 64) stack), and
+    a tanh net's whole step 0.87× (w64 d8, K = 16). Other devices and dtypes, and small
+    tensors, get ``torch.tanh`` itself.
+    """
+    if h.device.type != "cpu" or h.dtype != torch.float32 or h.numel() < FAST_TANH_MIN:
+        return torch.tanh(h)
+    return _ExpTanh.apply(h)
+
+
+# What a stack applies instead of the ``ACTIVATIONS`` module, where that is faster.
+STACKED_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"tanh": stacked_tanh}
+
+
 class StackedMLP:
     """K same-shape ``MLP``s as one model: every tensor of their state dicts stacked on dim 0.
 
@@ -90,7 +134,8 @@ class StackedMLP:
 
     def __init__(self, models: list[MLP], activation: str, norm_layer: str) -> None:
         self.depth = len(models[0].linears)
-        self.activation = lookup(ACTIVATIONS, activation, "activation")()
+        module = lookup(ACTIVATIONS, activation, "activation")()
+        self.activation = STACKED_ACTIVATIONS.get(activation, module)
         self.norm = lookup(NORM_LAYERS, norm_layer, "norm_layer")
         names = {name for name, _ in models[0].named_parameters()}
         self.weight_names = [f"linears.{i}.weight" for i in range(self.depth)] + ["head.weight"]
