@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from gradlab.core import probes
+from gradlab.core import probes, theory
 from gradlab.core.grid import RunSpec
 from gradlab.core.inits import initialize
 from gradlab.core.models import MLP
@@ -20,9 +20,7 @@ from gradlab.core.train import (
     RunOptions,
     RunResult,
     TaskData,
-    _predict,
     _summary,
-    _theory_rows,
     _theory_summary,
     first_bad,
     probe_values,
@@ -32,6 +30,16 @@ from gradlab.core.train import (
 
 def _loss_fn(task: str) -> nn.Module:
     return nn.MSELoss() if task == "regression" else nn.CrossEntropyLoss()
+
+
+def _predict_alone(
+    spec: RunSpec, d_in: int, d_out: int, q_in: float
+) -> theory.ProfilePrediction | None:
+    """The mean-field prediction of one run by itself (the engine solves a group's at once)."""
+    if spec.norm_layer != "none" or spec.init == "lsuv":
+        return None
+    widths = [d_in, *[spec.width] * spec.depth, d_out]
+    return theory.predict_profile(spec.activation, spec.init, widths, q_in, std=spec.init_std)
 
 
 def _prediction(out: Tensor, task: str) -> Tensor:
@@ -112,7 +120,7 @@ def solo_train(spec: RunSpec, data: TaskData, options: RunOptions = RunOptions()
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(buffers[name])
-        prediction = _predict(spec, d_in, data.n_outputs, x_probe.pow(2).mean().item())
+        prediction = _predict_alone(spec, d_in, data.n_outputs, x_probe.pow(2).mean().item())
 
     checkpoints = {0, total_steps // 2 // spec.log_every * spec.log_every}
     checkpoints.add((total_steps - 1) // spec.log_every * spec.log_every)
@@ -192,7 +200,7 @@ def solo_train(spec: RunSpec, data: TaskData, options: RunOptions = RunOptions()
     status = "diverged" if diverged_step is not None else "finished"
     summary = _summary(data, history, probe.log, status, diverged_step, step, start)
     summary.update(_theory_summary(spec, prediction, probe.log.hidden("init", "grad_preact_rms")))
-    layer_stats = pd.concat([probe.log.layer_stats(), _theory_rows(prediction)], ignore_index=True)
+    layer_stats = probe.log.layer_stats(prediction)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return RunResult(
         spec.run_id,

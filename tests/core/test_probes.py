@@ -6,7 +6,7 @@ import torch
 
 from gradlab.core import probes
 from gradlab.core.inits import initialize
-from gradlab.core.models import MLP
+from gradlab.core.models import ACTIVATIONS, MLP
 
 
 def _net(activation: str, init: str, depth: int, width: int, seed: int, std: float = 0.0):
@@ -98,6 +98,41 @@ def test_relu_dead_fraction_rises_with_negative_bias():
                 layer.bias.fill_(bias)
         dead[bias] = _probe(model, x, y, "relu")["act_dead_frac"].mean()
     assert dead[0.0] < 0.05 and dead[-3.0] > 0.5, dead
+
+
+# each activation's flat region, as the probes' docs state it (strict inequalities)
+SATURATED = {
+    "sigmoid": lambda h, a: (a < 0.01) | (a > 0.99),
+    "tanh": lambda h, a: a.abs() > 0.99,
+    "softsign": lambda h, a: a.abs() > 0.9,
+    "elu": lambda h, a: a < -0.99,
+    "selu": lambda h, a: h < -4.6,
+}
+
+
+@pytest.mark.parametrize("activation", sorted(SATURATED))
+def test_saturation_rules_mark_the_flat_region_exactly(activation):
+    h = torch.cat([torch.linspace(-12, 12, 20_001), torch.tensor([float("nan")])])
+    a = ACTIVATIONS[activation]()(h)
+    # the thresholds themselves, on both sides of every region's edge
+    edges = torch.tensor([0.01, 0.99, -0.99, 0.9, -0.9, -4.6])
+    a = torch.cat([a, edges, torch.nextafter(edges, edges + 1), torch.nextafter(edges, edges - 1)])
+    h = torch.cat([h, edges, torch.nextafter(edges, edges + 1), torch.nextafter(edges, edges - 1)])
+    mask = probes.ACTIVATION_TRAITS[activation].saturated(h, a)
+    assert mask.dtype == h.dtype
+    assert torch.equal(mask, SATURATED[activation](h, a).to(h.dtype))
+    assert 0 < mask.sum() < len(mask)
+
+
+def test_dead_units_are_those_never_positive():
+    # (replica, layer, batch, width): unit 0 never positive, unit 1 positive once, unit 2 NaN
+    h = torch.full((1, 1, 4, 3), -1.0)
+    h[0, 0, 2, 1] = 1e-30
+    h[0, 0, :, 2] = float("nan")
+    cap = probes.Capture([h.view(1, 4, 3)], [h.view(1, 4, 3).relu()], [torch.ones(1, 4, 3)])
+    stats = probes.hidden_stats(cap, probes.ACTIVATION_TRAITS["relu"], probes.Workspace())
+    dead = stats[0, 0, probes.HIDDEN_QUANTITIES.index("act_dead_frac")]
+    assert dead.item() == pytest.approx(2 / 3)
 
 
 def test_tanh_has_no_dead_fraction_and_relu_no_saturation():

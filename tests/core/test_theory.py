@@ -25,6 +25,7 @@ from gradlab.core.theory import (
     length_map,
     log_slope,
     predict_profile,
+    predict_profiles,
 )
 
 SELU_ALPHA = 1.6732632423543772
@@ -530,6 +531,42 @@ def test_predict_profile_lsuv_is_nan():
     p = predict_profile("tanh", "lsuv", [10, 8, 8, 2], q_in=1.0)
     assert np.isnan(p.q).all() and np.isnan(p.chi1).all(), f"{p.q} {p.chi1}"
     assert np.isnan([p.log_slope, p.chi1_fixed_point, p.depth_scale, p.q_fixed_point]).all()
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
+def test_predict_profiles_is_predict_profile_net_by_net(activation):
+    # what a stack of one activation and shape mixes: inits, init std, each replica's input
+    nets = [
+        ("xavier_uniform", None, 1.0),
+        ("kaiming_normal", None, 0.7),
+        ("normal", 0.01, 1.3),
+        ("normal", 1.0, 0.9),
+        ("lsuv", None, 1.0),
+        ("default", None, 2.5),
+        ("xavier_uniform", None, 0.2),
+    ]
+    widths = [3, *[32] * 12, 1]
+    together = predict_profiles(activation, widths, nets)
+    for (init, std, q_in), got in zip(nets, together, strict=True):
+        want = predict_profile(activation, init, widths, q_in, std=std)
+        for name in ("q", "chi1", "grad_rms"):
+            np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12)
+        for name in ("log_slope", "first_last_ratio", "q_fixed_point", "chi1_fixed_point"):
+            np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12)
+        assert not got.grad_rms.flags.writeable
+
+
+def test_layer_variances_and_gradient_profile_run_over_rows():
+    sigma_w2, sigma_b2 = np.array([[0.8, 1.2, 1.0], [2.0, 0.5, 1.5]]), np.full((2, 3), 0.05)
+    q = layer_variances("tanh", np.array([2.5, 0.4]), sigma_w2, sigma_b2)
+    for row, q_in in enumerate((2.5, 0.4)):
+        np.testing.assert_allclose(
+            q[row], layer_variances("tanh", q_in, sigma_w2[row], sigma_b2[row]), rtol=1e-13
+        )
+    steps = np.array([[4.0, 0.25, 9.0], [1.0, 2.0, 0.5]])
+    rms = gradient_rms_profile(steps)
+    for row in range(2):
+        np.testing.assert_array_equal(rms[row], gradient_rms_profile(steps[row]))
 
 
 def test_predict_profile_rejects_widths_without_hidden_layer():

@@ -9,7 +9,8 @@ import torch
 from gradlab.core import data as data_core
 from gradlab.core.execute import ProcessPoolExecutor, SequentialExecutor
 from gradlab.core.grid import RunSpec
-from gradlab.core.train import RunOptions, TaskData, train_run
+from gradlab.core.probes import DISTRIBUTION_QUANTITIES
+from gradlab.core.train import ProbeLog, RunOptions, TaskData, train_run
 
 SMALL = {"depth": 3, "width": 16, "epochs": 2, "batch_size": 32, "log_every": 5}
 
@@ -66,6 +67,43 @@ def test_layer_stats_cover_both_phases_and_every_layer(poly):
     assert sorted(rms["layer"]) == [1, 2, 3]
     assert set(stats["phase"]) == {"init", "train", "theory"}
     assert set(result.distributions["quantity"]) == {"grad_preact", "preact", "act", "grad_weight"}
+
+
+def test_distribution_samples_come_from_their_own_layer_and_quantity():
+    # each tensor holds only values 100·quantity + layer (+ a fraction that tells entries apart)
+    depth, size = 3, 64
+    shapes = (
+        [(32, 16)] * depth,
+        [(32, 16)] * depth,
+        [(32, 16)] * depth,
+        [(2, 16), (16, 16), (16, 16), (16, 1)],
+    )
+    per_layer = [
+        [
+            100 * q + layer + torch.arange(math.prod(shape)).reshape(shape) / 1e4
+            for layer, shape in enumerate(layers, 1)
+        ]
+        for q, layers in enumerate(shapes)
+    ]
+    log = ProbeLog(depth, size, seed=7)
+    log.keep_samples("init", 0, per_layer)
+    log.keep_samples("train", 30, per_layer)
+    table = log.distributions()
+    assert len(table) == 2 * sum(len(layers) for layers in shapes) * size
+    for (phase, step, quantity, layer), rows in table.groupby(
+        ["phase", "step", "quantity", "layer"]
+    ):
+        assert (phase, step) in {("init", 0), ("train", 30)}
+        q = DISTRIBUTION_QUANTITIES.index(quantity)
+        source = per_layer[q][layer - 1].flatten()
+        assert len(rows) == size
+        assert rows["value"].isin(source.double().numpy()).all(), (quantity, layer)
+        if source.numel() <= 32:  # 64 draws with replacement reach most of a small tensor
+            assert rows["value"].nunique() >= source.numel() // 2
+    again = ProbeLog(depth, size, seed=7)
+    again.keep_samples("init", 0, per_layer)
+    again.keep_samples("train", 30, per_layer)
+    pd.testing.assert_frame_equal(again.distributions(), table)
 
 
 def test_exploding_spec_diverges_and_reports_its_step(poly):

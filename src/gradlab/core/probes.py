@@ -41,7 +41,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-SaturationRule = Callable[[Tensor, Tensor], Tensor]  # (h, φ(h)) -> bool mask
+# (h, φ(h)) -> 1.0 where φ is saturated, else 0.0 (float: on the CPU a bool mask and its
+# conversion cost 4× the in-place comparison on one temporary used below)
+SaturationRule = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,14 @@ class ActivationTraits:
 
 # φ'(h) < ~0.01 in every saturated region below.
 ACTIVATION_TRAITS: dict[str, ActivationTraits] = {
-    "sigmoid": ActivationTraits(lambda h, a: (a < 0.01) | (a > 0.99), relu_like=False),
-    "tanh": ActivationTraits(lambda h, a: a.abs() > 0.99, relu_like=False),
-    "softsign": ActivationTraits(lambda h, a: a.abs() > 0.9, relu_like=False),
-    "elu": ActivationTraits(lambda h, a: a < -0.99, relu_like=True),
-    "selu": ActivationTraits(lambda h, a: h < -4.6, relu_like=True),  # e^h < 0.01
+    # a < 0.01 or a > 0.99: exactly where clamping to [0.01, 0.99] moves a (NaN: not saturated)
+    "sigmoid": ActivationTraits(
+        lambda h, a: a.clamp(0.01, 0.99).sub_(a).abs_().gt_(0.0), relu_like=False
+    ),
+    "tanh": ActivationTraits(lambda h, a: a.abs().gt_(0.99), relu_like=False),
+    "softsign": ActivationTraits(lambda h, a: a.abs().gt_(0.9), relu_like=False),
+    "elu": ActivationTraits(lambda h, a: a.neg().gt_(0.99), relu_like=True),  # a < -0.99
+    "selu": ActivationTraits(lambda h, a: h.neg().gt_(4.6), relu_like=True),  # e^h < 0.01
     "relu": ActivationTraits(None, relu_like=True),
     "leaky_relu": ActivationTraits(None, relu_like=True),
     "gelu": ActivationTraits(None, relu_like=True),
@@ -188,9 +193,10 @@ def hidden_stats(cap: Capture, traits: ActivationTraits, workspace: Workspace) -
     mean, mean_sq = (m.view(replicas, 3, depth) for m in moments(block))
     h, a = block[:, :depth], block[:, depth : 2 * depth]
     nan = torch.full((replicas, depth), float("nan"), device=block.device)
-    saturation = traits.saturated(h, a).float().mean(-1) if traits.saturated is not None else nan
+    saturation = traits.saturated(h, a).mean(-1) if traits.saturated is not None else nan
     if traits.relu_like:
-        active = (h > 0).view(replicas, depth, -1, width).any(dim=2)  # (K, L, W)
+        # a unit is active if h > 0 for some input: its largest h over the batch (K, L, W)
+        active = h.view(replicas, depth, -1, width).amax(dim=2) > 0
         dead = 1.0 - active.float().mean(-1)
     else:
         dead = nan
@@ -297,8 +303,3 @@ def global_grad_norm(grads: list[Tensor]) -> Tensor:
     """Each replica's L2 norm of all its gradients together, (K,): what ``clip_grad_norm_``
     compares to ``clip``."""
     return torch.linalg.vector_norm(torch.stack([_replica_norm(g) for g in grads]), dim=0)
-
-
-def sample_indices(numel: int, size: int, generator: torch.Generator) -> Tensor:
-    """``size`` random positions (with replacement: cheap, and fine for a distribution sketch)."""
-    return torch.randint(numel, (size,), generator=generator)

@@ -32,6 +32,7 @@ References:
     procedure). Oxford University Press, 2004.
 """
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -438,7 +439,7 @@ def init_variances(
 
 
 def layer_variances(
-    activation: str, q_in: float, sigma_w2: Sequence[float], sigma_b2: Sequence[float]
+    activation: str, q_in: ArrayLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike
 ) -> Array:
     """Pre-activation variances ``q_1 … q_L`` of the hidden layers.
 
@@ -447,18 +448,22 @@ def layer_variances(
 
     Args:
         activation: A key of ``ACTIVATIONS``.
-        q_in: Mean squared input coordinate, ``mean_i x_i²``.
-        sigma_w2: ``σ_w²`` of hidden layers 1 … L.
-        sigma_b2: ``σ_b²`` of hidden layers 1 … L.
+        q_in: Mean squared input coordinate, ``mean_i x_i²``; an array (K,) for K nets.
+        sigma_w2: ``σ_w²`` of hidden layers 1 … L, the last axis; (K, L) for K nets.
+        sigma_b2: ``σ_b²`` of hidden layers 1 … L, as ``sigma_w2``.
     Returns:
-        ``[q_1, …, q_L]``.
+        ``[q_1, …, q_L]``, layers on the last axis: (L,), or (K, L) for K nets.
     """
-    if q_in < 0.0:
-        raise ValueError(f"q_in must be >= 0, got {q_in}")
-    q = [sigma_w2[0] * q_in + sigma_b2[0]]
-    for sw, sb in zip(sigma_w2[1:], sigma_b2[1:], strict=True):
-        q.append(float(length_map(activation, q[-1], sw, sb)))
-    return np.array(q)
+    q_in = np.asarray(q_in, dtype=float)
+    sigma_w2, sigma_b2 = np.asarray(sigma_w2, dtype=float), np.asarray(sigma_b2, dtype=float)
+    if np.any(q_in < 0.0):
+        raise ValueError(f"q_in must be >= 0, got {q_in.min()}")
+    q = [sigma_w2[..., 0] * q_in + sigma_b2[..., 0]]
+    for layer in range(1, sigma_w2.shape[-1]):
+        q.append(
+            np.asarray(length_map(activation, q[-1], sigma_w2[..., layer], sigma_b2[..., layer]))
+        )
+    return np.stack(q, axis=-1)
 
 
 def gradient_rms_profile(steps: ArrayLike) -> Array:
@@ -469,14 +474,14 @@ def gradient_rms_profile(steps: ArrayLike) -> Array:
     1 between hidden layers of equal width n.
 
     Args:
-        steps: The L − 1 factors, for k = 1 … L − 1.
+        steps: The L − 1 factors, for k = 1 … L − 1, on the last axis (one net per row).
     Returns:
-        The L normalized RMS values.
+        The L normalized RMS values (per row).
     """
     steps = np.asarray(steps, dtype=float)
-    # the product over k ≥ l is a reversed cumulative product
-    mean_sq = np.append(np.cumprod(steps[::-1])[::-1], 1.0)
-    return np.sqrt(mean_sq)
+    # the product over k ≥ l is a reversed cumulative product (over the last axis: one net per row)
+    above = np.flip(np.cumprod(np.flip(steps, -1), axis=-1), -1)
+    return np.sqrt(np.concatenate([above, np.ones((*steps.shape[:-1], 1))], axis=-1))
 
 
 def log_slope(rms: ArrayLike) -> float:
@@ -543,35 +548,62 @@ def predict_profile(
     Returns:
         The prediction; for ``lsuv`` every entry is NaN but the normalizing ``grad_rms[-1] = 1``.
     """
+    return predict_profiles(activation, widths, [(init, std, q_in)])[0]
+
+
+def predict_profiles(
+    activation: str, widths: Sequence[int], nets: Sequence[tuple[str, float | None, float]]
+) -> list[ProfilePrediction]:
+    """``predict_profile`` for many nets of one activation and shape, in one vectorised pass.
+
+    The runs a grid trains as one stack share activation and widths but not init, init std or
+    input; solving each one's fixed point alone would cost as much as their whole probe at init.
+
+    Args:
+        activation: A key of ``ACTIVATIONS``.
+        widths: ``[d_in, n_1, …, n_L, d_out]``, at least one hidden layer.
+        nets: ``(init, std, q_in)`` per net, as ``predict_profile`` takes them.
+    Returns:
+        One prediction per net, in order.
+    """
     widths = [int(n) for n in widths]
     if len(widths) < 3 or min(widths) < 1:
         raise ValueError(f"widths must be [d_in, n_1, ..., n_L, d_out] with sizes >= 1: {widths}")
-    sigma_w2, sigma_b2 = np.array(
+    layers = list(itertools.pairwise(widths))
+    # (nets, weight layers, 2): σ_w² and σ_b² of every layer, then of a hidden n_L → n_L layer
+    variances = np.array(
         [
-            init_variances(init, activation, n_in, n_out, std)
-            for n_in, n_out in zip(widths, widths[1:])
+            [init_variances(init, activation, n_in, n_out, std) for n_in, n_out in layers]
+            + [init_variances(init, activation, widths[-2], widths[-2], std)]
+            for init, std, _ in nets
         ]
-    ).T
-    q = layer_variances(activation, q_in, sigma_w2[:-1], sigma_b2[:-1])
-    chi = np.asarray(chi1(activation, q, sigma_w2[1:]))
+    )
+    sigma_w2, sigma_b2 = variances[:, :-1, 0], variances[:, :-1, 1]
+    q_in = np.array([q for _, _, q in nets], dtype=float)
+    q = layer_variances(activation, q_in, sigma_w2[:, :-1], sigma_b2[:, :-1])
+    chi = np.asarray(chi1(activation, q, sigma_w2[:, 1:]))
     hidden = np.array(widths[1:-1], dtype=float)
-    grad_rms = gradient_rms_profile(chi[:-1] * hidden[1:] / hidden[:-1])
+    grad_rms = gradient_rms_profile(chi[:, :-1] * hidden[1:] / hidden[:-1])
 
-    sw_hidden, sb_hidden = init_variances(init, activation, widths[-2], widths[-2], std)
-    q_star = float(fixed_point(activation, sw_hidden, sb_hidden, q0=q[0]))
-    chi_star = float(chi1(activation, q_star, sw_hidden))
+    sw_hidden, sb_hidden = variances[:, -1, 0], variances[:, -1, 1]
+    q_star = np.asarray(fixed_point(activation, sw_hidden, sb_hidden, q0=q[:, 0]))
+    chi_star = np.asarray(chi1(activation, q_star, sw_hidden))
+    xi = np.asarray(depth_scale(chi_star))
     for values in (q, chi, grad_rms):
         values.setflags(write=False)
-    return ProfilePrediction(
-        q=q,
-        chi1=chi,
-        grad_rms=grad_rms,
-        log_slope=log_slope(grad_rms),
-        first_last_ratio=float(grad_rms[0] / grad_rms[-1]),
-        q_fixed_point=q_star,
-        chi1_fixed_point=chi_star,
-        depth_scale=float(depth_scale(chi_star)),
-    )
+    return [
+        ProfilePrediction(
+            q=q[k],
+            chi1=chi[k],
+            grad_rms=grad_rms[k],
+            log_slope=log_slope(grad_rms[k]),
+            first_last_ratio=float(grad_rms[k, 0] / grad_rms[k, -1]),
+            q_fixed_point=float(q_star[k]),
+            chi1_fixed_point=float(chi_star[k]),
+            depth_scale=float(xi[k]),
+        )
+        for k in range(len(nets))
+    ]
 
 
 def chi1_grid(activation: str, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q0: float = 1.0) -> Array:

@@ -8,6 +8,7 @@ of a grid a training step costs kernel launches, not arithmetic, so K stacked re
 little more than one (``benchmarks/engine_throughput.py``).
 """
 
+import functools
 import hashlib
 import logging
 import math
@@ -29,12 +30,18 @@ from gradlab.core.grid import RunSpec
 from gradlab.core.inits import initialize
 from gradlab.core.models import MLP, StackedMLP
 from gradlab.core.replica_optim import ReplicaOptimizer, schedule_table
-from gradlab.core.schema import HISTORY_COLUMNS, empty_table
+from gradlab.core.schema import HISTORY_COLUMNS, empty_table, text_column
 from gradlab.core.verdict import first_last_ratio, init_verdict, verdicts_of
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("finished", "diverged", "failed")
+# a layer_stats row's phase: a probe at init, one during training, the mean-field prediction
+PHASES = ("init", "train", "theory")
+# what phase theory predicts per hidden layer: grad_preact_rms (last hidden layer = 1),
+# preact_std and the gradient map chi1
+THEORY_QUANTITIES = ("grad_preact_rms", "preact_std", "chi1")
+LAYER_QUANTITIES = (*probes.QUANTITIES, "chi1")  # every quantity of the layer_stats table
 METRIC_NAMES = {"regression": "val_r2", "classification": "val_accuracy"}
 
 
@@ -132,10 +139,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (for anything that does not take an explicit generator)."""
+    """Seed python, numpy and torch's CPU generator (for anything that does not take an explicit
+    generator; models are built on the CPU). ``torch.manual_seed`` would also queue a seed for
+    each accelerator not yet initialized, recording a stack trace for each: 0.4 ms a run."""
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)
 
 
 class ProbeLog:
@@ -144,7 +153,8 @@ class ProbeLog:
     def __init__(self, depth: int, sample_size: int, seed: int):
         self.depth, self.sample_size = depth, sample_size
         self.stats: list[tuple[str, int, list[float], list[float]]] = []
-        self.samples: list[tuple[str, int, str, int, Tensor]] = []
+        # per call of keep_samples: phase, step, quantity (codes) and layer of each row, rows
+        self.samples: list[tuple[str, int, list[int], list[int], Tensor]] = []
         self.generator = torch.Generator().manual_seed(seed)  # distribution samples only
 
     def add(self, phase: str, step: int, stats: list[float], update: list[float]) -> None:
@@ -152,16 +162,27 @@ class ProbeLog:
         self.stats.append((phase, step, stats, update or [math.nan] * (self.depth + 1)))
 
     def keep_samples(self, phase: str, step: int, per_layer: Sequence[Sequence[Tensor]]) -> None:
-        """Keep a fixed-size random subset of each layer's values for distribution plots.
+        """Keep a fixed-size random subset of each layer's values for distribution plots
+        (drawn with replacement: cheap, and fine for a distribution sketch).
 
         Args:
             per_layer: For each of ``probes.DISTRIBUTION_QUANTITIES``, this run's tensor per layer.
         """
-        for quantity, tensors in zip(probes.DISTRIBUTION_QUANTITIES, per_layer, strict=True):
-            for layer, tensor in enumerate(tensors, start=1):
-                flat = tensor.flatten()
-                idx = probes.sample_indices(flat.numel(), self.sample_size, self.generator)
-                self.samples.append((phase, step, quantity, layer, flat[idx.to(flat.device)]))
+        quantities, layers, tensors = [], [], []
+        for quantity, layer_tensors in enumerate(per_layer):
+            for layer, tensor in enumerate(layer_tensors, start=1):
+                quantities.append(quantity)
+                layers.append(layer)
+                tensors.append(tensor.reshape(-1))
+        # every tensor's draws from one flat copy: one gather instead of one per tensor
+        flat = torch.cat(tensors)
+        numels = torch.tensor([t.numel() for t in tensors], dtype=torch.float64)
+        draws = torch.rand(
+            len(tensors), self.sample_size, dtype=torch.float64, generator=self.generator
+        )
+        positions = (draws * numels[:, None]).floor_() + (numels.cumsum(0) - numels)[:, None]
+        values = flat[positions.long().to(flat.device)]
+        self.samples.append((phase, step, quantities, layers, values))
 
     def hidden(self, phase: str, quantity: str) -> np.ndarray:
         """One hidden-layer quantity at the last probe step of ``phase`` (empty if none)."""
@@ -172,53 +193,90 @@ class ProbeLog:
         start = probes.HIDDEN_QUANTITIES.index(quantity)
         return np.asarray(rows[-1][start : self.depth * n : n])
 
-    def layer_stats(self) -> pd.DataFrame:
-        if not self.stats:
+    def layer_stats(self, prediction: theory.ProfilePrediction | None = None) -> pd.DataFrame:
+        """Every probe step's values, then phase ``theory``: the mean-field prediction's
+        grad_preact_rms (last hidden layer = 1), preact_std and chi1 per hidden layer."""
+        parts = [self._probe_rows(), _theory_rows(prediction)]
+        if not any(len(part[-1]) for part in parts):
             return empty_table("layer_stats")
-        depth, n_hidden = self.depth, self.depth * len(probes.HIDDEN_QUANTITIES)
+        phase, step, layer, quantity, value = (np.concatenate(c) for c in zip(*parts, strict=True))
+        return pd.DataFrame(
+            {
+                "phase": text_column(PHASES, phase),
+                "step": step,
+                "layer": layer,
+                "quantity": text_column(LAYER_QUANTITIES, quantity),
+                "value": value,
+            }
+        )
+
+    def _probe_rows(self) -> tuple[np.ndarray, ...]:
+        """Phase, step, layer, quantity (codes into ``PHASES``, ``LAYER_QUANTITIES``) and value
+        of every probe step's rows."""
+        if not self.stats:
+            return _no_rows()
+        layer, quantity = _probe_row_layout(self.depth)
+        n_hidden = self.depth * len(probes.HIDDEN_QUANTITIES)
         n_weight = len(probes.WEIGHT_QUANTITIES) - 1  # update_ratio comes after the step
-        layer = np.concatenate(
-            [
-                np.repeat(np.arange(1, depth + 1), len(probes.HIDDEN_QUANTITIES)),
-                np.repeat(np.arange(1, depth + 2), len(probes.WEIGHT_QUANTITIES)),
-                np.zeros(len(probes.GLOBAL_QUANTITIES), dtype=int),
-            ]
-        )
-        quantity = np.array(
-            list(probes.HIDDEN_QUANTITIES) * depth
-            + list(probes.WEIGHT_QUANTITIES) * (depth + 1)
-            + list(probes.GLOBAL_QUANTITIES)
-        )
         stats = np.array([row[2] for row in self.stats])  # (probe steps, values)
         update = np.array([row[3] for row in self.stats])  # (probe steps, depth + 1)
-        weight = stats[:, n_hidden:-2].reshape(len(stats), depth + 1, n_weight)
+        weight = stats[:, n_hidden:-2].reshape(len(stats), self.depth + 1, n_weight)
         weight = np.concatenate([weight, update[:, :, None]], axis=2).reshape(len(stats), -1)
         values = np.concatenate([stats[:, :n_hidden], weight, stats[:, -2:]], axis=1)
         per_step = values.shape[1]
-        return pd.DataFrame(
-            {
-                "phase": np.repeat([row[0] for row in self.stats], per_step),
-                "step": np.repeat([row[1] for row in self.stats], per_step),
-                "layer": np.tile(layer, len(stats)),
-                "quantity": np.tile(quantity, len(stats)),
-                "value": values.ravel(),
-            }
+        return (
+            np.repeat([PHASES.index(row[0]) for row in self.stats], per_step),
+            np.repeat([row[1] for row in self.stats], per_step),
+            np.tile(layer, len(stats)),
+            np.tile(quantity, len(stats)),
+            values.ravel(),
         )
 
     def distributions(self) -> pd.DataFrame:
         if not self.samples:
             return empty_table("layer_stats")
-        values = torch.stack([sample[4] for sample in self.samples]).float().cpu().numpy()
+        values = torch.cat([sample[4] for sample in self.samples]).float().cpu().numpy()
         size = values.shape[1]
+        rows = [len(sample[2]) for sample in self.samples]
         return pd.DataFrame(
             {
-                "phase": np.repeat([s[0] for s in self.samples], size),
-                "step": np.repeat([s[1] for s in self.samples], size),
-                "layer": np.repeat([s[3] for s in self.samples], size),
-                "quantity": np.repeat([s[2] for s in self.samples], size),
+                "phase": text_column(
+                    PHASES, np.repeat([PHASES.index(s[0]) for s in self.samples], rows).repeat(size)
+                ),
+                "step": np.repeat([s[1] for s in self.samples], rows).repeat(size),
+                "layer": np.concatenate([s[3] for s in self.samples]).repeat(size),
+                "quantity": text_column(
+                    probes.DISTRIBUTION_QUANTITIES,
+                    np.concatenate([s[2] for s in self.samples]).repeat(size),
+                ),
                 "value": values.ravel(),
             }
         )
+
+
+@functools.cache
+def _probe_row_layout(depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Layer and position in ``probes.QUANTITIES`` of each value of a probe step, in the order
+    of ``ProbeLog.layer_stats``: hidden layers, weight layers with the head, the whole net."""
+    n_hidden, n_weight, n_global = (
+        len(q)
+        for q in (probes.HIDDEN_QUANTITIES, probes.WEIGHT_QUANTITIES, probes.GLOBAL_QUANTITIES)
+    )
+    layer = np.concatenate(
+        [
+            np.repeat(np.arange(1, depth + 1), n_hidden),
+            np.repeat(np.arange(1, depth + 2), n_weight),
+            np.zeros(n_global, dtype=int),
+        ]
+    )
+    quantity = np.concatenate(
+        [
+            np.tile(np.arange(n_hidden), depth),
+            n_hidden + np.tile(np.arange(n_weight), depth + 1),
+            n_hidden + n_weight + np.arange(n_global),
+        ]
+    )
+    return layer, quantity
 
 
 def probe_values(
@@ -626,7 +684,7 @@ def _probe_at_init(
     for k, (replica, row) in enumerate(zip(stack.replicas, values, strict=True)):
         replica.probe_log.add("init", 0, row[:-1], [])
         _keep_samples(replica, "init", 0, cap, weight_grads, k)
-        replica.prediction = _predict(replica.spec, data.x_train.shape[1], data.n_outputs, row[-1])
+    _predict(stack.replicas, data, [row[-1] for row in values])
     with torch.no_grad():
         for name, saved in buffers.items():
             model.tensors[name].copy_(saved)
@@ -681,37 +739,50 @@ def _retire(
             status,
             summary,
             pd.DataFrame(replica.history, columns=list(HISTORY_COLUMNS)),
-            pd.concat([probe_log.layer_stats(), _theory_rows(prediction)], ignore_index=True),
+            probe_log.layer_stats(prediction),
             probe_log.distributions(),
             stack.model.state_dict(k),
         )
     stack.keep([k for k in range(len(stack.replicas)) if k not in ended])
 
 
-def _predict(spec: RunSpec, d_in: int, d_out: int, q_in: float) -> theory.ProfilePrediction | None:
-    """Mean-field prediction at init, where it applies: no normalization layer, a-priori init."""
-    if spec.norm_layer != "none" or spec.init == "lsuv":
-        return None
-    widths = [d_in, *[spec.width] * spec.depth, d_out]
-    return theory.predict_profile(spec.activation, spec.init, widths, q_in, std=spec.init_std)
+def _predict(replicas: list[_Replica], data: TaskData, q_ins: list[float]) -> None:
+    """Each replica's mean-field prediction at init, where it applies: no normalization layer,
+    an a-priori init. One vectorised solve for the group."""
+    applies = [
+        (replica, q_in)
+        for replica, q_in in zip(replicas, q_ins, strict=True)
+        if replica.spec.norm_layer == "none" and replica.spec.init != "lsuv"
+    ]
+    if not applies:
+        return
+    spec = applies[0][0].spec
+    widths = [data.x_train.shape[1], *[spec.width] * spec.depth, data.n_outputs]
+    nets = [(r.spec.init, r.spec.init_std, q_in) for r, q_in in applies]
+    predictions = theory.predict_profiles(spec.activation, widths, nets)
+    for (replica, _), prediction in zip(applies, predictions, strict=True):
+        replica.prediction = prediction
 
 
-def _theory_rows(prediction: theory.ProfilePrediction | None) -> pd.DataFrame:
-    """Phase ``theory``: predicted grad_preact_rms (last hidden layer = 1), preact_std, chi1."""
+def _theory_rows(prediction: theory.ProfilePrediction | None) -> tuple[np.ndarray, ...]:
+    """``ProbeLog._probe_rows``' columns for phase ``theory``: ``THEORY_QUANTITIES`` per hidden
+    layer."""
     if prediction is None:
-        return empty_table("layer_stats")
-    depth = len(prediction.q)
-    quantities = ("grad_preact_rms", "preact_std", "chi1")
-    values = (prediction.grad_rms, np.sqrt(prediction.q), prediction.chi1)
-    return pd.DataFrame(
-        {
-            "phase": "theory",
-            "step": 0,
-            "layer": np.tile(np.arange(1, depth + 1), len(quantities)),
-            "quantity": np.repeat(quantities, depth),
-            "value": np.concatenate(values),
-        }
+        return _no_rows()
+    depth, n = len(prediction.q), len(THEORY_QUANTITIES)
+    codes = [LAYER_QUANTITIES.index(q) for q in THEORY_QUANTITIES]
+    return (
+        np.full(depth * n, PHASES.index("theory")),
+        np.zeros(depth * n, dtype=np.int64),
+        np.tile(np.arange(1, depth + 1), n),
+        np.repeat(codes, depth),
+        np.concatenate([prediction.grad_rms, np.sqrt(prediction.q), prediction.chi1]),
     )
+
+
+def _no_rows() -> tuple[np.ndarray, ...]:
+    integers = np.zeros(0, dtype=np.int64)
+    return integers, integers, integers, integers, np.zeros(0)
 
 
 def _theory_summary(
