@@ -276,6 +276,8 @@ def _probe_row_layout(depth: int) -> tuple[np.ndarray, np.ndarray]:
             n_hidden + n_weight + np.arange(n_global),
         ]
     )
+    for shared in (layer, quantity):  # one pair serves every run of that depth
+        shared.setflags(write=False)
     return layer, quantity
 
 
