@@ -36,7 +36,7 @@ from gradlab.core.inits import initialize
 from gradlab.core.models import MLP, StackedMLP
 from gradlab.core.replica_optim import ReplicaOptimizer
 from gradlab.core.train import ProbeLog, RunOptions, TaskData, probe_values, train_group
-from gradlab.tracking import Tracker, use_write_ahead_log
+from gradlab.tracking import Tracker
 
 LAYER_EVERY = TrainConfig.model_fields["mlflow_layer_every"].default
 
@@ -64,7 +64,6 @@ def main() -> None:
     store = Path(tempfile.mkdtemp(prefix="gradlab-bench-"))
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
     mlflow.set_experiment("probe_overhead")
-    use_write_ahead_log(store / "mlflow.db")  # as `kedro run` keeps the project's store
 
     print(
         f"torch {torch.__version__}, 1 thread, stacks of {args.replicas} replicas (train_group), "

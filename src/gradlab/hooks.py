@@ -37,7 +37,6 @@ from gradlab.tracking import (
     parent_description,
     parent_run_name,
     relocate_artifacts,
-    use_write_ahead_log,
 )
 
 log = logging.getLogger(__name__)
@@ -181,9 +180,8 @@ class SetupLockReleaseHook:
 
 
 class ArtifactLocationHook:
-    """Point the project's sqlite MLflow store at this project's ``mlruns/``, and keep it in
-    write-ahead-log mode (``tracking.use_write_ahead_log``), once kedro-mlflow has created the
-    database and the experiment and before it starts the parent run.
+    """Point the project's sqlite MLflow store at this project's ``mlruns/``, once kedro-mlflow
+    has created the database and the experiment and before it starts the parent run.
 
     MLflow stores absolute artifact paths: without this a moved or copied project would write
     into, and read from, the folder it was first run in (and after a server, ``mlflow-artifacts:``
@@ -203,7 +201,6 @@ class ArtifactLocationHook:
         # a database elsewhere may be shared with other projects: its locations are not ours
         if db_path.parent == project and db_path.is_file():
             relocate_artifacts(db_path, str(project / ARTIFACTS_DIR))
-            use_write_ahead_log(db_path)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

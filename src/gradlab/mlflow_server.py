@@ -18,12 +18,7 @@ from pathlib import Path
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from gradlab.hooks import LOCK_DIR, SETUP_LOCK_WAIT_S, ProjectLock
-from gradlab.tracking import (
-    ARTIFACTS_DIR,
-    PROXIED_ARTIFACTS,
-    relocate_artifacts,
-    use_write_ahead_log,
-)
+from gradlab.tracking import ARTIFACTS_DIR, PROXIED_ARTIFACTS, relocate_artifacts
 
 DB_FILE = "mlflow.db"
 
@@ -71,7 +66,6 @@ def prepare_store(project: Path) -> None:
             relocate_artifacts(db_path, PROXIED_ARTIFACTS)
         else:  # as the server would create it, but not racing a starting run
             SqlAlchemyStore(f"sqlite:///{db_path}", f"{PROXIED_ARTIFACTS}/").engine.dispose()
-        use_write_ahead_log(db_path)
     finally:
         lock.release()
 

@@ -506,18 +506,6 @@ def relocate_artifacts(db_path: Path, artifact_root: str) -> int:
     return changed
 
 
-def use_write_ahead_log(db_path: Path) -> None:
-    """Keep an MLflow sqlite store in write-ahead-log mode (a setting the file keeps).
-
-    In sqlite's default mode every commit creates, syncs and deletes a rollback journal, and
-    MLflow commits about nine times per child run; with the log a commit appends to one file,
-    which saves CPU on the driver that logs while the workers train (``tracking_cost.py``).
-    Readers such as ``mlflow ui`` no longer block the run that writes, either.
-    """
-    with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-
-
 EXPERIMENT_NOTE = """\
 **gradlab** trains one small MLP per run spec of a grid (activation × init × optimizer ×
 normalization × depth …) and measures how gradients flow through its layers: ∂L/∂h per hidden
