@@ -25,7 +25,8 @@ The default activation is ReLU. Elementwise cost differs a lot on this CPU build
 prints ns per element measured here (on a (16, 64, 64) stack: tanh ~2.0 ns, sigmoid ~0.21 ns,
 ReLU ~0.05 ns, so tanh ~10× sigmoid; the stack's tanh through expm1, ``models.stacked_tanh``,
 ~1.0 ns). The engine cannot batch an elementwise cost away, so ``--activation tanh`` shows a
-smaller gain; on stacks of 16k elements or more its tanh costs half the one-model loop's.
+smaller gain; on stacks of 16k elements or more its tanh's forward and backward take
+about 0.6× the one-model loop's.
 
 Targets (issue): ≥ 3× at width ≤ 64 and K ≥ 16; ≥ 1.0× at K = 1. The last line is
 ``min speedup (width <= 64, K >= 16): N.NN×``.

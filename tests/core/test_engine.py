@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from gradlab.core import data as data_core
+from gradlab.core import models
 from gradlab.core.config import parse_data, parse_grid
 from gradlab.core.grid import RunSpec, expand, specs_from_table
 from gradlab.core.models import FAST_TANH_MIN
@@ -149,13 +150,18 @@ def test_mixed_group_matches_solo_runs(shape):
         assert_matches(result, solo_train(spec, data))
 
 
-def test_a_stack_large_enough_for_the_fast_tanh_matches_solo_runs():
+def test_a_stack_large_enough_for_the_fast_tanh_matches_solo_runs(monkeypatch):
     # K · batch · width ≥ FAST_TANH_MIN: the stack's tanh runs through expm1, the solo loop's not
     shape = {**SMALL, "activation": "tanh", "width": 64, "batch_size": 64}
     specs = [RunSpec(**{**shape, **replica}) for replica in MIXED[:4]]
     assert len(specs) * 64 * 64 >= FAST_TANH_MIN
+    calls = []
+    fast = models._ExpTanh.apply
+    monkeypatch.setattr(models._ExpTanh, "apply", lambda h: calls.append(h.shape) or fast(h))
     data = make_task("poly")
-    for spec, result in zip(specs, train_group(specs, data), strict=True):
+    results = train_group(specs, data)
+    assert (len(specs), 64, 64) in calls  # the training steps took the expm1 path
+    for spec, result in zip(specs, results, strict=True):
         assert_matches(result, solo_train(spec, data))
 
 

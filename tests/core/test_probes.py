@@ -125,14 +125,16 @@ def test_saturation_rules_mark_the_flat_region_exactly(activation):
 
 
 def test_dead_units_are_those_never_positive():
-    # (replica, layer, batch, width): unit 0 never positive, unit 1 positive once, unit 2 NaN
-    h = torch.full((1, 1, 4, 3), -1.0)
+    # (replica, layer, batch, width): unit 0 never positive, unit 1 positive once, unit 2 NaN,
+    # unit 3 positive once but NaN for another input (a diverged step: not active)
+    h = torch.full((1, 1, 4, 4), -1.0)
     h[0, 0, 2, 1] = 1e-30
     h[0, 0, :, 2] = float("nan")
-    cap = probes.Capture([h.view(1, 4, 3)], [h.view(1, 4, 3).relu()], [torch.ones(1, 4, 3)])
+    h[0, 0, 0, 3], h[0, 0, 1, 3] = 5.0, float("nan")
+    cap = probes.Capture([h.view(1, 4, 4)], [h.view(1, 4, 4).relu()], [torch.ones(1, 4, 4)])
     stats = probes.hidden_stats(cap, probes.ACTIVATION_TRAITS["relu"], probes.Workspace())
     dead = stats[0, 0, probes.HIDDEN_QUANTITIES.index("act_dead_frac")]
-    assert dead.item() == pytest.approx(2 / 3)
+    assert dead.item() == pytest.approx(3 / 4)
 
 
 def test_tanh_has_no_dead_fraction_and_relu_no_saturation():

@@ -551,7 +551,13 @@ def test_predict_profiles_is_predict_profile_net_by_net(activation):
         want = predict_profile(activation, init, widths, q_in, std=std)
         for name in ("q", "chi1", "grad_rms"):
             np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12)
-        for name in ("log_slope", "first_last_ratio", "q_fixed_point", "chi1_fixed_point"):
+        for name in (
+            "log_slope",
+            "first_last_ratio",
+            "q_fixed_point",
+            "chi1_fixed_point",
+            "depth_scale",
+        ):
             np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12)
         assert not got.grad_rms.flags.writeable
 
@@ -567,6 +573,10 @@ def test_layer_variances_and_gradient_profile_run_over_rows():
     rms = gradient_rms_profile(steps)
     for row in range(2):
         np.testing.assert_array_equal(rms[row], gradient_rms_profile(steps[row]))
+
+
+def test_predict_profiles_of_no_nets_is_empty():
+    assert predict_profiles("tanh", [3, 8, 1], []) == []
 
 
 def test_predict_profile_rejects_widths_without_hidden_layer():

@@ -10,6 +10,7 @@ from gradlab.core import data as data_core
 from gradlab.core.execute import ProcessPoolExecutor, SequentialExecutor
 from gradlab.core.grid import RunSpec
 from gradlab.core.probes import DISTRIBUTION_QUANTITIES
+from gradlab.core.schema import empty_table
 from gradlab.core.train import ProbeLog, RunOptions, TaskData, train_run
 
 SMALL = {"depth": 3, "width": 16, "epochs": 2, "batch_size": 32, "log_every": 5}
@@ -100,10 +101,22 @@ def test_distribution_samples_come_from_their_own_layer_and_quantity():
         assert rows["value"].isin(source.double().numpy()).all(), (quantity, layer)
         if source.numel() <= 32:  # 64 draws with replacement reach most of a small tensor
             assert rows["value"].nunique() >= source.numel() // 2
+    with pytest.raises(ValueError, match="non-empty"):
+        log.keep_samples("train", 60, [*per_layer[:3], [torch.zeros(0)] * 4])
     again = ProbeLog(depth, size, seed=7)
     again.keep_samples("init", 0, per_layer)
     again.keep_samples("train", 30, per_layer)
     pd.testing.assert_frame_equal(again.distributions(), table)
+
+
+def test_result_tables_have_the_schema_dtypes(poly):
+    result = train_run(RunSpec(**SMALL), poly)
+    for name in ("history", "layer_stats", "distributions"):
+        table = getattr(result, name)
+        expected = empty_table(name)
+        assert list(table.columns) == list(expected.columns), name
+        assert (table.dtypes == expected.dtypes).all(), f"{name}: {dict(table.dtypes)}"
+    assert result.layer_stats.index.equals(pd.RangeIndex(len(result.layer_stats)))
 
 
 def test_exploding_spec_diverges_and_reports_its_step(poly):

@@ -87,13 +87,13 @@ class _ExpTanh(torch.autograd.Function):
 
     In float32 its relative error is below 2e-7 for every h, tiny ones included (torch.tanh's:
     6e-8; float32's epsilon: 1.2e-7): expm1 keeps its precision near 0, where
-    1 − 2 / (e^{2h} + 1) would lose it, and e + 2 > 1 cannot cancel. Above h = 9, tanh rounds to
-    1 in float32; clamping there keeps e finite.
+    1 − 2 / (e^{2h} + 1) would lose it, and e + 2 > 1 cannot cancel. expm1(2h) overflows above
+    h ≈ 44; from h = 10 on tanh is 1 in float32 (1 − tanh < 5e-9), so h is clamped there.
     """
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, h: Tensor) -> Tensor:
-        e = torch.clamp(h, max=9.0).mul_(2.0).expm1_()
+        e = torch.clamp(h, max=10.0).mul_(2.0).expm1_()
         y = e.div_(e + 2.0)
         ctx.save_for_backward(y)
         return y
@@ -134,8 +134,9 @@ class StackedMLP:
 
     def __init__(self, models: list[MLP], activation: str, norm_layer: str) -> None:
         self.depth = len(models[0].linears)
-        module = lookup(ACTIVATIONS, activation, "activation")()
-        self.activation = STACKED_ACTIVATIONS.get(activation, module)
+        make_act = lookup(ACTIVATIONS, activation, "activation")
+        fast = STACKED_ACTIVATIONS.get(activation)
+        self.activation = fast if fast is not None else make_act()
         self.norm = lookup(NORM_LAYERS, norm_layer, "norm_layer")
         names = {name for name, _ in models[0].named_parameters()}
         self.weight_names = [f"linears.{i}.weight" for i in range(self.depth)] + ["head.weight"]

@@ -17,7 +17,8 @@ Weight gradient ∂L/∂W_l:
 Forward signal:
     preact_mean, preact_std (h_l), act_mean, act_std (φ(h_l)),
     act_saturation (fraction of units×samples in φ's flat region, per ``ACTIVATION_TRAITS``),
-    act_dead_frac (fraction of units never active, h ≤ 0, on the whole batch; ReLU-like only)
+    act_dead_frac (fraction of units never active, h ≤ 0, on the whole batch; ReLU-like only;
+    a unit with a NaN h in the batch counts as not active: its step has diverged)
 Update:
     update_ratio = ‖ΔW_l‖ / ‖W_l‖ for the optimizer step taken at that step
 Whole network (layer 0):
@@ -195,7 +196,8 @@ def hidden_stats(cap: Capture, traits: ActivationTraits, workspace: Workspace) -
     nan = torch.full((replicas, depth), float("nan"), device=block.device)
     saturation = traits.saturated(h, a).mean(-1) if traits.saturated is not None else nan
     if traits.relu_like:
-        # a unit is active if h > 0 for some input: its largest h over the batch (K, L, W)
+        # a unit is active if h > 0 for some input: its largest h over the batch (K, L, W);
+        # NaN if any h is (a diverged step), and then not active
         active = h.view(replicas, depth, -1, width).amax(dim=2) > 0
         dead = 1.0 - active.float().mean(-1)
     else:

@@ -25,6 +25,8 @@ LONG_COLUMNS = {
     "quantity": str,
     "value": np.float64,
 }
+# distributions: the same columns, the sampled values in float32 as the tensors hold them
+DISTRIBUTION_COLUMNS = {**LONG_COLUMNS, "value": np.float32}
 
 # What each run's summary says of mean-field theory beside its measurement at init.
 THEORY_COLUMNS = (
@@ -78,6 +80,9 @@ def text_column(labels: Sequence[str], codes: ArrayLike) -> pd.api.extensions.Ex
 
 
 def empty_table(name: str) -> pd.DataFrame:
-    """A result table with no rows but its columns and dtypes: ``history``, else a long table."""
-    columns = HISTORY_COLUMNS if name == "history" else LONG_COLUMNS
+    """A result table with no rows but its columns and dtypes: ``history``, ``distributions``,
+    else a long table."""
+    columns = {"history": HISTORY_COLUMNS, "distributions": DISTRIBUTION_COLUMNS}.get(
+        name, LONG_COLUMNS
+    )
     return pd.DataFrame({column: pd.Series(dtype=kind) for column, kind in columns.items()})

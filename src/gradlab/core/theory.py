@@ -569,6 +569,8 @@ def predict_profiles(
     widths = [int(n) for n in widths]
     if len(widths) < 3 or min(widths) < 1:
         raise ValueError(f"widths must be [d_in, n_1, ..., n_L, d_out] with sizes >= 1: {widths}")
+    if not nets:
+        return []
     layers = list(itertools.pairwise(widths))
     # (nets, weight layers, 2): σ_w² and σ_b² of every layer, then of a hidden n_L → n_L layer
     variances = np.array(

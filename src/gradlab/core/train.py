@@ -174,14 +174,17 @@ class ProbeLog:
                 quantities.append(quantity)
                 layers.append(layer)
                 tensors.append(tensor.reshape(-1))
-        # every tensor's draws from one flat copy: one gather instead of one per tensor
-        flat = torch.cat(tensors)
+        if len(per_layer) != len(probes.DISTRIBUTION_QUANTITIES) or not all(
+            t.numel() for t in tensors
+        ):
+            raise ValueError("keep_samples needs a non-empty tensor per layer of each quantity")
+        # one draw for every tensor, then a gather from each: no copy of the tensors themselves
         numels = torch.tensor([t.numel() for t in tensors], dtype=torch.float64)
         draws = torch.rand(
             len(tensors), self.sample_size, dtype=torch.float64, generator=self.generator
         )
-        positions = (draws * numels[:, None]).floor_() + (numels.cumsum(0) - numels)[:, None]
-        values = flat[positions.long().to(flat.device)]
+        positions = (draws * numels[:, None]).long()
+        values = torch.stack([t[p.to(t.device)] for t, p in zip(tensors, positions, strict=True)])
         self.samples.append((phase, step, quantities, layers, values))
 
     def hidden(self, phase: str, quantity: str) -> np.ndarray:
@@ -217,10 +220,10 @@ class ProbeLog:
             return _no_rows()
         layer, quantity = _probe_row_layout(self.depth)
         n_hidden = self.depth * len(probes.HIDDEN_QUANTITIES)
-        n_weight = len(probes.WEIGHT_QUANTITIES) - 1  # update_ratio comes after the step
+        n_weight_stats = len(probes.WEIGHT_QUANTITIES) - 1  # update_ratio comes after the step
         stats = np.array([row[2] for row in self.stats])  # (probe steps, values)
         update = np.array([row[3] for row in self.stats])  # (probe steps, depth + 1)
-        weight = stats[:, n_hidden:-2].reshape(len(stats), self.depth + 1, n_weight)
+        weight = stats[:, n_hidden:-2].reshape(len(stats), self.depth + 1, n_weight_stats)
         weight = np.concatenate([weight, update[:, :, None]], axis=2).reshape(len(stats), -1)
         values = np.concatenate([stats[:, :n_hidden], weight, stats[:, -2:]], axis=1)
         per_step = values.shape[1]
@@ -234,16 +237,19 @@ class ProbeLog:
 
     def distributions(self) -> pd.DataFrame:
         if not self.samples:
-            return empty_table("layer_stats")
+            return empty_table("distributions")
         values = torch.cat([sample[4] for sample in self.samples]).float().cpu().numpy()
         size = values.shape[1]
-        rows = [len(sample[2]) for sample in self.samples]
+        rows_per_call = [len(sample[2]) for sample in self.samples]
         return pd.DataFrame(
             {
                 "phase": text_column(
-                    PHASES, np.repeat([PHASES.index(s[0]) for s in self.samples], rows).repeat(size)
+                    PHASES,
+                    np.repeat([PHASES.index(s[0]) for s in self.samples], rows_per_call).repeat(
+                        size
+                    ),
                 ),
-                "step": np.repeat([s[1] for s in self.samples], rows).repeat(size),
+                "step": np.repeat([s[1] for s in self.samples], rows_per_call).repeat(size),
                 "layer": np.concatenate([s[3] for s in self.samples]).repeat(size),
                 "quantity": text_column(
                     probes.DISTRIBUTION_QUANTITIES,
@@ -686,7 +692,7 @@ def _probe_at_init(
     for k, (replica, row) in enumerate(zip(stack.replicas, values, strict=True)):
         replica.probe_log.add("init", 0, row[:-1], [])
         _keep_samples(replica, "init", 0, cap, weight_grads, k)
-    _predict(stack.replicas, data, [row[-1] for row in values])
+    _set_predictions(stack.replicas, data, [row[-1] for row in values])
     with torch.no_grad():
         for name, saved in buffers.items():
             model.tensors[name].copy_(saved)
@@ -748,9 +754,10 @@ def _retire(
     stack.keep([k for k in range(len(stack.replicas)) if k not in ended])
 
 
-def _predict(replicas: list[_Replica], data: TaskData, q_ins: list[float]) -> None:
+def _set_predictions(replicas: list[_Replica], data: TaskData, q_ins: list[float]) -> None:
     """Each replica's mean-field prediction at init, where it applies: no normalization layer,
-    an a-priori init. One vectorised solve for the group."""
+    an a-priori init. One vectorised solve for the group: its runs share activation, depth and
+    width (``GROUP_AXES``), the shape the prediction needs besides init and input."""
     applies = [
         (replica, q_in)
         for replica, q_in in zip(replicas, q_ins, strict=True)
