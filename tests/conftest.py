@@ -58,6 +58,10 @@ def run_kedro(
 
 def start_kedro(project: Path, *args: str, log: Path) -> subprocess.Popen:
     """Start ``kedro <args>`` in ``project`` in its own process group, output to ``log``."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # a shell starts a background job (`make test &`) with SIGINT ignored, which exec keeps:
+        # kedro would ignore Ctrl-C; a handler set here is reset to the default in the child
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     with log.open("w") as out:
         return subprocess.Popen(
             [str(KEDRO), *args],
