@@ -219,7 +219,7 @@ def breakdown(
         "bare step": bare_ms,
         "capture": statistics.median(captured[30:]) * 1e3 - bare_ms,
         "hidden stats": _median_ms(lambda: probes.hidden_stats(cap, traits, workspace)),
-        "weight stats": _median_ms(lambda: probes.weight_grad_stats(weight_grads, workspace)),
+        "weight stats": _median_ms(lambda: probes.weight_grad_stats(weight_grads)),
         "all stats": _median_ms(
             lambda: probe_values(cap, weight_grads, grads, loss, traits, workspace)
         ),

@@ -23,6 +23,7 @@ from gradlab.core.train import (
     _summary,
     _theory_summary,
     first_bad,
+    keep_samples,
     probe_values,
     seed_everything,
 )
@@ -79,7 +80,7 @@ class _Probe:
 
     def keep_samples(self, phase: str, step: int, cap: probes.Capture) -> None:
         tensors = (cap.grads, cap.preacts, cap.acts, [w.grad.t()[None] for w in self.weights])
-        self.log.keep_samples(phase, step, [[t[0] for t in layers] for layers in tensors])
+        keep_samples([self.log], [0], phase, step, tensors)
 
 
 def solo_train(spec: RunSpec, data: TaskData, options: RunOptions = RunOptions()) -> RunResult:

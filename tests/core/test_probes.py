@@ -118,7 +118,7 @@ def test_saturation_rules_mark_the_flat_region_exactly(activation):
     edges = torch.tensor([0.01, 0.99, -0.99, 0.9, -0.9, -4.6])
     a = torch.cat([a, edges, torch.nextafter(edges, edges + 1), torch.nextafter(edges, edges - 1)])
     h = torch.cat([h, edges, torch.nextafter(edges, edges + 1), torch.nextafter(edges, edges - 1)])
-    mask = probes.ACTIVATION_TRAITS[activation].saturated(h, a)
+    mask = probes.ACTIVATION_TRAITS[activation].saturated(h, a, torch.empty_like(h))
     assert mask.dtype == h.dtype
     assert torch.equal(mask, SATURATED[activation](h, a).to(h.dtype))
     assert 0 < mask.sum() < len(mask)
@@ -151,7 +151,7 @@ def test_weight_grad_stats_match_direct_computation(replica):
     grads = [torch.randn(2, 8, 5, generator=generator), torch.randn(2, 64, 64, generator=generator)]
     grads[1][replica, 0, :40] = 0.0
     grads.append(torch.randn(2, 64, 64, generator=generator) * (1 + replica))
-    stats = probes.weight_grad_stats(grads, probes.Workspace())[replica]
+    stats = probes.weight_grad_stats(grads)[replica]
     for i, g in enumerate(g[replica] for g in grads):
         magnitude = g.abs().flatten()
         exact = [g.norm(), g.mean(), g.std(correction=0), magnitude.max()]

@@ -11,7 +11,7 @@ from gradlab.core.execute import ProcessPoolExecutor, SequentialExecutor
 from gradlab.core.grid import RunSpec
 from gradlab.core.probes import DISTRIBUTION_QUANTITIES
 from gradlab.core.schema import empty_table
-from gradlab.core.train import ProbeLog, RunOptions, TaskData, train_run
+from gradlab.core.train import ProbeLog, RunOptions, TaskData, keep_samples, train_run
 
 SMALL = {"depth": 3, "width": 16, "epochs": 2, "batch_size": 32, "log_every": 5}
 
@@ -70,43 +70,57 @@ def test_layer_stats_cover_both_phases_and_every_layer(poly):
     assert set(result.distributions["quantity"]) == {"grad_preact", "preact", "act", "grad_weight"}
 
 
-def test_distribution_samples_come_from_their_own_layer_and_quantity():
-    # each tensor holds only values 100·quantity + layer (+ a fraction that tells entries apart)
-    depth, size = 3, 64
+def test_distribution_samples_come_from_their_own_replica_layer_and_quantity():
+    # replica r's tensors hold only values 1000·r + 100·quantity + 10·layer (+ < 6 that tells
+    # entries apart, exact in float32); two runs sample replicas 2 and 0 of a stack of 3
+    depth, size, replicas = 3, 64, 3
     shapes = (
         [(32, 16)] * depth,
         [(32, 16)] * depth,
         [(32, 16)] * depth,
         [(2, 16), (16, 16), (16, 16), (16, 1)],
     )
-    per_layer = [
+    stacks = [
         [
-            100 * q + layer + torch.arange(math.prod(shape)).reshape(shape) / 1e4
+            torch.stack(
+                [
+                    1000 * r
+                    + 100 * q
+                    + 10 * layer
+                    + torch.arange(math.prod(shape)).reshape(shape) / 1e2
+                    for r in range(replicas)
+                ]
+            )
             for layer, shape in enumerate(layers, 1)
         ]
         for q, layers in enumerate(shapes)
     ]
-    log = ProbeLog(depth, size, seed=7)
-    log.keep_samples("init", 0, per_layer)
-    log.keep_samples("train", 30, per_layer)
-    table = log.distributions()
-    assert len(table) == 2 * sum(len(layers) for layers in shapes) * size
-    for (phase, step, quantity, layer), rows in table.groupby(
-        ["phase", "step", "quantity", "layer"]
-    ):
-        assert (phase, step) in {("init", 0), ("train", 30)}
-        q = DISTRIBUTION_QUANTITIES.index(quantity)
-        source = per_layer[q][layer - 1].flatten()
-        assert len(rows) == size
-        assert rows["value"].isin(source.double().numpy()).all(), (quantity, layer)
-        if source.numel() <= 32:  # 64 draws with replacement reach most of a small tensor
-            assert rows["value"].nunique() >= source.numel() // 2
+    rows = [2, 0]
+    logs = [ProbeLog(depth, size, seed=7), ProbeLog(depth, size, seed=8)]
+    keep_samples(logs, rows, "init", 0, stacks)
+    keep_samples(logs, rows, "train", 30, stacks)
+    for log, row in zip(logs, rows, strict=True):
+        table = log.distributions()
+        assert len(table) == 2 * sum(len(layers) for layers in shapes) * size
+        for (phase, step, quantity, layer), values in table.groupby(
+            ["phase", "step", "quantity", "layer"]
+        ):
+            assert (phase, step) in {("init", 0), ("train", 30)}
+            q = DISTRIBUTION_QUANTITIES.index(quantity)
+            source = stacks[q][layer - 1][row].flatten()
+            assert len(values) == size
+            assert values["value"].isin(source.double().numpy()).all(), (row, quantity, layer)
+            if source.numel() <= 32:  # 64 draws with replacement reach most of a small tensor
+                assert values["value"].nunique() >= source.numel() // 2
+    # a run's draws come from its own seed, whichever group it is sampled in
+    alone = ProbeLog(depth, size, seed=7)
+    keep_samples([alone], [0], "init", 0, [[s[2:] for s in q] for q in stacks])
+    keep_samples([alone], [0], "train", 30, [[s[2:] for s in q] for q in stacks])
+    pd.testing.assert_frame_equal(alone.distributions(), logs[0].distributions())
     with pytest.raises(ValueError, match="non-empty"):
-        log.keep_samples("train", 60, [*per_layer[:3], [torch.zeros(0)] * 4])
-    again = ProbeLog(depth, size, seed=7)
-    again.keep_samples("init", 0, per_layer)
-    again.keep_samples("train", 30, per_layer)
-    pd.testing.assert_frame_equal(again.distributions(), table)
+        keep_samples(logs, rows, "train", 60, [*stacks[:3], [torch.zeros(3, 0)] * 4])
+    with pytest.raises(ValueError, match="non-empty"):
+        keep_samples(logs, rows, "train", 60, stacks[:3])
 
 
 def test_result_tables_have_the_schema_dtypes(poly):

@@ -42,9 +42,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-# (h, φ(h)) -> 1.0 where φ is saturated, else 0.0 (float: on the CPU a bool mask and its
-# conversion cost 4× the in-place comparison on one temporary used below)
-SaturationRule = Callable[[Tensor, Tensor], Tensor]
+# (h, φ(h), out) -> ``out`` holding 1.0 where φ is saturated, else 0.0. ``out`` is a buffer of
+# h's shape: on the CPU a fresh temporary that large is a page fault per 4 KiB on every call, and
+# a bool mask plus its conversion costs 4× the in-place comparison on a float one.
+SaturationRule = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,15 @@ class ActivationTraits:
 ACTIVATION_TRAITS: dict[str, ActivationTraits] = {
     # a < 0.01 or a > 0.99: exactly where clamping to [0.01, 0.99] moves a (NaN: not saturated)
     "sigmoid": ActivationTraits(
-        lambda h, a: a.clamp(0.01, 0.99).sub_(a).abs_().gt_(0.0), relu_like=False
+        lambda h, a, out: torch.clamp(a, 0.01, 0.99, out=out).sub_(a).abs_().gt_(0.0),
+        relu_like=False,
     ),
-    "tanh": ActivationTraits(lambda h, a: a.abs().gt_(0.99), relu_like=False),
-    "softsign": ActivationTraits(lambda h, a: a.abs().gt_(0.9), relu_like=False),
-    "elu": ActivationTraits(lambda h, a: a.neg().gt_(0.99), relu_like=True),  # a < -0.99
-    "selu": ActivationTraits(lambda h, a: h.neg().gt_(4.6), relu_like=True),  # e^h < 0.01
+    "tanh": ActivationTraits(lambda h, a, out: torch.abs(a, out=out).gt_(0.99), relu_like=False),
+    "softsign": ActivationTraits(lambda h, a, out: torch.abs(a, out=out).gt_(0.9), relu_like=False),
+    # a < -0.99
+    "elu": ActivationTraits(lambda h, a, out: torch.neg(a, out=out).gt_(0.99), relu_like=True),
+    # e^h < 0.01
+    "selu": ActivationTraits(lambda h, a, out: torch.neg(h, out=out).gt_(4.6), relu_like=True),
     "relu": ActivationTraits(None, relu_like=True),
     "leaky_relu": ActivationTraits(None, relu_like=True),
     "gelu": ActivationTraits(None, relu_like=True),
@@ -153,52 +157,62 @@ class Workspace:
 
     A fresh CPU allocation above glibc's mmap threshold (128 KiB) comes back as new pages, and
     touching them page-faults: for a depth-20, width-128 net that tripled the probe's cost.
-    Stacking into kept buffers (``out=``) and reducing with ``vector_norm`` avoids large
-    temporaries altogether.
+    Large temporaries are written into kept buffers (``out=``) instead.
     """
 
     def __init__(self) -> None:
         self.buffers: dict[str, Tensor] = {}
 
-    def stack(self, name: str, tensors: list[Tensor]) -> Tensor:
-        """(K, …) ``tensors`` stacked on dim 1 into the buffer kept under ``name``:
-        (K, len(tensors), numel per replica)."""
-        first = tensors[0]
-        shape = (first.shape[0], len(tensors), first[0].numel())
+    def buffer(self, name: str, like: Tensor) -> Tensor:
+        """The buffer kept under ``name``, shaped like ``like`` (contents undefined)."""
         buffer = self.buffers.get(name)
-        if buffer is None or buffer.shape != shape or buffer.device != first.device:
-            buffer = self.buffers[name] = torch.empty(shape, dtype=first.dtype, device=first.device)
-        return torch.stack([t.reshape(shape[0], -1) for t in tensors], dim=1, out=buffer)
-
-
-def moments(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Means and mean squares over the last dim: (E[x], E[x²]), with no temporary as big as x.
-
-    Standard deviations are derived as sqrt(E[x²] − E[x]²): on CPU this is ~10× faster than
-    ``torch.std_mean``, whose Welford pass dominated the probe's cost; the cancellation it risks
-    is far below the precision these statistics are read at.
-    """
-    return x.mean(-1), torch.linalg.vector_norm(x, dim=-1).pow(2) / x.shape[-1]
+        if (
+            buffer is None
+            or buffer.shape != like.shape
+            or buffer.dtype != like.dtype
+            or buffer.device != like.device
+        ):
+            buffer = self.buffers[name] = torch.empty_like(like)
+        return buffer
 
 
 def _std(mean: Tensor, mean_sq: Tensor) -> Tensor:
+    """sqrt(E[x²] − E[x]²): on CPU ~10× faster than ``torch.std_mean``, whose Welford pass
+    dominated the probe's cost; the cancellation it risks is far below the precision these
+    statistics are read at."""
     return (mean_sq - mean.pow(2)).clamp_min(0).sqrt()
 
 
 def hidden_stats(cap: Capture, traits: ActivationTraits, workspace: Workspace) -> Tensor:
-    """Statistics of every hidden layer of every replica: (K, depth, len(HIDDEN_QUANTITIES))."""
+    """Statistics of every hidden layer of every replica: (K, depth, len(HIDDEN_QUANTITIES)).
+
+    Each (K, B, W) tensor is reduced where it lies, one kernel per tensor and moment: copying
+    h, φ(h) and ∂L/∂h of every layer into one block to reduce them together cost more than the
+    copy saved in kernel launches (measured in a run, depth 5 to 20).
+    """
     depth = len(cap.preacts)
-    replicas, width = cap.preacts[0].shape[0], cap.preacts[0].shape[-1]
-    # one (K, 3·depth, B·W) block: h, φ(h), ∂L/∂h of every layer, reduced in one pass
-    block = workspace.stack("hidden", [*cap.preacts, *cap.acts, *cap.grads])
-    mean, mean_sq = (m.view(replicas, 3, depth) for m in moments(block))
-    h, a = block[:, :depth], block[:, depth : 2 * depth]
-    nan = torch.full((replicas, depth), float("nan"), device=block.device)
-    saturation = traits.saturated(h, a).mean(-1) if traits.saturated is not None else nan
+    first = cap.preacts[0]
+    replicas, dims = first.shape[0], tuple(range(1, first.dim()))
+    tensors = [*cap.preacts, *cap.acts, *cap.grads]
+
+    def per_layer(values: list[Tensor]) -> Tensor:  # (K,) each → (K, 3, depth)
+        return torch.stack(values, 1).view(replicas, 3, depth)
+
+    mean = per_layer([t.mean(dims) for t in tensors])
+    mean_sq = per_layer([torch.linalg.vector_norm(t, dim=dims) for t in tensors]).pow(2)
+    mean_sq /= first[0].numel()
+    nan = torch.full((replicas, depth), float("nan"), device=first.device)
+    if traits.saturated is not None:
+        mask = workspace.buffer("saturation", first)
+        saturation = torch.stack(
+            [traits.saturated(h, a, mask).mean(dims) for h, a in zip(cap.preacts, cap.acts)], 1
+        )
+    else:
+        saturation = nan
     if traits.relu_like:
         # a unit is active if h > 0 for some input: its largest h over the batch (K, L, W);
         # NaN if any h is (a diverged step), and then not active
-        active = h.view(replicas, depth, -1, width).amax(dim=2) > 0
+        active = torch.stack([h.amax(dim=dims[:-1]) for h in cap.preacts], 1) > 0
         dead = 1.0 - active.float().mean(-1)
     else:
         dead = nan
@@ -215,45 +229,42 @@ def hidden_stats(cap: Capture, traits: ActivationTraits, workspace: Workspace) -
     return torch.stack([*columns, saturation, dead], -1)
 
 
-def weight_grad_stats(grads: list[Tensor], workspace: Workspace) -> Tensor:
+def weight_grad_stats(grads: list[Tensor]) -> Tensor:
     """Gradient statistics of each (K, in, out) weight stack: (K, len(grads), 8), every column
-    of ``WEIGHT_QUANTITIES`` but ``update_ratio``. Layers of one shape are reduced together, and
-    the quantiles of all layers come from one fixed subset of each."""
-    groups: dict[torch.Size, list[int]] = {}
-    for i, grad in enumerate(grads):
-        groups.setdefault(grad.shape, []).append(i)
-    # per group only the reductions; the arithmetic on their results runs once for all layers
-    sums, norms, maxima, minima, samples, numels = [], [], [], [], [], []
-    for shape, indices in groups.items():
-        g = workspace.stack(f"weight{tuple(shape)}", [grads[i] for i in indices])
-        sums.append(g.sum(-1))
-        norms.append(torch.linalg.vector_norm(g, dim=-1))
-        maxima.append(g.amax(-1))  # vector_norm(ord=inf) would make a temporary as big as g
-        minima.append(g.amin(-1))
-        samples.append(g[:, :, _subset(g.shape[-1], g.device)])
-        numels += [g.shape[-1]] * len(indices)
-    numel = torch.tensor(numels, dtype=grads[0].dtype, device=grads[0].device)
-    norm = torch.cat(norms, 1)
-    mean = torch.cat(sums, 1) / numel
+    of ``WEIGHT_QUANTITIES`` but ``update_ratio``. Each stack is reduced where it lies (as in
+    ``hidden_stats``); the quantiles come from one fixed subset of each layer's entries."""
+    first = grads[0]
+    replicas, dims = first.shape[0], tuple(range(1, first.dim()))
+    numel, subsets = _weight_layout(tuple(g[0].numel() for g in grads), first.dtype, first.device)
+
+    def per_layer(values: list[Tensor]) -> Tensor:  # (K,) each → (K, layers)
+        return torch.stack(values, 1)
+
+    norm = per_layer([torch.linalg.vector_norm(g, dim=dims) for g in grads])
+    mean = per_layer([g.sum(dims) for g in grads]) / numel
     std = _std(mean, norm.pow(2) / numel)
-    absmax = torch.maximum(torch.cat(maxima, 1), -torch.cat(minima, 1))
-    sample = torch.cat(samples, 1).abs()  # (K, layers, QUANTILE_SAMPLE)
+    # vector_norm(ord=inf) would make a temporary as big as g
+    absmax = torch.maximum(
+        per_layer([g.amax(dims) for g in grads]), per_layer([g.amin(dims) for g in grads]).neg_()
+    )
+    sample = torch.stack(  # (K, layers, QUANTILE_SAMPLE)
+        [g.reshape(replicas, -1).index_select(1, at) for g, at in zip(grads, subsets, strict=True)],
+        1,
+    ).abs_()
     zero = (sample == 0).float().mean(-1)
-    stats = torch.cat(
+    return torch.cat(
         [torch.stack([norm, mean, std, absmax], -1), _nearest_rank(sample), zero[..., None]],
         dim=-1,
     )
-    # back from group order to layer order
-    order = [i for indices in groups.values() for i in indices]
-    return stats[:, _inverse(tuple(order))] if order != sorted(order) else stats
 
 
 @functools.cache
-def _inverse(order: tuple[int, ...]) -> list[int]:
-    inverse = [0] * len(order)
-    for position, layer in enumerate(order):
-        inverse[layer] = position
-    return inverse
+def _weight_layout(
+    numels: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, list[Tensor]]:
+    """Entries per replica of each weight layer, as a tensor, and each layer's quantile subset."""
+    as_tensor = torch.tensor(numels, dtype=dtype, device=device)
+    return as_tensor, [_subset(n, device) for n in numels]
 
 
 @functools.cache

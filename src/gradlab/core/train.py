@@ -161,32 +161,6 @@ class ProbeLog:
         """Keep one probe step: ``probe_values``' row, then the update ratios (empty at init)."""
         self.stats.append((phase, step, stats, update or [math.nan] * (self.depth + 1)))
 
-    def keep_samples(self, phase: str, step: int, per_layer: Sequence[Sequence[Tensor]]) -> None:
-        """Keep a fixed-size random subset of each layer's values for distribution plots
-        (drawn with replacement: cheap, and fine for a distribution sketch).
-
-        Args:
-            per_layer: For each of ``probes.DISTRIBUTION_QUANTITIES``, this run's tensor per layer.
-        """
-        quantities, layers, tensors = [], [], []
-        for quantity, layer_tensors in enumerate(per_layer):
-            for layer, tensor in enumerate(layer_tensors, start=1):
-                quantities.append(quantity)
-                layers.append(layer)
-                tensors.append(tensor.reshape(-1))
-        if len(per_layer) != len(probes.DISTRIBUTION_QUANTITIES) or not all(
-            t.numel() for t in tensors
-        ):
-            raise ValueError("keep_samples needs a non-empty tensor per layer of each quantity")
-        # one draw for every tensor, then a gather from each: no copy of the tensors themselves
-        numels = torch.tensor([t.numel() for t in tensors], dtype=torch.float64)
-        draws = torch.rand(
-            len(tensors), self.sample_size, dtype=torch.float64, generator=self.generator
-        )
-        positions = (draws * numels[:, None]).long()
-        values = torch.stack([t[p.to(t.device)] for t, p in zip(tensors, positions, strict=True)])
-        self.samples.append((phase, step, quantities, layers, values))
-
     def hidden(self, phase: str, quantity: str) -> np.ndarray:
         """One hidden-layer quantity at the last probe step of ``phase`` (empty if none)."""
         rows = [stats for p, _, stats, _ in self.stats if p == phase]
@@ -260,6 +234,42 @@ class ProbeLog:
         )
 
 
+def keep_samples(
+    logs: Sequence[ProbeLog],
+    rows: Sequence[int],
+    phase: str,
+    step: int,
+    per_quantity: Sequence[Sequence[Tensor]],
+) -> None:
+    """Keep a fixed-size random subset of each layer's values in each run's log, for
+    distribution plots (drawn with replacement: cheap, and fine for a distribution sketch).
+
+    Args:
+        logs: The runs' logs; ``logs[i]`` samples replica ``rows[i]`` of every stack.
+        per_quantity: For each of ``probes.DISTRIBUTION_QUANTITIES``, a (K, …) stack per layer.
+    """
+    quantities = [q for q, stacks in enumerate(per_quantity) for _ in stacks]
+    layers = [layer for stacks in per_quantity for layer in range(1, len(stacks) + 1)]
+    tensors = [t for stacks in per_quantity for t in stacks]
+    if len(per_quantity) != len(probes.DISTRIBUTION_QUANTITIES) or not all(
+        t.numel() for t in tensors
+    ):
+        raise ValueError("keep_samples needs a non-empty tensor per layer of each quantity")
+    numels = torch.tensor([t[0].numel() for t in tensors])
+    # each run draws from its own generator, so its samples do not depend on its group
+    size = (len(tensors), logs[0].sample_size)
+    draws = torch.stack(
+        [torch.rand(size, dtype=torch.float64, generator=log.generator) for log in logs]
+    )
+    positions = (draws * numels[:, None]).long()  # within one replica's entries
+    offsets = torch.tensor(rows)[:, None, None] * numels[:, None]
+    at = (positions + offsets).to(tensors[0].device)  # within each whole stack, as if flat
+    # one gather per tensor for all the runs, no copy of the tensors themselves
+    values = torch.stack([torch.take(t, at[:, i]) for i, t in enumerate(tensors)], 1)
+    for log, run_values in zip(logs, values, strict=True):
+        log.samples.append((phase, step, quantities, layers, run_values))
+
+
 @functools.cache
 def _probe_row_layout(depth: int) -> tuple[np.ndarray, np.ndarray]:
     """Layer and position in ``probes.QUANTITIES`` of each value of a probe step, in the order
@@ -298,7 +308,7 @@ def probe_values(
     """(K, n) statistics available after backward, before the optimizer step and clipping:
     hidden-layer stats, weight-gradient stats, global gradient norm, loss (``ProbeLog.add``)."""
     hidden = probes.hidden_stats(cap, traits, workspace)
-    weight = probes.weight_grad_stats(weight_grads, workspace)
+    weight = probes.weight_grad_stats(weight_grads)
     global_ = torch.stack([probes.global_grad_norm(grads), loss.detach()], 1)
     return torch.cat([hidden.flatten(1), weight.flatten(1), global_], 1)
 
@@ -565,9 +575,9 @@ def _train_stack(
             weight_grads = [grads[i] for i in model.weight_positions]
             stats = probe_values(cap, weight_grads, grads, loss, traits, workspace)
             before = probes.snapshot(model.weights())
-            for k, replica in enumerate(stack.replicas):
-                if step in replica.checkpoints:
-                    _keep_samples(replica, "train", step, cap, weight_grads, k)
+            at = [k for k, replica in enumerate(stack.replicas) if step in replica.checkpoints]
+            if at:
+                _keep_samples([stack.replicas[k] for k in at], at, "train", step, cap, weight_grads)
         if stack.clipping:
             _clip(grads, stack.clips)
         stack.optimizer.step(grads, stack.lrs[:, step], stack.momenta[:, step])
@@ -689,9 +699,9 @@ def _probe_at_init(
     stats = probe_values(cap, weight_grads, grads, loss, traits, workspace)
     q_in = x_probe.pow(2).mean((1, 2))  # mean squared input coordinate, for the theory
     values = torch.cat([stats, q_in[:, None]], 1).tolist()
-    for k, (replica, row) in enumerate(zip(stack.replicas, values, strict=True)):
+    for replica, row in zip(stack.replicas, values, strict=True):
         replica.probe_log.add("init", 0, row[:-1], [])
-        _keep_samples(replica, "init", 0, cap, weight_grads, k)
+    _keep_samples(stack.replicas, range(len(stack.replicas)), "init", 0, cap, weight_grads)
     _set_predictions(stack.replicas, data, [row[-1] for row in values])
     with torch.no_grad():
         for name, saved in buffers.items():
@@ -699,15 +709,15 @@ def _probe_at_init(
 
 
 def _keep_samples(
-    replica: _Replica,
+    replicas: Sequence[_Replica],
+    rows: Sequence[int],
     phase: str,
     step: int,
     cap: probes.Capture,
     weight_grads: list[Tensor],
-    k: int,
 ) -> None:
     tensors = (cap.grads, cap.preacts, cap.acts, weight_grads)  # DISTRIBUTION_QUANTITIES
-    replica.probe_log.keep_samples(phase, step, [[t[k] for t in layers] for layers in tensors])
+    keep_samples([r.probe_log for r in replicas], rows, phase, step, tensors)
 
 
 def _clip(grads: list[Tensor], max_norms: Tensor) -> None:
