@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +44,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
@@ -129,7 +131,8 @@ class Tracker:
         queue_size: int = 16,
     ) -> None:
         parent = mlflow.active_run() if enabled else None
-        self.client = MlflowClient() if parent else None
+        self.tracking_uri = mlflow.get_tracking_uri()
+        self.client = MlflowClient(self.tracking_uri) if parent else None
         self.parent_id = parent.info.run_id if parent else None
         self.experiment_id = parent.info.experiment_id if parent else None
         self.layer_every = layer_every
@@ -257,7 +260,7 @@ class Tracker:
                 self.client.log_batch(run_id, metrics=chunk)
             if data_digest is not None:
                 self.client.log_inputs(run_id, datasets=[_dataset_input(spec, data_digest)])
-            self._log_files(run_id, spec, result, weights, profile)
+            self._log_files(run.info.artifact_uri, spec, result, weights, profile)
         except BaseException:
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
             raise
@@ -266,14 +269,15 @@ class Tracker:
 
     def _log_files(
         self,
-        run_id: str,
+        artifact_uri: str,
         spec: RunSpec,
         result: RunResult,
         weights: Path | None,
         profile: pd.DataFrame,
     ) -> None:
         """The profile table and figure and the weights, in one upload (one round trip to a
-        server)."""
+        server), straight to the run's artifact store: ``MlflowClient.log_artifacts`` would first
+        read the whole run back to learn its artifact URI (~2 ms a run in sqlite)."""
         with tempfile.TemporaryDirectory() as folder:
             files = Path(folder)
             if not profile.empty:  # as log_table writes it, without its 3 extra round trips
@@ -283,7 +287,8 @@ class Tracker:
             if weights is not None and weights.exists():
                 (files / weights.name).symlink_to(weights.resolve())  # copied, not moved
             if any(files.iterdir()):
-                self.client.log_artifacts(run_id, folder)
+                repository = get_artifact_repository(artifact_uri, tracking_uri=self.tracking_uri)
+                repository.log_artifacts(folder)
 
     def find_logged(self, result_id: str) -> str | None:
         """The child run that logged the stored result ``result_id`` to its end, if any.
@@ -312,30 +317,73 @@ class Tracker:
         metrics = _points(keys, epochs["value"], at(epochs["epoch"], epoch=True), epochs["epoch"])
         # at init and in theory a layer profile is one value per layer: the table artifact
         # (``layer_profile``), not a one-point chart per layer and quantity
-        stats = result.layer_stats[result.layer_stats["phase"] == "train"]
+        stats = _LongColumns.of(result.layer_stats, "train")
         if stats.empty:
             return metrics
-        kept = np.unique(stats["step"])[:: self.layer_every]
-        stats = stats[stats["step"].isin(kept)]
-        ratio = _grad_ratio(stats)
+        stats = stats.where(np.isin(stats.step, np.unique(stats.step)[:: self.layer_every]))
+        steps, ratio = _grad_ratio(stats)
         if self.quantities is not None:
-            stats = stats[stats["quantity"].isin(self.quantities)]
-        points = _layer_points(stats, self.layers)
-        metrics += _points(points["key"], points["value"], at(points["step"]), points["step"])
-        metrics += _points(GRAD_RATIO, ratio.to_numpy(), at(ratio.index), ratio.index)
+            stats = stats.where(np.isin(stats.quantity, list(self.quantities)))
+        keys, points = _layer_points(stats, self.layers)
+        metrics += _points(keys, points.value, at(points.step), points.step)
+        metrics += _points(GRAD_RATIO, ratio, at(steps), steps)
         return metrics
 
 
+@dataclass(frozen=True)
+class _LongColumns:
+    """One phase's rows of a long table (``phase, step, layer, quantity, value``) as numpy
+    arrays: a run's few hundred points are picked in microseconds, where pandas' indexing
+    costs milliseconds a run."""
+
+    step: np.ndarray
+    layer: np.ndarray
+    quantity: np.ndarray  # str objects
+    value: np.ndarray
+
+    @classmethod
+    def of(cls, table: pd.DataFrame, phase: str) -> "_LongColumns":
+        rows = (table["phase"] == phase).to_numpy(dtype=bool)
+        return cls(
+            table["step"].to_numpy()[rows],
+            table["layer"].to_numpy()[rows],
+            table["quantity"].to_numpy(dtype=object)[rows],
+            table["value"].to_numpy(dtype=float)[rows],
+        )
+
+    @property
+    def empty(self) -> bool:
+        return len(self.step) == 0
+
+    @property
+    def columns(self) -> tuple[np.ndarray, ...]:
+        return self.step, self.layer, self.quantity, self.value
+
+    def where(self, rows: np.ndarray) -> "_LongColumns":
+        return _LongColumns(*(column[rows] for column in self.columns))
+
+    @staticmethod
+    def concat(parts: list["_LongColumns"]) -> "_LongColumns":
+        return _LongColumns(*map(np.concatenate, zip(*(part.columns for part in parts))))
+
+
 def layer_profile(layer_stats: pd.DataFrame) -> pd.DataFrame:
-    """One row per hidden layer and quantity: its value at init and, where theory predicts it,
-    the mean-field prediction (``PROFILE_TABLE`` of each child run)."""
-    stats = layer_stats[layer_stats["phase"].isin(["init", "theory"]) & (layer_stats["layer"] > 0)]
-    if stats.empty:
-        return pd.DataFrame(columns=["quantity", "layer", "init", "theory"])
-    table = stats.set_index(["quantity", "layer", "phase"])["value"].unstack("phase")
-    table = table.reindex(columns=["init", "theory"]).reset_index()
-    table.columns.name = None
-    return table
+    """One row per hidden layer and quantity, in the order of quantity then layer: its value at
+    init and, where theory predicts it, the mean-field prediction (``PROFILE_TABLE`` of each
+    child run)."""
+    init, theory = (_LongColumns.of(layer_stats, phase) for phase in ("init", "theory"))
+    init, theory = init.where(init.layer > 0), theory.where(theory.layer > 0)
+    predicted = dict(zip(zip(theory.quantity, theory.layer), theory.value, strict=True))
+    rows = sorted({*zip(init.quantity, init.layer), *predicted})
+    measured = dict(zip(zip(init.quantity, init.layer), init.value, strict=True))
+    return pd.DataFrame(
+        {
+            "quantity": [quantity for quantity, _ in rows],
+            "layer": np.array([layer for _, layer in rows], dtype=layer_stats["layer"].dtype),
+            "init": [measured.get(row, math.nan) for row in rows],
+            "theory": [predicted.get(row, math.nan) for row in rows],
+        }
+    )
 
 
 def _clock(summary: dict[str, Any]) -> Callable[..., np.ndarray]:
@@ -384,36 +432,37 @@ def _dataset_input(spec: RunSpec, data_digest: str) -> DatasetInput:
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
 
 
-def _layer_points(stats: pd.DataFrame, layers: str) -> pd.DataFrame:
-    """``key``, ``step`` and ``value`` of each probe point to log: ``step_loss`` and
+def _layer_points(stats: _LongColumns, layers: str) -> tuple[np.ndarray, _LongColumns]:
+    """The key of each probe point to log, and the points: ``step_loss`` and
     ``grad_global_norm`` for the whole network; per layer ``<quantity>/first`` and
     ``<quantity>/last`` (``layers="ends"``: one key at every depth, so runs of different depths
     share a chart) or ``<quantity>/layer_NN`` (``"all"``)."""
-    whole = stats[stats["layer"] == 0]
-    hidden = stats[stats["layer"] > 0]
-    parts = [whole.assign(key=whole["quantity"].replace({"loss": "step_loss"}))]
+    whole = stats.where(stats.layer == 0)
+    hidden = stats.where(stats.layer > 0)
+    parts = [(np.where(whole.quantity == "loss", "step_loss", whole.quantity), whole)]
     if layers == "all":
-        number = hidden["layer"].astype(str).str.zfill(2)
-        parts.append(hidden.assign(key=hidden["quantity"] + "/layer_" + number))
+        number = np.array([f"/layer_{layer:02d}" for layer in hidden.layer], dtype=object)
+        parts.append((hidden.quantity + number, hidden))
     else:
-        by_quantity = hidden.groupby("quantity")["layer"]
-        for end, pick in (("first", "min"), ("last", "max")):
-            rows = hidden[hidden["layer"] == by_quantity.transform(pick)]
-            parts.append(rows.assign(key=rows["quantity"] + f"/{end}"))
-    return pd.concat(parts)[["key", "step", "value"]]
+        for end, pick in (("first", min), ("last", max)):
+            ends = {q: pick(hidden.layer[hidden.quantity == q]) for q in set(hidden.quantity)}
+            rows = hidden.where(hidden.layer == np.array([ends[q] for q in hidden.quantity]))
+            parts.append((rows.quantity + f"/{end}", rows))
+    keys = np.concatenate([np.asarray(keys, dtype=object) for keys, _ in parts])
+    return keys, _LongColumns.concat([points for _, points in parts])
 
 
-def _grad_ratio(stats: pd.DataFrame) -> pd.Series:
-    """∂L/∂h RMS of the first hidden layer over the last's, per probe step (empty when the
-    probes did not measure it, or the net has one hidden layer): below 1 the gradient vanishes
-    on its way down, above 1 it explodes."""
-    rms = stats[stats["quantity"] == "grad_preact_rms"]
-    ends = (rms["layer"].min(), rms["layer"].max())
-    if rms.empty or ends[0] == ends[1]:
-        return pd.Series(dtype=float)
-    first, last = (rms[rms["layer"] == end].set_index("step")["value"] for end in ends)
+def _grad_ratio(stats: _LongColumns) -> tuple[np.ndarray, np.ndarray]:
+    """The probe steps and, at each, ∂L/∂h RMS of the first hidden layer over the last's (empty
+    when the probes did not measure it, or the net has one hidden layer): below 1 the gradient
+    vanishes on its way down, above 1 it explodes."""
+    rms = stats.where(stats.quantity == "grad_preact_rms")
+    if rms.empty or rms.layer.min() == rms.layer.max():
+        return np.array([], dtype=np.int64), np.array([])
+    # a probe step's rows hold every layer: both ends have the same steps, in the same order
+    first, last = (rms.where(rms.layer == end) for end in (rms.layer.min(), rms.layer.max()))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return first / last
+        return first.step, first.value / last.value
 
 
 def _points(keys: Any, values: Any, timestamps: Any, steps: Any) -> list[Metric]:
