@@ -88,7 +88,8 @@ def breakdown(
             params = [Param(k, str(v)) for k, v in BASELINE.model_dump().items()]
             profile = layer_profile(result.layer_stats)
             times.append(time.perf_counter())
-            run_id = client.create_run(tracker.experiment_id, run_name="x").info.run_id
+            run = client.create_run(tracker.experiment_id, run_name="x")
+            run_id = run.info.run_id
             times.append(time.perf_counter())
             first = BATCH - len(params)
             client.log_batch(run_id, metrics=metrics[:first], params=params)
@@ -97,7 +98,8 @@ def breakdown(
             times.append(time.perf_counter())
             client.log_inputs(run_id, datasets=[_dataset_input(BASELINE, data.fingerprint())])
             times.append(time.perf_counter())
-            tracker._log_files(run_id, BASELINE, result, weights, profile)  # table, figure, weights
+            # the table, the figure and the weights
+            tracker._log_files(run.info.artifact_uri, BASELINE, result, weights, profile)
             times.append(time.perf_counter())
             client.set_terminated(run_id, "FINISHED")
             times.append(time.perf_counter())
