@@ -15,7 +15,7 @@ run's training time (metric timestamps: an epoch's end, a step's interpolated be
 ends), and has the data it trained on as its dataset input.
 
 The grid hands finished runs to ``Tracker.submit``: a background thread logs them while the
-workers train (measured here: ~42 ms and 0.07 MB of sqlite per default-sized run). Each child is
+workers train (measured here: ~38 ms and 0.07 MB of sqlite per default-sized run). Each child is
 tagged with its stored result's id, so a result whose logging was cut short is logged exactly
 once by the next start (``gradlab.grid_runner.reconcile``).
 
