@@ -186,9 +186,9 @@ def _std(mean: Tensor, mean_sq: Tensor) -> Tensor:
 def hidden_stats(cap: Capture, traits: ActivationTraits, workspace: Workspace) -> Tensor:
     """Statistics of every hidden layer of every replica: (K, depth, len(HIDDEN_QUANTITIES)).
 
-    Each (K, B, W) tensor is reduced where it lies, one kernel per tensor and moment: copying
-    h, φ(h) and ∂L/∂h of every layer into one block to reduce them together cost more than the
-    copy saved in kernel launches (measured in a run, depth 5 to 20).
+    Each (K, B, W) tensor is reduced where it lies, one kernel per tensor and moment. Copying
+    h, φ(h) and ∂L/∂h of every layer into one block first, to reduce them with fewer kernels,
+    took twice as long in a run (depth 5 to 20): the copy cost more than the launches it saved.
     """
     depth = len(cap.preacts)
     first = cap.preacts[0]
