@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 5000
 DASK_PORT    ?= 8786
 DASK_WORKERS ?= 2
+DASK_DASHBOARD_PORT ?= 8787
 VIZ_PORT     ?= 4141
 
 # kedro-telemetry must never prompt or phone home (CI has no stdin, and no network).
@@ -51,10 +52,14 @@ mlflow-server: $(STAMP)
 
 # A Dask scheduler and DASK_WORKERS one-thread workers here, until Ctrl-C; train on it with
 # `kedro run --params train.executor=dask,train.dask.address=tcp://127.0.0.1:$(DASK_PORT)`.
+# Every port listens on 127.0.0.1 only: the scheduler's, its HTTP/dashboard port
+# (DASK_DASHBOARD_PORT), and each nanny's, worker's (--host) and worker's HTTP port (random).
 cluster: $(STAMP)
-	$(BIN)/dask scheduler --host 127.0.0.1 --port $(DASK_PORT) & scheduler=$$!; \
+	$(BIN)/dask scheduler --host 127.0.0.1 --port $(DASK_PORT) \
+		--dashboard-address 127.0.0.1:$(DASK_DASHBOARD_PORT) & scheduler=$$!; \
 	trap 'kill $$scheduler 2>/dev/null' EXIT; \
-	$(BIN)/dask worker tcp://127.0.0.1:$(DASK_PORT) --nworkers $(DASK_WORKERS) --nthreads 1
+	$(BIN)/dask worker tcp://127.0.0.1:$(DASK_PORT) --nworkers $(DASK_WORKERS) --nthreads 1 \
+		--host 127.0.0.1 --dashboard-address 127.0.0.1:0
 
 viz: $(STAMP)
 	$(BIN)/kedro viz run --host 127.0.0.1 --port $(VIZ_PORT) --no-browser
