@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from gradlab.core.config import ConfigError, validate_parameters
+from gradlab.core.config import NAME_RULE, ConfigError, validate_parameters
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 
@@ -133,6 +133,9 @@ BAD = [
     ("grid.studies", {}, "grid.studies", "non-empty mapping of studies"),
     ("train.max_runs", 100, "grid", "more than train.max_runs = 100"),
     ("train.only", ["optimizer", "nope*"], "train.only[1]", "selects no run"),
+    ("train.max_steps", 0, "train.max_steps", "greater than 0"),
+    ("grid.baseline.epochs", 10**8, "grid", "more than train.max_steps = 5,000,000"),
+    ("grid.baseline.batch_size", 5000, "grid", "larger than the 1200 train rows of poly"),
 ]
 
 
@@ -194,6 +197,43 @@ def test_max_runs_lets_a_big_grid_through_when_raised():
         validate_parameters(params)
     params["train"]["max_runs"] = 5000
     validate_parameters(params)
+
+
+def test_max_steps_names_the_longest_run_and_lets_a_long_grid_through_when_raised():
+    params = base_parameters()
+    params["grid"]["studies"]["optimizer"]["epochs"] = [20, 50_000]
+    with pytest.raises(ConfigError) as caught:
+        validate_parameters(params)
+    message = str(caught.value)
+    # 28 runs of 50,000 epochs × 19 batches of 64 of 1,200 train rows, and the rest of the grid
+    assert "'26,645,600 optimizer steps': more than train.max_steps" in message, message
+    assert "e50000·lr0.003·poly·s0, takes 950,000: 50,000 epochs); to train" in message, message
+    assert "raise it (--params train.max_steps=26645600)" in message, message
+    params["train"]["max_steps"] = 26_645_600
+    validate_parameters(params)
+
+
+@pytest.mark.parametrize(
+    "name", ["/tmp/<b>study</b>", "../../outside", "a/b", "two,studies", "dot.ted", "", "x" * 65]
+)
+def test_a_study_name_that_is_no_plain_name_is_refused(name):
+    params = base_parameters()
+    studies = params["grid"]["studies"]
+    studies[name] = studies.pop("optimizer")
+    with pytest.raises(ConfigError) as caught:
+        validate_parameters(params)
+    assert caught.value.problems == [
+        (f"grid.studies.{name}", name, "not a usable name: " + NAME_RULE)
+    ]
+
+
+def test_a_claim_id_that_is_no_plain_name_is_refused():
+    claims = yaml.safe_load((CONF.parent / "he2015" / "parameters_claims.yml").read_text())
+    claim = next(iter(claims["claims"].values()))
+    params = base_parameters() | {"claims": {"../tag": claim}}
+    with pytest.raises(ConfigError) as caught:
+        validate_parameters(params)
+    assert ("claims.../tag", "../tag", "not a usable name: " + NAME_RULE) in caught.value.problems
 
 
 @pytest.mark.parametrize(

@@ -166,6 +166,9 @@ class TrainConfig(_Strict):
     only: list[str] = Field(default_factory=list)
     # a grid above this many runs is refused until this is raised: a typo must not start 10,000 runs
     max_runs: int = Field(default=2000, gt=0)
+    # nor above this many optimizer steps, summed over its runs (epochs × batches per epoch): an
+    # extra zero on epochs must not train for days
+    max_steps: int = Field(default=5_000_000, gt=0)
     # runs of one model shape train together as one stacked model of at most this many replicas
     max_replicas: int = Field(default=32, gt=0, le=1024)
     divergence_factor: float = Field(default=1e4, gt=1)
@@ -249,6 +252,33 @@ def _validate_datasets(data: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
     return problems
 
 
+# Names that become file names (a study's figure), MLflow keys (``claim.<id>`` tags, flattened
+# params) and comma-separated lists (a run's studies): no separators, no dots, no markup.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+NAME_RULE = "expected 1–64 letters, digits, '_' or '-', starting with a letter or digit"
+
+
+def _name_problems(path: str, name: Any) -> list[tuple[str, Any, str]]:
+    if isinstance(name, str) and NAME.fullmatch(name):
+        return []
+    return [(path, name, f"not a usable name: {NAME_RULE}")]
+
+
+def train_rows(data: DataConfig) -> dict[str, int]:
+    """Rows of each dataset's train split, for those whose size the parameters fix."""
+    rows = {}
+    for name, kwargs in data.datasets.items():
+        try:
+            params = DATASETS[name].params.model_validate(kwargs or {})
+        except (KeyError, ValidationError):
+            continue  # _validate_datasets reports it
+        n_samples = getattr(params, "n_samples", None)
+        if n_samples is not None:
+            n_val = round(data.split.val * n_samples)
+            rows[name] = n_samples - n_val - round(data.split.test * n_samples)
+    return rows
+
+
 def _check_split_sizes(name: str, n_samples: int | None, data: Mapping[str, Any]) -> list:
     """Each split of a generated dataset must hold rows: a model cannot train on none."""
     split = data.get("split")
@@ -307,6 +337,9 @@ def _validate_grid(
         problems.append(("grid.studies", raw_studies, "expected a non-empty mapping of studies"))
         raw_studies = {}
     for name, raw in raw_studies.items():
+        if name_problems := _name_problems(f"grid.studies.{name}", name):
+            problems += name_problems
+            continue
         # against the defaults when the baseline is broken, so study typos still show up now
         study, study_problems = _validate_study(
             f"grid.studies.{name}", name, raw, baseline or RunSpec()
@@ -334,10 +367,10 @@ def _runs_bound(grid: GridConfig) -> int:
 
 
 def _check_grid_against_train(
-    grid: GridConfig, train: TrainConfig, table: pd.DataFrame | None
+    grid: GridConfig, train: TrainConfig, table: pd.DataFrame | None, data: DataConfig | None
 ) -> list[tuple[str, Any, str]]:
-    """The grid's size against ``train.max_runs``; every ``train.only`` entry selects a run.
-    ``table`` is the expanded grid, None when it is too large to expand."""
+    """The grid's size against ``train.max_runs`` and ``train.max_steps``; every ``train.only``
+    entry selects a run. ``table`` is the expanded grid, None when it is too large to expand."""
     problems: list[tuple[str, Any, str]] = []
     n_runs = _runs_bound(grid) if table is None else len(table)
     if n_runs > train.max_runs:
@@ -349,13 +382,54 @@ def _check_grid_against_train(
                 f"it (--params train.max_runs={n_runs})",
             )
         )
-    elif table is not None:
-        study_names = [study.name for study in grid.studies]
-        for i, pattern in enumerate(train.only):
-            if select(table, [pattern]).empty:
-                reason = f"selects no run; expected a study of {study_names} or a label glob"
-                problems.append((f"train.only[{i}]", pattern, reason))
+        return problems
+    if table is None:
+        return problems
+    if data is not None:
+        problems += _check_steps(table, train, train_rows(data))
+    study_names = [study.name for study in grid.studies]
+    for i, pattern in enumerate(train.only):
+        if select(table, [pattern]).empty:
+            reason = f"selects no run; expected a study of {study_names} or a label glob"
+            problems.append((f"train.only[{i}]", pattern, reason))
     return problems
+
+
+def _check_steps(
+    table: pd.DataFrame, train: TrainConfig, rows: Mapping[str, int]
+) -> list[tuple[str, Any, str]]:
+    """A batch must fit the train split, and the grid's optimizer steps must stay below
+    ``train.max_steps``. ``rows``: train rows per dataset (those whose size is known)."""
+    known = table[table["dataset"].isin(list(rows))]
+    if known.empty:
+        return []
+    n_train = known["dataset"].map(rows)
+    too_big = known[known["batch_size"] > n_train]
+    if not too_big.empty:
+        run = too_big.iloc[0]
+        return [
+            (
+                "grid",
+                f"batch_size {run['batch_size']} ({run['label']})",
+                f"larger than the {rows[run['dataset']]} train rows of {run['dataset']}; "
+                f"{len(too_big)} run(s) would silently train full-batch: lower batch_size or "
+                "raise n_samples",
+            )
+        ]
+    steps = known["epochs"] * -(-n_train // known["batch_size"])
+    total = int(steps.sum())
+    if total <= train.max_steps:
+        return []
+    longest = known.loc[steps.idxmax()]
+    return [
+        (
+            "grid",
+            f"{total:,} optimizer steps",
+            f"more than train.max_steps = {train.max_steps:,} (the longest run, "
+            f"{longest['label']}, takes {int(steps.max()):,}: {longest['epochs']:,} epochs); "
+            f"to train a grid this long, raise it (--params train.max_steps={total})",
+        )
+    ]
 
 
 def _validate_study(
@@ -473,6 +547,9 @@ def validate_parameters(params: Mapping[str, Any]) -> Parameters:
         sections["claims"] = parse_claims(params.get("claims"))
     except ConfigError as error:
         problems += error.problems
+    if isinstance(params.get("claims"), Mapping):
+        for claim_id in params["claims"]:
+            problems += _name_problems(f"claims.{claim_id}", claim_id)
     if isinstance(params.get("data"), Mapping):
         problems += _validate_datasets(params["data"])
     grid, grid_problems = _validate_grid(params.get("grid", _MISSING), sections.get("data"))
@@ -482,7 +559,7 @@ def validate_parameters(params: Mapping[str, Any]) -> Parameters:
     if grid is not None and _runs_bound(grid) <= _COUNT_LIMIT:
         table = expand(grid.baseline, grid.studies, grid.seeds)
     if grid is not None and "train" in sections:
-        problems += _check_grid_against_train(grid, sections["train"], table)
+        problems += _check_grid_against_train(grid, sections["train"], table, sections.get("data"))
     if table is not None and sections.get("claims") and not problems:
         problems += _check_claims_against_grid(sections["claims"], table)
     if problems:
