@@ -41,8 +41,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 	$(BIN)/ruff format src tests benchmarks scripts
 
-# --artifacts-destination: runs logged through `make mlflow-server` keep their files in mlruns/ too
+# --artifacts-destination: runs logged through `make mlflow-server` keep their files in mlruns/ too.
+# First the address of the gradlab experiment's runs in the model-training view (MLflow 3's UI
+# opens an experiment as a GenAI app otherwise).
 ui: $(STAMP)
+	@$(BIN)/python -m gradlab.mlflow_server --print-url --host 127.0.0.1 --port $(PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --artifacts-destination mlruns \
 		--host 127.0.0.1 --port $(PORT)
 

@@ -327,8 +327,15 @@ class ParentRunHook:
         for key, value in tags.items():
             client.set_tag(run.info.run_id, key, value)
         experiment = client.get_experiment(run.info.experiment_id)
-        if experiment.tags.get(NOTE) != EXPERIMENT_NOTE:
-            client.set_experiment_tag(experiment.experiment_id, NOTE, EXPERIMENT_NOTE)
+        # MLflow's tag for what an experiment is: "custom_model_development" is model training
+        # ("Machine learning" in the UI), not a GenAI app ("genai_development")
+        experiment_tags = {
+            NOTE: EXPERIMENT_NOTE,
+            "mlflow.experimentKind": "custom_model_development",
+        }
+        for key, value in experiment_tags.items():
+            if experiment.tags.get(key) != value:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
 
     @hook_impl
     def after_node_run(self, outputs: dict[str, Any]) -> None:

@@ -562,14 +562,15 @@ layer (what vanishes or explodes), ‖∂L/∂W‖, activation statistics, satur
 init and during training, next to the mean-field prediction.
 
 How to read the runs:
-- Each `kedro run` is a parent run named `<pipeline>·<env>·<time>`; its description lists the
-  grid, its metrics count the runs per status and verdict, and its artifacts hold the report
-  (`report.html`), the tables and the figures.
-- Each run spec is a child run, named by what differs from the grid's baseline and its seed
-  (`relu·d16·s0`); the full label is the tag `gradlab.label`, the axes are params and tags.
-  `status` is finished, diverged (a result, not a crash) or failed; `verdict` (read at the end
-  of training) is healthy, vanishing, exploding, saturated or dead; `init_verdict` is what the
-  gradients at init say (healthy, vanishing, exploding, or n/a).
+- Each `kedro run` is a parent run named `<pipeline>·<env>·<time>` (`default·local·<time>` for
+  a plain `kedro run`); its description lists the grid, its metrics count the runs per status
+  and verdict, and its artifacts hold the report (`report.html`), the tables and the figures.
+- Each run spec is a child run (the + in its parent's row shows them), named by what differs
+  from the grid's baseline and its seed (`relu·d16·s0`); the full label is the tag
+  `gradlab.label`, the axes are params and tags. `status` is finished, diverged (a result,
+  not a crash) or failed; `verdict` (read at the end of training) is healthy, vanishing,
+  exploding, saturated or dead; `init_verdict` is what the gradients at init say (healthy,
+  vanishing, exploding, or n/a).
 - Per-epoch metrics (step = epoch): `train_loss`, `val_loss`, `val_r2`/`val_accuracy`, `lr`,
   `grad_norm`. Per-step metrics (step = optimizer step): `grad_ratio`, ∂L/∂h RMS of the first
   hidden layer over the last (below 1: the gradient vanishes on its way down; above 1: it
@@ -582,8 +583,11 @@ How to read the runs:
 
 
 def parent_run_name(pipelines: list[str] | str | None, env: str | None, started: float) -> str:
-    """``<pipeline>·<env>·<YYYY-MM-DD HH:MM>`` for the run of a ``kedro run``."""
+    """``<pipeline>·<env>·<YYYY-MM-DD HH:MM>`` for the run of a ``kedro run``: ``default`` for
+    Kedro's ``__default__`` pipeline (all stages), ``local`` for no ``--env``, pipelines joined
+    by ``+`` (``default·local·2026-12-07 10:04``, ``train+report·smoke·…``)."""
     names = [pipelines] if isinstance(pipelines, str) else list(pipelines or ["__default__"])
+    names = ["default" if name == "__default__" else name for name in names]
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
     return f"{'+'.join(names)}·{env or 'local'}·{when}"
 

@@ -86,7 +86,7 @@ def test_parent_run_carries_a_tag_per_claim_and_the_table(reproduced):
     experiment = client.get_experiment_by_name("gradlab")
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     parent = next(run for run in runs if "mlflow.parentRunId" not in run.data.tags)
-    assert parent.info.run_name.startswith(f"__default__·{env}_smoke·"), parent.info.run_name
+    assert parent.info.run_name.startswith(f"default·{env}_smoke·"), parent.info.run_name
     table = pd.read_parquet(data / "08_reporting" / "claims.parquet")
     tags = {k: v for k, v in parent.data.tags.items() if k.startswith("claim.")}
     assert tags == {f"claim.{c}": r for c, r in zip(table["claim_id"], table["result"])}

@@ -139,7 +139,8 @@ def test_mlflow_reads_well_for_a_newcomer(smoke, tmp_path):
     assert "How to read the runs" in experiment.tags["mlflow.note.content"]
     everything = mlflow.search_runs([experiment.experiment_id])
     (parent,) = [r for r in everything if "mlflow.parentRunId" not in r.data.tags]
-    assert re.fullmatch(r"__default__·smoke·\d{4}-\d\d-\d\d \d\d:\d\d", parent.info.run_name)
+    assert re.fullmatch(r"default·smoke·\d{4}-\d\d-\d\d \d\d:\d\d", parent.info.run_name)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.data.tags["runner"] == "SequentialRunner"
     assert "**activation_depth** (4 runs)" in parent.data.tags["mlflow.note.content"]
     runs = runs_table(smoke)

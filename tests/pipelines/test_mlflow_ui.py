@@ -1,0 +1,159 @@
+"""A newcomer's first look at the MLflow UI, for real: `make ui` on a project after a smoke run
+prints an address, and a headless Chromium that opens it sees the runs table of a model-training
+experiment, not MLflow 3's GenAI workspace (traces, judges, "evaluation runs")."""
+
+import html
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from gradlab.mlflow_server import ui_message, ui_url
+from tests.conftest import REPO, free_port, wait_for_text
+from tests.pipelines.test_report import smoke_project
+
+PARENT = re.compile(r"default·smoke·\d{4}-\d\d-\d\d \d\d:\d\d")
+# what only MLflow 3's GenAI workspace shows (its side bar); the model-training one lists
+# Runs, Models, Traces and the model registry
+GENAI_ONLY = ("Evaluation runs", "Judges", "Sessions")
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("needs a Chromium on PATH (Debian: apt install chromium; .ci/run installs it)")
+
+
+def _text(dom: str) -> str:
+    """The text a page shows: its DOM without scripts, styles and tags, whitespace collapsed."""
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+def _make_ui(project: Path, port: int, log: Path) -> subprocess.Popen:
+    """The repo's `make ui` in ``project``, in its own process group, output to ``log``."""
+    command = [
+        "make",
+        "-s",
+        "-f",
+        str(REPO / "Makefile"),
+        "-o",
+        ".venv/.installed",  # never install from here: this environment is the one to test
+        "ui",
+        f"BIN={Path(sys.executable).parent}",
+        f"PORT={port}",
+    ]
+    with log.open("w") as out:
+        return subprocess.Popen(
+            command,
+            cwd=project,  # `make ui` serves the mlflow.db of the folder it runs in
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the server's workers go with it
+        )
+
+
+def _wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert server.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+
+
+def _group(pgid: int) -> list[psutil.Process]:
+    """Live processes (not zombies) of process group ``pgid``."""
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process)
+        except (OSError, psutil.Error):
+            pass
+    return members
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL to what is left after 30 s."""
+    os.killpg(server.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while _group(server.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _group(server.pid):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=10)
+
+
+def test_ui_url_points_at_the_runs_in_the_model_training_view(tmp_path):
+    assert ui_url(tmp_path, "127.0.0.1", 5000) is None  # no store yet
+    message = ui_message(tmp_path, "127.0.0.1", 5000)
+    assert "http://127.0.0.1:5000/#/?workflowType=machine_learning" in message, message
+    assert "`make run` first" in message, message
+    assert not (tmp_path / "mlflow.db").exists()  # looking does not create a store
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_experiment("other")
+    assert ui_url(tmp_path, "127.0.0.1", 5000) is None  # a store, but no gradlab experiment
+    ours = client.create_experiment("gradlab")
+    assert ui_url(tmp_path, "0.0.0.0", 5001) == (
+        f"http://127.0.0.1:5001/#/experiments/{ours}/runs?workflowType=machine_learning"
+    )
+
+
+def test_make_ui_prints_where_a_newcomer_sees_the_runs_table(tmp_path_factory, tmp_path):
+    browser = _chromium()
+    project = smoke_project(tmp_path_factory)
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("gradlab")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    full_run = [run for run in parents if PARENT.fullmatch(run.info.run_name)]
+    assert len(full_run) == 1, [run.info.run_name for run in parents]
+    assert children
+
+    port = free_port()
+    log = tmp_path / "ui.log"
+    server = _make_ui(project, port, log)
+    try:
+        expected = (
+            f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs"
+            "?workflowType=machine_learning"
+        )
+        wait_for_text(log, expected, timeout=60)
+        _wait_until_healthy(f"http://127.0.0.1:{port}", server, log, timeout=120)
+        command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
+        window = ["--window-size=1400,900", "--virtual-time-budget=20000"]
+        dom = subprocess.run(
+            [*command, *window, expected],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
+        ).stdout
+    finally:
+        _stop(server)
+    assert not _group(server.pid), log.read_text()[-3000:]
+    page = _text(dom)
+    assert "Run Name" in page, page[:3000]  # the runs table's first column
+    assert full_run[0].info.run_name in page, page[:3000]  # its parent row
+    shown = re.search(r"(\d+) matching runs", page)
+    assert shown and int(shown.group(1)) == len(runs), page[:3000]  # children under parents
+    assert not [text for text in GENAI_ONLY if text in page], page[:3000]
