@@ -35,6 +35,25 @@ def test_table_columns_dtypes_and_range():
     )
 
 
+def test_pixels_are_the_rendering_rounded_to_8_bit_grey_levels():
+    params = data.ShapesetParams(n_samples=90, image_size=16)
+    frame = data.shapeset(4, params)
+    columns = data.feature_columns(frame)
+    pixels = frame[columns].to_numpy()
+    codes = np.rint(pixels * 255)
+    assert codes.min() >= 0 and codes.max() <= 255
+    np.testing.assert_array_equal(pixels, (codes / np.float32(255)).astype(np.float32))
+    rendered = data._render_shapeset(4, params).pixels.reshape(len(pixels), -1)
+    assert np.abs(pixels - rendered).max() <= 0.5 / 255 + 1e-7
+    # anti-aliased edges keep their intermediate levels: an image has more than its 2–3 greys
+    assert np.median([len(np.unique(image)) for image in codes]) > 10
+    # scale and offset map each level to one value: a column still holds at most 256
+    moved = data.shapeset(
+        4, data.ShapesetParams(n_samples=90, image_size=16, offset=3.0, scale=2.0)
+    )
+    np.testing.assert_array_equal(moved[columns].to_numpy(), 2.0 * pixels + 3.0)
+
+
 def test_image_size_sets_the_width():
     frame = data.shapeset(0, data.ShapesetParams(n_samples=9, image_size=8))
     assert data.feature_columns(frame) == [f"x_{i:02d}" for i in range(64)]

@@ -3,6 +3,8 @@
 import hashlib
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -67,6 +69,28 @@ def test_kedro_run_data_twice_gives_identical_files(project):
     assert second.returncode == 0, second.stderr[-3000:]
     assert len(before) == 9, sorted(before)
     assert _digests(project / "data") == before
+
+
+def test_kedro_run_data_stores_image_pixels_in_about_a_byte(project):
+    """Every stage's parquet file keeps Shapeset's 8-bit pixels dictionary-encoded (glorot2010's
+    60,000 images: 63 MB a file, against 350 MB for float32 pixels of every level)."""
+    n, side = 4000, 8
+    params = project / "conf" / "smoke" / "parameters_data.yml"
+    config = yaml.safe_load(params.read_text())
+    config["data"]["datasets"]["shapeset"] = {"n_samples": n, "image_size": side}
+    params.write_text(yaml.safe_dump(config))
+    result = run_kedro(project, "run", "--env", "smoke", "--pipeline", "data")
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = project / "data" / "smoke"
+    inputs = sorted((root / "05_model_input" / "datasets" / "shapeset").glob("*.parquet"))
+    assert len(inputs) == len(config["data"]["input_norms"]), inputs
+    stored = [
+        root / "01_raw/datasets/shapeset.parquet",
+        root / "03_primary/splits/shapeset.parquet",
+    ]
+    for path in stored + inputs:
+        assert pq.read_schema(path).field("x_00").type == pa.float32(), path
+        assert path.stat().st_size < 1.5 * n * side**2, (path, path.stat().st_size)
 
 
 def test_kedro_run_bad_params_fails_before_any_node(project):

@@ -342,16 +342,19 @@ def shapeset(seed: int, params: ShapesetParams) -> pd.DataFrame:
     least ``min_contrast``). Two objects share at most ``max_overlap`` of the smaller one's area
     (redrawn until they do). The 9 balanced classes (``SHAPESET_CLASSES``, label = row mod 9)
     ignore the objects' order: 0–2 one triangle / parallelogram / ellipse; 3–8 the unordered
-    pairs TT, TP, TE, PP, PE, EE. Pixels are in [0, 1], row-major; stored inputs are
-    ``scale·pixel + offset``.
+    pairs TT, TP, TE, PP, PE, EE. Pixels are 8-bit grey levels k/255 (the anti-aliased rendering
+    rounded, as an 8-bit image stores it), row-major; stored inputs are ``scale·pixel + offset``.
+    With at most 256 distinct values a column, parquet's dictionary encoding stores each pixel in
+    one byte, and every normalization keeps that (an affine map per column): 60,000 images take
+    63 MB a table instead of 350 MB.
 
     Raises:
         ValueError: when some pair cannot be placed within ``max_overlap`` in 100 draws (objects
             nearly as large as the image).
     """
     images = _render_shapeset(seed, params)
-    flat = images.pixels.reshape(params.n_samples, -1)
-    return _frame(params.scale * flat + params.offset, images.labels)
+    levels = np.rint(images.pixels.reshape(params.n_samples, -1) * 255) / np.float32(255)
+    return _frame(params.scale * levels + params.offset, images.labels)
 
 
 @dataclass(frozen=True)
