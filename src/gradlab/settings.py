@@ -4,6 +4,7 @@ import warnings
 
 from omegaconf.resolvers import oc
 
+from gradlab.config_loader import GradlabConfigLoader
 from gradlab.hooks import (
     ArtifactLocationHook,
     MlflowOwnerHook,
@@ -29,6 +30,8 @@ HOOKS = (
     MlflowOwnerHook(),
 )
 
+# train and report options in an environment merge key by key into conf/base's
+CONFIG_LOADER_CLASS = GradlabConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
