@@ -7,11 +7,14 @@ outputs) are ``click.ClickException``s: the CLI prints the message alone and exi
 """
 
 import atexit
+import contextlib
 import fcntl
 import logging
 import os
 import re
 import signal
+import sqlite3
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -21,6 +24,7 @@ from typing import Any
 
 import click
 import mlflow
+from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
@@ -179,6 +183,43 @@ class SetupLockReleaseHook:
             self.setup.lock.release()
 
 
+def sqlite_file(uri: str, project: Path) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (a relative path from the project), or
+    None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    # sqlite:///relative.db (from the working directory) or sqlite:////absolute.db
+    path = Path(urllib.parse.unquote(uri.removeprefix("sqlite:///").split("?")[0]))
+    return (project / path).resolve()
+
+
+class StoreCheckHook:
+    """A project's MLflow database that sqlite cannot read is refused before anything runs,
+    naming the file, instead of failing in MLflow's setup with a SQLAlchemy traceback."""
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        # kedro-mlflow's own pattern for mlflow.yml, which it registers in its hook, after this
+        patterns = context.config_loader.config_patterns
+        patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])
+        try:
+            uri = context.config_loader["mlflow"]["server"]["mlflow_tracking_uri"] or ""
+        except MissingConfigException:
+            return  # kedro-mlflow's defaults: a store it creates
+
+        path = sqlite_file(uri, Path(context.project_path))
+        if path is None or not path.is_file():
+            return
+        try:
+            with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise UsageError(
+                f"the MLflow store {path} cannot be read ({error}); move it aside to start a "
+                "new one: the stored results are logged to the new store by the next run"
+            ) from None
+
+
 class ArtifactLocationHook:
     """Point the project's sqlite MLflow store at this project's ``mlruns/``, once kedro-mlflow
     has created the database and the experiment and before it starts the parent run.
@@ -191,16 +232,69 @@ class ArtifactLocationHook:
 
     @hook_impl(trylast=True)
     def after_context_created(self, context: Any) -> None:
-        uri = mlflow.get_tracking_uri()
-        if not uri.startswith("sqlite:///"):
-            return  # a server (or another store, or sqlite in memory) has its own locations
         project = Path(context.project_path).resolve()
-        # sqlite:///relative.db (from the working directory) or sqlite:////absolute.db
-        db_path = Path(urllib.parse.unquote(uri.removeprefix("sqlite:///").split("?")[0]))
-        db_path = db_path.resolve()
+        db_path = sqlite_file(mlflow.get_tracking_uri(), project)
+        if db_path is None:
+            return  # a server (or another store, or sqlite in memory) has its own locations
         # a database elsewhere may be shared with other projects: its locations are not ours
         if db_path.parent == project and db_path.is_file():
             relocate_artifacts(db_path, str(project / ARTIFACTS_DIR))
+
+
+DATA_DIR = "data"  # every output of a run lies under the project's data folder
+
+
+def _output_paths(pipeline: Any, catalog: Any, parameters: Parameters | None) -> set[Path]:
+    """Where the pipeline's outputs are written (a file, or a folder of partitions) and, for
+    the train stage, the result store."""
+    paths = set()
+    for name in pipeline.all_outputs():
+        dataset = catalog.get(name)
+        path = getattr(dataset, "_filepath", None) or getattr(dataset, "_path", None)
+        if path is not None:
+            paths.add(Path(str(path)))
+    if parameters is not None and "train.train_runs_node" in {n.name for n in pipeline.nodes}:
+        paths.add(Path(parameters.train.store))
+    return paths
+
+
+def _nearest_folder(path: Path) -> Path:
+    """The folder a write to ``path`` lands in first: ``path`` or the nearest folder above it
+    that exists (where the missing ones would be created)."""
+    while not path.is_dir():
+        path = path.parent
+    return path
+
+
+def _write_error(folder: Path) -> str | None:
+    """Why nothing can be written in ``folder``, or None. A real write, not ``os.access``: root
+    passes that check on read-only folders and file systems."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as error:
+        return error.strerror or str(error)
+
+
+def check_outputs(
+    project: Path, pipeline: Any, catalog: Any, parameters: Parameters | None
+) -> None:
+    """Every output lies under the project's data folder and can be written there: a run that
+    cannot store what it makes is refused before its first node, not in it."""
+    data = (project / DATA_DIR).resolve()
+    resolved = {
+        path: (project / path).resolve() for path in _output_paths(pipeline, catalog, parameters)
+    }
+    if outside := sorted(
+        str(path) for path, full in resolved.items() if not full.is_relative_to(data)
+    ):
+        raise UsageError(
+            f"outputs outside the project's data folder {data}: {outside}; "
+            "data_root (globals.yml) and train.store must lie under it"
+        )
+    folders = sorted({_nearest_folder(full) for full in resolved.values()})
+    if problems := [f"{folder}: {why}" for folder in folders if (why := _write_error(folder))]:
+        raise UsageError(f"cannot write the outputs: {'; '.join(problems)}")
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -230,6 +324,7 @@ class RunGuardHook:
             )
         try:
             self._check_stage_inputs(pipeline, catalog)
+            check_outputs(project, pipeline, catalog, self.validation.parameters)
         except BaseException:
             self.lock.release()
             raise
@@ -279,7 +374,7 @@ class RunGuardHook:
     def after_pipeline_run(self) -> None:
         self._done()
 
-    @hook_impl
+    @hook_impl(tryfirst=True)  # before kedro-mlflow's, which raises if the server is gone
     def on_pipeline_error(self) -> None:
         self._done()
 

@@ -12,17 +12,20 @@ from gradlab.hooks import (
     RunGuardHook,
     SetupLockHook,
     SetupLockReleaseHook,
+    StoreCheckHook,
     ValidateParametersHook,
 )
 
 # Validation runs before any node, on the parameters with ``--params`` merged in. Among the
-# ``tryfirst`` hooks pluggy calls the last registered first: validation, then the setup lock.
+# ``tryfirst`` hooks pluggy calls the last registered first: the store check, validation, then the
+# setup lock.
 # Among the ``trylast`` ones it calls the first registered first: the artifact locations are
 # rewritten (after kedro-mlflow's setup, an ordinary hook) before the setup lock is released.
 _validation, _setup = ValidateParametersHook(), SetupLockHook()
 HOOKS = (
     _setup,
     _validation,
+    StoreCheckHook(),
     ArtifactLocationHook(),
     SetupLockReleaseHook(_setup),
     RunGuardHook(_validation),

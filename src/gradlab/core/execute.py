@@ -16,6 +16,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -103,6 +104,21 @@ def _init_worker(parent: int) -> None:
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT in this process inside the block, so that the processes it starts ignore it
+    for life. Ctrl-C signals the whole process group: a worker interrupted while it starts or
+    unpickles its task prints a traceback; the parent stops the workers itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class ProcessPoolExecutor:
     """Runs tasks in ``workers`` spawned processes (spawn: safe with torch, CUDA and threads)."""
 
@@ -116,7 +132,8 @@ class ProcessPoolExecutor:
         pool = cf.ProcessPoolExecutor(
             self.workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
         )
-        futures = {pool.submit(fn, *args): index for index, args in enumerate(tasks)}
+        with _sigint_ignored():  # the workers start (at the first submit) ignoring Ctrl-C
+            futures = {pool.submit(fn, *args): index for index, args in enumerate(tasks)}
         try:
             for future in cf.as_completed(futures):
                 error = future.exception()

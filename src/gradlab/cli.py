@@ -1,0 +1,105 @@
+"""``kedro run`` for gradlab: Kedro's own command, with the refusals Kedro would bury in a
+traceback said in one line first.
+
+Kedro finds this module's ``cli`` group and uses its ``run`` instead of the built-in one (same
+options, same behaviour). Before the session starts it checks what Kedro only finds out deep in a
+run: that every YAML file the environment reads parses (naming the file and the line, which
+Kedro's duplicate-key error does not), and that ``--pipelines`` and ``--nodes`` name pipelines and
+nodes that exist. Each refusal is a ``click.ClickException``: one ``Error: …`` line, exit status 1.
+"""
+
+import importlib.resources
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+import mlflow
+import yaml
+from kedro.framework.cli.project import run as kedro_run
+from kedro.framework.project import pipelines, settings
+from kedro.pipeline import pipeline
+from omegaconf import OmegaConf
+
+from gradlab.tracking import server_unreachable, stop_waiting_for_server
+
+PACKAGE = __name__.rpartition(".")[0]
+
+
+@click.group(name=PACKAGE)
+def cli() -> None:
+    """gradlab's project commands."""
+
+
+def yaml_problems(folders: Iterable[Path]) -> list[str]:
+    """One line per configuration file that does not parse: its path, the line, the problem
+    (a syntax error or a duplicate key)."""
+    problems = []
+    for folder in folders:
+        for path in sorted(folder.glob("**/*.y*ml")):
+            try:
+                OmegaConf.load(path)
+            except yaml.YAMLError as error:
+                mark = getattr(error, "problem_mark", None)
+                where = f", line {mark.line + 1}" if mark is not None else ""
+                problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+                problems.append(f"{path}{where}: {problem}")
+    return problems
+
+
+def pipeline_names() -> list[str]:
+    """The project's pipelines: one package each under ``gradlab.pipelines``, and the default."""
+    package = importlib.resources.files(f"{PACKAGE}.pipelines")
+    found = [p.name for p in package.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
+    return ["__default__", *sorted(found)]
+
+
+def _check_selection(names: list[str], node_names: Iterable[str]) -> None:
+    known = pipeline_names()
+    if unknown := [name for name in names if name not in known]:
+        raise click.ClickException(f"unknown pipeline {unknown}; expected one of {known}")
+    if not node_names:
+        return
+    selected = sum((pipelines[name] for name in names or ["__default__"]), start=pipeline([]))
+    in_pipeline = sorted(node.name for node in selected.nodes)
+    if unknown := [name for name in node_names if name not in in_pipeline]:
+        raise click.ClickException(
+            f"--nodes {unknown}: not a node of {'+'.join(names or ['__default__'])}; "
+            f"expected some of {in_pipeline}"
+        )
+
+
+def _run(**options: Any) -> Any:
+    conf = Path(options["conf_source"] or settings.CONF_SOURCE)
+    env = (
+        options["env"]
+        or os.environ.get("KEDRO_ENV")
+        or settings.CONFIG_LOADER_ARGS.get("default_run_env", "local")
+    )
+    base = settings.CONFIG_LOADER_ARGS.get("base_env", "base")
+    if problems := yaml_problems(conf / name for name in dict.fromkeys([base, env])):
+        raise click.ClickException("configuration does not parse: " + "; ".join(problems))
+    names = [options["pipeline"]] if options["pipeline"] else list(options["pipelines"] or [])
+    _check_selection(names, options["node_names"] or [])
+    try:
+        return kedro_run.callback(**options)
+    except Exception as error:
+        if (cause := server_unreachable(error)) is None:
+            raise
+        stop_waiting_for_server()  # MLflow's exit handler would retry ending the run
+        raise click.ClickException(
+            f"the MLflow tracking server at {mlflow.get_tracking_uri()} does not answer "
+            f"({type(cause).__name__}); every run trained is stored, and the next `kedro run` "
+            "logs to MLflow what is missing"
+        ) from None
+
+
+run = click.Command(
+    name="run",
+    callback=_run,
+    params=kedro_run.params,
+    help=kedro_run.help,
+    short_help=kedro_run.short_help,
+)
+cli.add_command(run)
