@@ -243,7 +243,9 @@ def reconcile(
     tracker: Tracker,
     names: Mapping[str, str] | None = None,
 ) -> int:
-    """Log to MLflow every stored result that has no child run yet (its logging was interrupted).
+    """Log to MLflow every stored result that has no whole child run in the store in use: its
+    logging was interrupted, or the store was deleted, replaced or is another one (a server).
+    The summary's ``mlflow_run_id`` then names the child that holds it now.
 
     Args:
         specs: Runs whose stored results ``plan`` found whole and current.
@@ -256,29 +258,37 @@ def reconcile(
     """
     if not tracker.enabled:
         return 0
-    logged = 0
+    summaries = {spec.run_id: store.summary(spec.run_id) for spec in specs}
+    summaries = {run_id: s for run_id, s in summaries.items() if "result_id" in s}
+    children = tracker.logged_results(s["result_id"] for s in summaries.values())
+    logged = lost = 0
     for spec in specs:
-        summary = store.summary(spec.run_id)
-        if summary.get("mlflow_run_id") or "result_id" not in summary:
+        if (summary := summaries.get(spec.run_id)) is None:
             continue
-        result_id = summary["result_id"]
-        mlflow_run_id = tracker.find_logged(result_id)
+        mlflow_run_id = children.get(summary["result_id"])
         if mlflow_run_id is None:
-            weights = store.path(spec.run_id) / "weights.pt"
-            result = store.load(spec.run_id)
+            lost += bool(summary.get("mlflow_run_id"))
             mlflow_run_id = tracker.log_run(
                 spec,
-                result,
+                store.load(spec.run_id),
                 studies[spec.run_id],
-                weights,
-                result_id,
+                store.path(spec.run_id) / "weights.pt",
+                summary["result_id"],
                 name=(names or {}).get(spec.run_id),
                 data_digest=summary.get("identity", {}).get("data"),
             )
             logged += 1
-        store.update_summary(spec.run_id, mlflow_run_id=mlflow_run_id)
+        if summary.get("mlflow_run_id") != mlflow_run_id:
+            store.update_summary(spec.run_id, mlflow_run_id=mlflow_run_id)
     if logged:
-        log.info("logged %d stored result(s) whose MLflow logging was interrupted", logged)
+        log.info(
+            "logged %d stored result(s) that had no MLflow child run in %s (%d whose child "
+            "is not in this store, %d whose logging was cut short)",
+            logged,
+            tracker.tracking_uri,
+            lost,
+            logged - lost,
+        )
     return logged
 
 

@@ -43,7 +43,8 @@ from typing import Any, Literal
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus
+import requests
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunStatus
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
@@ -80,6 +81,24 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def server_unreachable(error: BaseException) -> BaseException | None:
+    """The connection error or time-out behind ``error`` when a tracking server did not answer
+    (refused, reset, timed out), else None. MLflow wraps it in an ``MlflowException``."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, (requests.ConnectionError, requests.Timeout)):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def stop_waiting_for_server() -> None:
+    """Make every further MLflow request of this process fail at once instead of retrying: the
+    tracking server is known not to answer, and each request would wait out its retries."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "2"
 
 
 def owner_tags() -> dict[str, str]:
@@ -142,6 +161,8 @@ class Tracker:
         self.layers = layers
         # finished runs wait here for the logging thread; a full queue holds the grid back
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        # set once a server stops answering: each further request would wait out its retries
+        self.unreachable = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -176,11 +197,24 @@ class Tracker:
         while (item := self._queue.get()) is not None:
             spec, result, studies, weights, result_id, on_logged, name, data_digest = item
             try:
-                on_logged(
-                    self.log_run(spec, result, studies, weights, result_id, name, data_digest)
-                )
-            except Exception:  # the grid goes on; the next start logs this run again
-                log.exception("MLflow logging of %s failed; the next start retries it", spec.label)
+                if not self.unreachable:  # else left, like the rest, to the next start
+                    on_logged(
+                        self.log_run(spec, result, studies, weights, result_id, name, data_digest)
+                    )
+            except Exception as error:  # the grid goes on; the next start logs this run again
+                if (cause := server_unreachable(error)) is None:
+                    log.exception(
+                        "MLflow logging of %s failed; the next start retries it", spec.label
+                    )
+                else:
+                    self.unreachable = True
+                    stop_waiting_for_server()
+                    log.warning(
+                        "MLflow at %s does not answer (%s); the runs not logged yet are logged "
+                        "by the next start",
+                        self.tracking_uri,
+                        type(cause).__name__,
+                    )
             finally:
                 self._queue.task_done()
 
@@ -216,7 +250,7 @@ class Tracker:
             studies: Comma-separated studies the run belongs to.
             weights: The stored ``weights.pt`` to attach, if any.
             result_id: The stored result's id, tagged so that a later start can tell whether it
-                was logged (``find_logged``).
+                was logged (``logged_results``).
             name: The child's short name (the label when None; the label is always a tag).
             data_digest: The fingerprint of the data it trained on, for its dataset input.
         Returns:
@@ -290,23 +324,46 @@ class Tracker:
                 repository = get_artifact_repository(artifact_uri, tracking_uri=self.tracking_uri)
                 repository.log_artifacts(folder)
 
-    def find_logged(self, result_id: str) -> str | None:
-        """The child run that logged the stored result ``result_id`` to its end, if any.
+    def logged_results(self, result_ids: Iterable[str]) -> dict[str, str]:
+        """The child run that logged each of the stored results ``result_ids`` to its end, in
+        the store in use: one search of the experiment's children, whatever the runs table says
+        (a deleted, replaced or other store has none of its ids).
 
         Children whose logging was cut short (KILLED, or left RUNNING by a dead process) are
         deleted, so that logging the result again leaves exactly one child per result.
+
+        Returns:
+            ``{result_id: child run id}`` for the results that have a whole child.
         """
         if self.client is None:
-            return None
-        found = None
-        for run in self.client.search_runs(
-            [self.experiment_id], f"tags.`{TAG_RESULT_ID}` = '{result_id}'"
-        ):
-            if found is None and run.info.status in ("FINISHED", "FAILED"):
-                found = run.info.run_id
+            return {}
+        wanted, found, partial = set(result_ids), {}, []
+        for run in self._children_with(TAG_RESULT_ID):
+            result_id = run.data.tags[TAG_RESULT_ID]
+            if result_id not in wanted:
+                continue
+            if result_id not in found and run.info.status in ("FINISHED", "FAILED"):
+                found[result_id] = run.info.run_id
             else:
-                self.client.delete_run(run.info.run_id)
+                partial.append(run.info.run_id)
+        for run_id in partial:
+            self.client.delete_run(run_id)
         return found
+
+    def _children_with(self, tag: str, page_size: int = 5000) -> Iterator[Run]:
+        """Every run of the experiment that has ``tag``, page by page."""
+        assert self.client is not None
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                f"tags.`{tag}` LIKE '%'",
+                max_results=page_size,
+                page_token=token,
+            )
+            yield from page
+            if not (token := page.token):
+                return
 
     def _metrics(self, result: RunResult) -> list[Metric]:
         """Every point the child gets: the history per epoch, then the kept probe steps."""
