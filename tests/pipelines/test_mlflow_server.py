@@ -2,20 +2,21 @@
 with `python -m gradlab.mlflow_server`, `kedro run` against it and against sqlite, a moved project,
 and `relocate_artifacts` on a real MLflow sqlite store."""
 
-import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from gradlab.tracking import relocate_artifacts
-from tests.conftest import free_port, make_project, run_kedro
+from tests.conftest import (
+    group_members,
+    make_project,
+    run_kedro,
+    start_mlflow_server,
+    stop_group,
+)
 
 SMOKE = ("run", "--env", "smoke")
 PARENT_TAG = "mlflow.parentRunId"
@@ -29,44 +30,6 @@ def _smoke_runs(project: Path) -> pd.DataFrame:
     return pd.read_parquet(project / "data/smoke/07_model_output/runs.parquet")
 
 
-def _wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        assert server.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.5)
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live processes (not zombies) of process group ``pgid``."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group, SIGKILL to what is left after 30 s."""
-    os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while _group_members(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _group_members(process.pid):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-
-
 def _parent_and_children(client: MlflowClient) -> tuple[list, list]:
     experiment_id = client.get_experiment_by_name("gradlab").experiment_id
     runs = client.search_runs([experiment_id])
@@ -77,20 +40,9 @@ def _parent_and_children(client: MlflowClient) -> tuple[list, list]:
 
 def test_a_run_logs_through_the_server_into_the_projects_mlruns(tmp_path):
     project = make_project(tmp_path / "project")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
-    # one worker (passed on to `mlflow server`) starts in half the time of the default four
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gradlab.mlflow_server", "--port", str(port), "--workers", "1"],
-            cwd=project,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the server's workers go with it
-        )
+    server, url = start_mlflow_server(project, log)
     try:
-        _wait_until_healthy(url, server, log)
         result = run_kedro(project, *SMOKE, env={"MLFLOW_TRACKING_URI": url})
         assert result.returncode == 0, _output(result)[-4000:]
         client = MlflowClient(url)
@@ -105,8 +57,8 @@ def test_a_run_logs_through_the_server_into_the_projects_mlruns(tmp_path):
             stored = project / "mlruns" / experiment_id / run_id / "artifacts" / "weights.pt"
             assert stored.is_file(), stored
     finally:
-        _stop_group(server)
-    assert not _group_members(server.pid), log.read_text()[-3000:]
+        stop_group(server)
+    assert not group_members(server.pid), log.read_text()[-3000:]
 
 
 def test_a_moved_project_writes_and_reads_its_artifacts_in_its_own_mlruns(tmp_path):

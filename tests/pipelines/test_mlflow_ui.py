@@ -3,22 +3,24 @@ prints an address, and a headless Chromium that opens it sees the runs table of 
 experiment, not MLflow 3's GenAI workspace (traces, judges, "evaluation runs")."""
 
 import html
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
 from gradlab.mlflow_server import ui_message, ui_url
-from tests.conftest import REPO, free_port, wait_for_text
+from tests.conftest import (
+    REPO,
+    free_port,
+    group_members,
+    stop_group,
+    wait_for_text,
+    wait_until_healthy,
+)
 from tests.pipelines.test_report import smoke_project
 
 PARENT = re.compile(r"default·smoke·\d{4}-\d\d-\d\d \d\d:\d\d")
@@ -63,43 +65,6 @@ def _make_ui(project: Path, port: int, log: Path) -> subprocess.Popen:
         )
 
 
-def _wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        assert server.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.5)
-
-
-def _group(pgid: int) -> list[psutil.Process]:
-    """Live processes (not zombies) of process group ``pgid``."""
-    members = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
-                members.append(process)
-        except (OSError, psutil.Error):
-            pass
-    return members
-
-
-def _stop(server: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group, SIGKILL to what is left after 30 s."""
-    os.killpg(server.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while _group(server.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _group(server.pid):
-        os.killpg(server.pid, signal.SIGKILL)
-    server.wait(timeout=10)
-
-
 def test_ui_url_points_at_the_runs_in_the_model_training_view(tmp_path):
     assert ui_url(tmp_path, "127.0.0.1", 5000) is None  # no store yet
     message = ui_message(tmp_path, "127.0.0.1", 5000)
@@ -138,7 +103,7 @@ def test_make_ui_prints_where_a_newcomer_sees_the_runs_table(tmp_path_factory, t
             "?workflowType=machine_learning"
         )
         wait_for_text(log, expected, timeout=60)
-        _wait_until_healthy(f"http://127.0.0.1:{port}", server, log, timeout=120)
+        wait_until_healthy(f"http://127.0.0.1:{port}", server, log, timeout=120)
         command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
         window = ["--window-size=1400,900", "--virtual-time-budget=20000"]
         dom = subprocess.run(
@@ -149,8 +114,8 @@ def test_make_ui_prints_where_a_newcomer_sees_the_runs_table(tmp_path_factory, t
             check=True,
         ).stdout
     finally:
-        _stop(server)
-    assert not _group(server.pid), log.read_text()[-3000:]
+        stop_group(server)
+    assert not group_members(server.pid), log.read_text()[-3000:]
     page = _text(dom)
     assert "Run Name" in page, page[:3000]  # the runs table's first column
     assert full_run[0].info.run_name in page, page[:3000]  # its parent row
