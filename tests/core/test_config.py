@@ -136,6 +136,12 @@ BAD = [
     ("train.max_steps", 0, "train.max_steps", "greater than 0"),
     ("grid.baseline.epochs", 10**8, "grid", "more than train.max_steps = 5,000,000"),
     ("grid.baseline.batch_size", 5000, "grid", "larger than the 1200 train rows of poly"),
+    (
+        "grid.studies.dataset.batch_size",
+        [1100],
+        "grid",
+        "larger than the 1079 train rows of digits",
+    ),
 ]
 
 
@@ -206,10 +212,10 @@ def test_max_steps_names_the_longest_run_and_lets_a_long_grid_through_when_raise
         validate_parameters(params)
     message = str(caught.value)
     # 28 runs of 50,000 epochs × 19 batches of 64 of 1,200 train rows, and the rest of the grid
-    assert "'26,645,600 optimizer steps': more than train.max_steps" in message, message
+    assert "'26,646,960 optimizer steps': more than train.max_steps" in message, message
     assert "e50000·lr0.003·poly·s0, takes 950,000: 50,000 epochs); to train" in message, message
-    assert "raise it (--params train.max_steps=26645600)" in message, message
-    params["train"]["max_steps"] = 26_645_600
+    assert "raise it (--params train.max_steps=26646960)" in message, message
+    params["train"]["max_steps"] = 26_646_960
     validate_parameters(params)
 
 

@@ -41,7 +41,7 @@ def test_blobs_shapes_classes_and_centres():
 
 def test_digits_ships_with_scikit_learn():
     frame = data.digits(seed=0, params=data.DigitsParams())
-    assert frame.shape == (1797, 65)
+    assert frame.shape == (data.DigitsParams.n_samples, 65) == (1797, 65)
     assert sorted(frame["y"].unique()) == list(range(10))
     assert data.feature_columns(frame)[:2] == ["x_00", "x_01"]
 

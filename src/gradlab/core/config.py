@@ -412,8 +412,7 @@ def _check_steps(
                 "grid",
                 f"batch_size {run['batch_size']} ({run['label']})",
                 f"larger than the {rows[run['dataset']]} train rows of {run['dataset']}; "
-                f"{len(too_big)} run(s) would silently train full-batch: lower batch_size or "
-                "raise n_samples",
+                f"{len(too_big)} run(s) would silently train full-batch: lower batch_size",
             )
         ]
     steps = known["epochs"] * -(-n_train // known["batch_size"])

@@ -6,6 +6,7 @@ and depend on nothing else, so the same parameters always give the same bytes.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,8 @@ class DigitsParams(BaseModel):
     """``digits`` takes no parameters: the images are fixed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_samples: ClassVar[int] = 1797  # as for the generated datasets: the split sizes follow
 
 
 def digits(seed: int, params: DigitsParams) -> pd.DataFrame:
