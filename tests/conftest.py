@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,6 +156,23 @@ def stop_group(process: subprocess.Popen) -> None:
     if group_members(process.pid):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
+
+
+def assert_each_result_logged_once(project: Path, client: Any, env: str = "smoke") -> None:
+    """Every result stored by a run of ``env`` has exactly one child run in ``client``'s store,
+    and its summary and the runs table name that child."""
+    import pandas as pd
+
+    data = project / "data" / env
+    runs = pd.read_parquet(data / "07_model_output/runs.parquet").set_index("run_id")
+    experiment = client.get_experiment_by_name("gradlab").experiment_id
+    for stored in (data / "06_models/runs").iterdir():
+        summary = pd.read_json(stored / "summary.json", typ="series")
+        children = client.search_runs(
+            [experiment], f"tags.`gradlab.result_id` = '{summary['result_id']}'"
+        )
+        assert [c.info.run_id for c in children] == [summary["mlflow_run_id"]], stored.name
+        assert runs.loc[stored.name, "mlflow_run_id"] == summary["mlflow_run_id"], stored.name
 
 
 @pytest.fixture

@@ -260,6 +260,8 @@ def reconcile(
         return 0
     summaries = {spec.run_id: store.summary(spec.run_id) for spec in specs}
     summaries = {run_id: s for run_id, s in summaries.items() if "result_id" in s}
+    if not summaries:
+        return 0
     children = tracker.logged_results(s["result_id"] for s in summaries.values())
     logged = lost = 0
     for spec in specs:

@@ -10,13 +10,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from gradlab.config_loader import GradlabConfigLoader
 from tests.conftest import (
+    assert_each_result_logged_once,
     make_project,
     run_kedro,
     start_kedro,
@@ -162,21 +162,6 @@ def _last_parent(client: MlflowClient):
     return next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
 
 
-def _assert_each_result_logged_once(project: Path, client: MlflowClient) -> None:
-    """Every stored result has exactly one child in the store in use, and the runs table and
-    the summary name it."""
-    runs = pd.read_parquet(project / "data/smoke/07_model_output/runs.parquet")
-    experiment = client.get_experiment_by_name("gradlab").experiment_id
-    for stored in (project / STORE).iterdir():
-        summary = pd.read_json(stored / "summary.json", typ="series")
-        children = client.search_runs(
-            [experiment], f"tags.`gradlab.result_id` = '{summary['result_id']}'"
-        )
-        assert [c.info.run_id for c in children] == [summary["mlflow_run_id"]], stored.name
-        in_table = runs.set_index("run_id").loc[stored.name, "mlflow_run_id"]
-        assert in_table == summary["mlflow_run_id"], stored.name
-
-
 def test_a_deleted_or_other_store_gets_every_stored_result_again(tmp_path):
     project = make_project(tmp_path / "project")
     first = run_kedro(project, *SMOKE)
@@ -189,7 +174,7 @@ def test_a_deleted_or_other_store_gets_every_stored_result_again(tmp_path):
     assert "logged 6 stored result(s) that had no MLflow child run" in _output(again)
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     assert len(_children(client, _last_parent(client).info.run_id)) == 6
-    _assert_each_result_logged_once(project, client)
+    assert_each_result_logged_once(project, client)
     # a fresh server with a store of its own: the same results, logged there once
     elsewhere = tmp_path / "server"
     elsewhere.mkdir()
@@ -201,7 +186,7 @@ def test_a_deleted_or_other_store_gets_every_stored_result_again(tmp_path):
         assert served.returncode == 0, _output(served)[-3000:]
         client = MlflowClient(url)
         assert len(_children(client, _last_parent(client).info.run_id)) == 6
-        _assert_each_result_logged_once(project, client)
+        assert_each_result_logged_once(project, client)
     finally:
         stop_group(server)
 
@@ -240,7 +225,7 @@ def test_a_dead_server_ends_the_run_at_once_and_the_next_start_logs_the_rest(tmp
         )
         assert again.returncode == 0, _output(again)[-3000:]
         assert "0 to train, 6 reused" in _output(again)
-        _assert_each_result_logged_once(project, MlflowClient(url))
+        assert_each_result_logged_once(project, MlflowClient(url))
     finally:
         if server.poll() is None:
             stop_group(server)

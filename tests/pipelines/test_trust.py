@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import make_project, run_kedro, start_kedro, stop_kedro, wait_for_text
+from tests.conftest import (
+    assert_each_result_logged_once,
+    make_project,
+    run_kedro,
+    start_kedro,
+    stop_kedro,
+    wait_for_text,
+)
 
 SMOKE = ("run", "--env", "smoke")
 SLOW = "grid.baseline.epochs=400"  # a grid that trains long enough to be interrupted
@@ -150,13 +157,7 @@ def test_e_reconciliation_logs_a_stored_result_that_never_reached_mlflow(smoke):
     output = _output(result)
     assert "logged 1 stored result(s) that had no MLflow child run" in output, output[-3000:]
     assert "(0 whose child is not in this store, 1 whose logging was cut short)" in output
-    experiment = client.get_experiment_by_name("gradlab").experiment_id
-    for stored in (smoke / STORE).iterdir():
-        summary = pd.read_json(stored / "summary.json", typ="series")
-        children = client.search_runs(
-            [experiment], f"tags.`gradlab.result_id` = '{summary['result_id']}'"
-        )
-        assert [c.info.run_id for c in children] == [summary["mlflow_run_id"]], stored.name
+    assert_each_result_logged_once(smoke, client)
 
 
 def _alive(pid: int) -> bool:
@@ -206,12 +207,7 @@ def test_e_an_interrupted_run_ends_killed_in_mlflow(how, tmp_path):
     # the next start trains the rest and logs what the interrupt left unlogged: one child each
     again = run_kedro(project, *SMOKE, "--pipeline", "train", "--params", SLOW)
     assert again.returncode == 0, _output(again)[-3000:]
-    for stored in (project / STORE).iterdir():
-        summary = pd.read_json(stored / "summary.json", typ="series")
-        children = client.search_runs(
-            [experiment], f"tags.`gradlab.result_id` = '{summary['result_id']}'"
-        )
-        assert [c.info.run_id for c in children] == [summary["mlflow_run_id"]], stored.name
+    assert_each_result_logged_once(project, client)
 
 
 def test_d_pool_workers_exit_when_their_parent_is_killed(tmp_path):
