@@ -1,9 +1,11 @@
-"""Kedro hooks: refuse bad parameters before anything runs, one run per project at a time, an
-interrupted run ends KILLED in MLflow, the MLflow parent run is owned by this process, a local
-MLflow store keeps its artifacts in this project's ``mlruns/``.
+"""Kedro hooks: refuse bad parameters, an unreadable MLflow store and outputs that cannot be
+written before anything runs, one run per project at a time, an interrupted run ends KILLED in
+MLflow, the MLflow parent run is owned by this process, a local MLflow store keeps its artifacts
+in this project's ``mlruns/``.
 
 Errors a user can fix (bad parameters, an unknown environment, a busy project, stale grid
-outputs) are ``click.ClickException``s: the CLI prints the message alone and exits with 1.
+outputs, an unreadable store, outputs outside ``data/`` or not writable) are
+``click.ClickException``s: the CLI prints the message alone and exits with 1.
 """
 
 import atexit
@@ -206,7 +208,6 @@ class StoreCheckHook:
             uri = context.config_loader["mlflow"]["server"]["mlflow_tracking_uri"] or ""
         except MissingConfigException:
             return  # kedro-mlflow's defaults: a store it creates
-
         path = sqlite_file(uri, Path(context.project_path))
         if path is None or not path.is_file():
             return

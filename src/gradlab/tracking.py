@@ -16,8 +16,10 @@ ends), and has the data it trained on as its dataset input.
 
 The grid hands finished runs to ``Tracker.submit``: a background thread logs them while the
 workers train (measured here: ~38 ms and 0.07 MB of sqlite per default-sized run). Each child is
-tagged with its stored result's id, so a result whose logging was cut short is logged exactly
-once by the next start (``gradlab.grid_runner.reconcile``).
+tagged with its stored result's id, so a result whose logging was cut short, or whose child is
+not in the store in use (deleted, replaced, another server), is logged exactly once by the next
+start (``gradlab.grid_runner.reconcile``). A tracking server that stops answering is given up
+at its first failure: the rest of the queue is left to the next start.
 
 Artifacts live in ``mlruns/`` at the project root, whether a run writes them itself (sqlite) or an
 MLflow server stores them for it (``gradlab.mlflow_server``); ``relocate_artifacts`` keeps the
