@@ -83,7 +83,7 @@ def _run(**options: Any) -> Any:
     names = [options["pipeline"]] if options["pipeline"] else list(options["pipelines"] or [])
     _check_selection(names, options["node_names"] or [])
     try:
-        return kedro_run.callback(**options)
+        return kedro_run.callback(**options)  # type: ignore[misc]  # a click command's callback is set
     except Exception as error:
         if (cause := server_unreachable(error)) is None:
             raise

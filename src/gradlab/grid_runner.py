@@ -306,7 +306,8 @@ def collect(
         ``runs`` (one row per run: the spec columns and the summary), ``history``,
         ``layer_stats`` and ``distributions`` (long format, with ``run_id``).
     """
-    summaries, tables = [], {"history": [], "layer_stats": [], "distributions": []}
+    summaries: list[dict[str, Any]] = []
+    tables: dict[str, list[pd.DataFrame]] = {"history": [], "layer_stats": [], "distributions": []}
     for run_id in specs_table["run_id"]:
         if not store.has(run_id):
             continue

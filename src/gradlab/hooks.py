@@ -97,7 +97,7 @@ class ValidateParametersHook:
     @hook_impl(tryfirst=True)
     def after_context_created(self, context: Any) -> None:
         check_environment(context)
-        problems = [
+        problems: list[tuple[str, Any, str]] = [
             (
                 key,
                 {},

@@ -154,8 +154,9 @@ class Tracker:
         parent = mlflow.active_run() if enabled else None
         self.tracking_uri = mlflow.get_tracking_uri()
         self.client = MlflowClient(self.tracking_uri) if parent else None
-        self.parent_id = parent.info.run_id if parent else None
-        self.experiment_id = parent.info.experiment_id if parent else None
+        # read only while enabled (a client, hence a parent)
+        self.parent_id: str = parent.info.run_id if parent else ""
+        self.experiment_id: str = parent.info.experiment_id if parent else ""
         self.layer_every = layer_every
         self.quantities = None if quantities is None else set(quantities)  # None: all
         if layers not in ("ends", "all"):

@@ -340,7 +340,7 @@ def _greater(claim: Greater, median: _Median) -> Outcome:
     )
     parts, passed = [], bool(levels)
     for level in levels:
-        at = {} if level is None else {claim.per: level}
+        at: dict[str, Any] = {} if claim.per is None else {claim.per: level}
         a = median({**claim.where, **claim.a, **at})
         b = median({**claim.where, **claim.b, **at})
         passed &= math.isfinite(b) and not math.isnan(a) and a > claim.factor * b
@@ -415,7 +415,7 @@ def _measure_text(measure: str | Mapping[str, Any]) -> str:
     return f"{name}({args})" if args else name
 
 
-def check_claims(claims: Mapping[str, _Claim], inputs: ClaimInputs) -> pd.DataFrame:
+def check_claims(claims: Mapping[str, Claim], inputs: ClaimInputs) -> pd.DataFrame:
     """Measure every claim on the stored results and apply its rule.
 
     Args:

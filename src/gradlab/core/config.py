@@ -561,7 +561,7 @@ def validate_parameters(params: Mapping[str, Any]) -> Parameters:
         problems += _check_grid_against_train(grid, sections["train"], table, sections.get("data"))
     if table is not None and sections.get("claims") and not problems:
         problems += _check_claims_against_grid(sections["claims"], table)
-    if problems:
+    if problems or grid is None:  # _validate_grid gives no grid only with problems
         raise ConfigError(problems)
     return Parameters(grid=grid, **sections)
 
@@ -604,6 +604,6 @@ def parse_claims(claims: Mapping[str, Any] | None) -> dict[str, Any]:
 def parse_grid(grid: Mapping[str, Any], data: DataConfig) -> GridConfig:
     """Validate ``params:grid`` against the datasets and input norms ``data`` produces."""
     config, problems = _validate_grid(grid, data)
-    if problems:
+    if problems or config is None:  # no grid only with problems
         raise ConfigError(problems)
     return config

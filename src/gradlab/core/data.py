@@ -6,7 +6,7 @@ and depend on nothing else, so the same parameters always give the same bytes.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -364,7 +364,7 @@ def shapeset(seed: int, params: ShapesetParams) -> pd.DataFrame:
 class DatasetKind:
     """A dataset generator and the task it poses."""
 
-    generate: Callable[[int, BaseModel], pd.DataFrame]
+    generate: Callable[[int, Any], pd.DataFrame]  # takes its own ``params`` model
     params: type[BaseModel]
     task: str  # "regression" or "classification"
 

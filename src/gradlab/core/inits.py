@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from gradlab.core.models import MLP
 from gradlab.core.registry import lookup
 from gradlab.core.theory import GAINS  # one table of gains for init and theory
 
@@ -142,7 +143,7 @@ def lsuv_rescale(
 
 
 def initialize(
-    model: nn.Module,
+    model: MLP,
     init: str,
     activation: str,
     std: float,

@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -99,7 +100,7 @@ class _ExpTanh(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # ctx: FunctionCtx with saved_tensors
         (y,) = ctx.saved_tensors
         return torch.ops.aten.tanh_backward(grad, y)
 
@@ -227,6 +228,7 @@ class StackedMLP:
             out = nn.functional.layer_norm(h, h.shape[-1:], eps=module.eps)
             return torch.addcmul(bias.unsqueeze(1), out, weight.unsqueeze(1))
         # BatchNorm per replica: (K, B, W) as (B, K·W) channels, the same kernel as one model
+        module = cast(nn.BatchNorm1d, module)
         k, b, w = h.shape
         if training:
             t[f"{prefix}.num_batches_tracked"] += 1
@@ -237,7 +239,7 @@ class StackedMLP:
             weight.reshape(-1),
             bias.reshape(-1),
             training=training,
-            momentum=module.momentum,
+            momentum=cast(float, module.momentum),  # torch's default 0.1 here, never None
             eps=module.eps,
         )
         return out.view(b, k, w).transpose(0, 1)

@@ -37,6 +37,7 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -193,7 +194,8 @@ def hidden_stats(cap: Capture, traits: ActivationTraits, workspace: Workspace) -
     depth = len(cap.preacts)
     first = cap.preacts[0]
     replicas, dims = first.shape[0], tuple(range(1, first.dim()))
-    tensors = [*cap.preacts, *cap.acts, *cap.grads]
+    grads = cast(list[Tensor], cap.grads)  # every one set by the backward pass that came first
+    tensors = [*cap.preacts, *cap.acts, *grads]
 
     def per_layer(values: list[Tensor]) -> Tensor:  # (K,) each → (K, 3, depth)
         return torch.stack(values, 1).view(replicas, 3, depth)
@@ -296,7 +298,7 @@ def _nearest_rank(samples: Tensor) -> Tensor:
 @torch.no_grad()
 def snapshot(weights: list[Tensor]) -> list[Tensor]:
     """Copies of ``weights`` (one fused call), to measure the step that follows."""
-    return torch._foreach_mul(weights, 1.0)
+    return list(torch._foreach_mul(weights, 1.0))
 
 
 @torch.no_grad()

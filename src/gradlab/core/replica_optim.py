@@ -15,6 +15,9 @@ bitwise equal to torch's (the one known exception is in ``_rmsprop_update``).
   are read from the torch optimizer that ``OPTIMIZERS`` builds, so the two cannot drift apart.
 """
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -134,11 +137,13 @@ class ReplicaOptimizer:
         self._uses_momentum = uses_momentum
         first = params[0]
         self._dtype, self._device = first.dtype, first.device
-        self._eps = group.get("eps")
+        # NaN where the optimizer has no such setting: its update rule never reads it
+        self._eps: float = group.get("eps", math.nan)
         self._nesterov = group.get("nesterov", False)
         self._decoupled_weight_decay = group.get("decoupled_weight_decay", False)
-        self._beta2 = group["betas"][1] if "betas" in group else None
-        self._alpha = group.get("alpha")
+        self._beta2: float = group["betas"][1] if "betas" in group else math.nan
+        self._alpha: float = group.get("alpha", math.nan)
+        self._update_rule: Callable[[list[Tensor], Tensor, Tensor], None]
         # Optimizer state, one list per kind aligned with params, so keep() can index all of it.
         # A momentum buffer appears at the first step with a nonzero momentum, as in torch.
         self._state: dict[str, list[Tensor]]

@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -197,8 +197,8 @@ class ProbeLog:
         n_weight_stats = len(probes.WEIGHT_QUANTITIES) - 1  # update_ratio comes after the step
         stats = np.array([row[2] for row in self.stats])  # (probe steps, values)
         update = np.array([row[3] for row in self.stats])  # (probe steps, depth + 1)
-        weight = stats[:, n_hidden:-2].reshape(len(stats), self.depth + 1, n_weight_stats)
-        weight = np.concatenate([weight, update[:, :, None]], axis=2).reshape(len(stats), -1)
+        per_layer = stats[:, n_hidden:-2].reshape(len(stats), self.depth + 1, n_weight_stats)
+        weight = np.concatenate([per_layer, update[:, :, None]], axis=2).reshape(len(stats), -1)
         values = np.concatenate([stats[:, :n_hidden], weight, stats[:, -2:]], axis=1)
         per_step = values.shape[1]
         return (
@@ -416,9 +416,11 @@ def _failed(spec: RunSpec, start: float) -> RunResult:
 
 def failed_result(spec: RunSpec, error: str, wall_s: float | None = None) -> RunResult:
     """The result of a run that raised: status ``failed``, the traceback, no tables."""
-    tables = [empty_table(name) for name in ("history", "layer_stats", "distributions")]
+    history, layer_stats, distributions = map(
+        empty_table, ("history", "layer_stats", "distributions")
+    )
     summary = {"error": error, "wall_s": wall_s, "ended_at": time.time()}
-    return RunResult(spec.run_id, "failed", summary, *tables, {})
+    return RunResult(spec.run_id, "failed", summary, history, layer_stats, distributions, {})
 
 
 @dataclass
@@ -716,7 +718,8 @@ def _keep_samples(
     cap: probes.Capture,
     weight_grads: list[Tensor],
 ) -> None:
-    tensors = (cap.grads, cap.preacts, cap.acts, weight_grads)  # DISTRIBUTION_QUANTITIES
+    grads = cast(list[Tensor], cap.grads)  # every one set by the backward pass
+    tensors = (grads, cap.preacts, cap.acts, weight_grads)  # DISTRIBUTION_QUANTITIES
     keep_samples([r.probe_log for r in replicas], rows, phase, step, tensors)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
@@ -185,6 +186,7 @@ def _log_scale(ax: Axes, which: str, values: pd.Series) -> None:
     """Log scale on ``which`` (``x`` or ``y``) with plain-text labels: decades only where the
     values span more than three (minor ticks would go unlabelled, and each tick costs render
     time), else ticks at 1, 2 and 5 times each power of ten."""
+    axis: Axis
     if which == "x":
         ax.set_xscale("log")
         axis = ax.xaxis

@@ -35,6 +35,7 @@ _LEGEND = [("at init", "init"), ("at the end", "end"), ("theory at init", "theor
 def _font() -> ImageFont.FreeTypeFont:
     """DejaVu Sans, which matplotlib ships (it has ∂ and ‖), found without importing matplotlib."""
     spec = importlib.util.find_spec("matplotlib")
+    assert spec is not None and spec.submodule_search_locations, "matplotlib is a dependency"
     package = Path(spec.submodule_search_locations[0])
     return ImageFont.truetype(str(package / "mpl-data/fonts/ttf/DejaVuSans.ttf"), 11)
 

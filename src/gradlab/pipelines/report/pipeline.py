@@ -4,12 +4,15 @@ A figure is written once as ``<name>@figure`` (a ``MatplotlibDataset``) and read
 ``<name>@png`` (its bytes) by the HTML node, so no figure is rendered twice.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from kedro.pipeline import Node, Pipeline
 
 from gradlab.pipelines.report import nodes
 
 # figure key (gradlab.core.report.FLOW_/TRAINING_/THEORY_FIGURES) → its drawing node, inputs
-_FIGURES = {
+_FIGURES: dict[str, tuple[Callable[..., Any], list[str]]] = {
     "grad_flow": (nodes.draw_gradient_flow, ["runs", "studies", "layer_stats"]),
     "weight_grad_violins": (
         nodes.draw_weight_gradients,
