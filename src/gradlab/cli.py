@@ -8,23 +8,21 @@ Kedro's duplicate-key error does not), and that ``--pipelines`` and ``--nodes`` 
 nodes that exist. Each refusal is a ``click.ClickException``: one ``Error: …`` line, exit status 1.
 """
 
-import importlib.resources
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import click
-import mlflow
 import yaml
 from kedro.framework.cli.project import run as kedro_run
 from kedro.framework.project import pipelines, settings
 from kedro.pipeline import pipeline
 from omegaconf import OmegaConf
 
-from gradlab.tracking import server_unreachable, stop_waiting_for_server
-
 PACKAGE = __name__.rpartition(".")[0]
+# the files Kedro's config patterns (and kedro-mlflow's) read, by the start of their names
+CONFIG_FILES = ("catalog", "parameters", "credentials", "globals", "mlflow")
 
 
 @click.group(name=PACKAGE)
@@ -38,6 +36,12 @@ def yaml_problems(folders: Iterable[Path]) -> list[str]:
     problems = []
     for folder in folders:
         for path in sorted(folder.glob("**/*.y*ml")):
+            relative = path.relative_to(folder).parts
+            # as Kedro: hidden files and folders (an editor's lock file) and non-files are skipped
+            if any(p.startswith(".") for p in relative) or not path.is_file():
+                continue
+            if not path.name.startswith(CONFIG_FILES):
+                continue
             try:
                 OmegaConf.load(path)
             except yaml.YAMLError as error:
@@ -45,18 +49,13 @@ def yaml_problems(folders: Iterable[Path]) -> list[str]:
                 where = f", line {mark.line + 1}" if mark is not None else ""
                 problem = getattr(error, "problem", None) or str(error).splitlines()[0]
                 problems.append(f"{path}{where}: {problem}")
+            except (OSError, UnicodeDecodeError) as error:
+                problems.append(f"{path}: {error}")
     return problems
 
 
-def pipeline_names() -> list[str]:
-    """The project's pipelines: one package each under ``gradlab.pipelines``, and the default."""
-    package = importlib.resources.files(f"{PACKAGE}.pipelines")
-    found = [p.name for p in package.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
-    return ["__default__", *sorted(found)]
-
-
 def _check_selection(names: list[str], node_names: Iterable[str]) -> None:
-    known = pipeline_names()
+    known = sorted(pipelines)  # what register_pipelines registers
     if unknown := [name for name in names if name not in known]:
         raise click.ClickException(f"unknown pipeline {unknown}; expected one of {known}")
     if not node_names:
@@ -82,6 +81,11 @@ def _run(**options: Any) -> Any:
         raise click.ClickException("configuration does not parse: " + "; ".join(problems))
     names = [options["pipeline"]] if options["pipeline"] else list(options["pipelines"] or [])
     _check_selection(names, options["node_names"] or [])
+    # imported here: Kedro imports this module for every project command, even `kedro --help`
+    import mlflow
+
+    from gradlab.tracking import server_unreachable, stop_waiting_for_server
+
     try:
         return kedro_run.callback(**options)  # type: ignore[misc]  # a click command's callback is set
     except Exception as error:

@@ -24,8 +24,13 @@ class GradlabConfigLoader(OmegaConfigLoader):
         if key != "parameters":
             return super()._merge_configs(config, env_config, key, env_path)
         merged = {**config, **env_config}
-        for section in MERGED_SECTIONS:
-            base, env = config.get(section), env_config.get(section)
-            if isinstance(base, dict) and isinstance(env, dict):
+        runtime = self.runtime_params or {}
+        for section in config.keys() & env_config.keys():
+            base, env = config[section], env_config[section]
+            if section in MERGED_SECTIONS and isinstance(base, dict) and isinstance(env, dict):
                 merged[section] = OmegaConf.to_container(OmegaConf.unsafe_merge(base, env))
+            elif env == runtime.get(section):
+                # Kedro merges --params into both sides: the environment's files do not set
+                # this section, so the base's (with the same --params) stands
+                merged[section] = base
         return merged

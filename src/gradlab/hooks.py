@@ -43,6 +43,7 @@ from gradlab.tracking import (
     parent_description,
     parent_run_name,
     relocate_artifacts,
+    server_gone,
 )
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,14 @@ def sqlite_file(uri: str, project: Path) -> Path | None:
     return (project / path).resolve()
 
 
+def _damaged(error: sqlite3.DatabaseError) -> bool:
+    """The file is no sqlite database, or a damaged one (``sqlite_errorname`` from Python 3.11)."""
+    name = getattr(error, "sqlite_errorname", "")
+    return name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or (
+        not name and ("not a database" in str(error) or "malformed" in str(error))
+    )
+
+
 class StoreCheckHook:
     """A project's MLflow database that sqlite cannot read is refused before anything runs,
     naming the file, instead of failing in MLflow's setup with a SQLAlchemy traceback."""
@@ -215,6 +224,9 @@ class StoreCheckHook:
             with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
                 db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as error:
+            # a hot journal left by a killed writer, or a lock, is no damage: MLflow copes
+            if not _damaged(error):
+                return
             raise UsageError(
                 f"the MLflow store {path} cannot be read ({error}); move it aside to start a "
                 "new one: the stored results are logged to the new store by the next run"
@@ -282,15 +294,19 @@ def check_outputs(
 ) -> None:
     """Every output lies under the project's data folder and can be written there: a run that
     cannot store what it makes is refused before its first node, not in it."""
-    data = (project / DATA_DIR).resolve()
+    data = project / DATA_DIR
     resolved = {
         path: (project / path).resolve() for path in _output_paths(pipeline, catalog, parameters)
     }
+    # under data/ as written (a folder of it may link to a bigger disk) or once links are followed
     if outside := sorted(
-        str(path) for path, full in resolved.items() if not full.is_relative_to(data)
+        str(path)
+        for path, full in resolved.items()
+        if not Path(os.path.normpath(project / path)).is_relative_to(data)
+        and not full.is_relative_to(data.resolve())
     ):
         raise UsageError(
-            f"outputs outside the project's data folder {data}: {outside}; "
+            f"outputs outside the project's data folder {data.resolve()}: {outside}; "
             "data_root (globals.yml) and train.store must lie under it"
         )
     folders = sorted({_nearest_folder(full) for full in resolved.values()})
@@ -380,8 +396,9 @@ class RunGuardHook:
         self._done()
 
     def _end_interrupted_run(self) -> None:
-        # neither finished nor failed: a KeyboardInterrupt (Ctrl-C, or SIGTERM above) ended it
-        if not self.running or mlflow.active_run() is None:
+        # neither finished nor failed: a KeyboardInterrupt (Ctrl-C, or SIGTERM above) ended it;
+        # a run whose tracking server stopped answering has said so already
+        if not self.running or mlflow.active_run() is None or server_gone():
             return
         # the parent can sit on mlflow's run stack more than once: end every entry, or
         # mlflow's own exit handler ends the rest FINISHED

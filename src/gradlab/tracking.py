@@ -96,11 +96,31 @@ def server_unreachable(error: BaseException) -> BaseException | None:
     return None
 
 
+_server_gone = threading.Event()
+
+
 def stop_waiting_for_server() -> None:
     """Make every further MLflow request of this process fail at once instead of retrying: the
     tracking server is known not to answer, and each request would wait out its retries."""
+    _server_gone.set()
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "2"
+
+
+def server_gone() -> bool:
+    """Whether this process found its tracking server not answering."""
+    return _server_gone.is_set()
+
+
+def _orphaned(run: Run) -> bool:
+    """A RUNNING run whose owning process, on this host, is gone."""
+    tags = run.data.tags
+    return (
+        run.info.status == "RUNNING"
+        and tags.get(TAG_HOST) == socket.gethostname()
+        and TAG_PID in tags
+        and not _alive(int(tags[TAG_PID]))
+    )
 
 
 def owner_tags() -> dict[str, str]:
@@ -116,12 +136,9 @@ def reap_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     Returns:
         The ids of the runs it marked.
     """
-    host, reaped = socket.gethostname(), []
+    reaped = []
     for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
-        tags = run.data.tags
-        if tags.get(TAG_HOST) != host or TAG_PID not in tags:
-            continue
-        if not _alive(int(tags[TAG_PID])):
+        if _orphaned(run):
             client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
             reaped.append(run.info.run_id)
     if reaped:
@@ -234,6 +251,8 @@ class Tracker:
         self._queue.put(None)
         self._thread.join(timeout)
         self._thread = None
+        if self.unreachable:  # again: a Dask executor restores the environment it started with
+            stop_waiting_for_server()
 
     def log_run(
         self,
@@ -332,28 +351,30 @@ class Tracker:
         the store in use: one search of the experiment's children, whatever the runs table says
         (a deleted, replaced or other store has none of its ids).
 
-        Children whose logging was cut short (KILLED, or left RUNNING by a dead process) are
-        deleted, so that logging the result again leaves exactly one child per result.
+        Children whose logging was cut short (KILLED, or left RUNNING by a dead process of this
+        host) are deleted, so that logging the result again leaves one whole child per result.
 
         Returns:
             ``{result_id: child run id}`` for the results that have a whole child.
         """
         if self.client is None:
             return {}
-        wanted, found, partial = set(result_ids), {}, []
+        wanted = set(result_ids)
+        found: dict[str, str] = {}
+        partial: list[str] = []
         for run in self._children_with(TAG_RESULT_ID):
             result_id = run.data.tags[TAG_RESULT_ID]
             if result_id not in wanted:
                 continue
-            if result_id not in found and run.info.status in ("FINISHED", "FAILED"):
-                found[result_id] = run.info.run_id
-            else:
+            if run.info.status in ("FINISHED", "FAILED"):
+                found.setdefault(result_id, run.info.run_id)
+            elif run.info.status == "KILLED" or _orphaned(run):
                 partial.append(run.info.run_id)
         for run_id in partial:
             self.client.delete_run(run_id)
         return found
 
-    def _children_with(self, tag: str, page_size: int = 5000) -> Iterator[Run]:
+    def _children_with(self, tag: str, page_size: int = 1000) -> Iterator[Run]:
         """Every run of the experiment that has ``tag``, page by page."""
         assert self.client is not None
         token = None

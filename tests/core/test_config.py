@@ -135,6 +135,7 @@ BAD = [
     ("train.only", ["optimizer", "nope*"], "train.only[1]", "selects no run"),
     ("train.max_steps", 0, "train.max_steps", "greater than 0"),
     ("grid.baseline.epochs", 10**8, "grid", "more than train.max_steps = 5,000,000"),
+    ("grid.baseline.epochs", 2**62, "grid", "more than train.max_steps"),  # no int64 wrap-around
     ("grid.baseline.batch_size", 5000, "grid", "larger than the 1200 train rows of poly"),
     (
         "grid.studies.dataset.batch_size",

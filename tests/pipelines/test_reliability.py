@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,9 +13,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kedro.io import DataCatalog
+from kedro.pipeline import Node, Pipeline
+from kedro_datasets.pandas import ParquetDataset
 from mlflow.tracking import MlflowClient
 
+from gradlab.cli import yaml_problems
 from gradlab.config_loader import GradlabConfigLoader
+from gradlab.hooks import UsageError, _damaged, check_outputs
 from tests.conftest import (
     assert_each_result_logged_once,
     make_project,
@@ -244,3 +250,70 @@ def test_ctrl_c_while_workers_start_prints_no_traceback(tmp_path):
     output = log.read_text()
     assert "Traceback" not in output, output[-3000:]
     assert "the interrupted run is marked KILLED in MLflow" in output
+
+
+@pytest.mark.filterwarnings("ignore:register_new_resolver")
+def test_params_on_a_replaced_section_keep_the_rest_of_it(tmp_path):
+    """Kedro merges --params into the base and the environment alike: a section only --params
+    put in the environment must not replace the base's whole."""
+    project = make_project(tmp_path / "project")
+    (project / "conf/local/parameters.yml").write_text("train:\n  workers: 1\n")
+    runtime = {"grid": {"seeds": [0, 1]}, "data": {"seed": 3}}
+    local = GradlabConfigLoader(
+        str(project / "conf"), base_env="base", default_run_env="local", runtime_params=runtime
+    )["parameters"]
+    base_grid = yaml.safe_load((project / "conf/base/parameters_grid.yml").read_text())["grid"]
+    assert local["grid"] == {**base_grid, "seeds": [0, 1]}
+    assert local["data"]["seed"] == 3 and "datasets" in local["data"]
+    smoke = GradlabConfigLoader(
+        str(project / "conf"), base_env="base", env="smoke", runtime_params=runtime
+    )["parameters"]
+    smoke_grid = yaml.safe_load((project / "conf/smoke/parameters_grid.yml").read_text())["grid"]
+    assert smoke["grid"] == {**smoke_grid, "seeds": [0, 1]}
+
+
+def test_the_yaml_check_reads_what_kedro_reads(tmp_path):
+    conf = tmp_path / "local"
+    (conf / ".ipynb_checkpoints").mkdir(parents=True)
+    (conf / ".ipynb_checkpoints/parameters-checkpoint.yml").write_text("a: [1\n")
+    (conf / ".#parameters.yml").symlink_to(tmp_path / "an editor's lock, not a file")
+    (conf / "notes.yml").write_text("a: [1\n")  # no Kedro pattern reads it
+    (conf / "parameters_train.yml").write_text("train:\n  workers: 1\n")
+    assert yaml_problems([conf]) == []
+    (conf / "parameters_bad.yml").write_text("train:\n  workers: 1\n  workers: 2\n")
+    assert yaml_problems([conf]) == [
+        f"{conf / 'parameters_bad.yml'}, line 3: found duplicate key workers"
+    ]
+
+
+def test_a_data_folder_linked_to_another_disk_is_under_data(tmp_path):
+    project, disk = tmp_path / "project", tmp_path / "disk"
+    (project / "data").mkdir(parents=True)
+    disk.mkdir()
+    (project / "data" / "big").symlink_to(disk)
+    pipeline = Pipeline([Node(lambda: None, None, "table", name="make_table")])
+    catalog = DataCatalog(
+        {"table": ParquetDataset(filepath=str(project / "data/big/table.parquet"))}
+    )
+    check_outputs(project, pipeline, catalog, None)
+    catalog = DataCatalog({"table": ParquetDataset(filepath=str(disk / "table.parquet"))})
+    with pytest.raises(UsageError, match="outputs outside the project's data folder"):
+        check_outputs(project, pipeline, catalog, None)
+
+
+def test_only_a_file_that_is_no_database_counts_as_damaged(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError) as caught:
+        sqlite3.connect(garbage).execute("SELECT count(*) FROM sqlite_master")
+    assert _damaged(caught.value)
+    store = tmp_path / "mlflow.db"
+    writer = sqlite3.connect(store, isolation_level=None)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN EXCLUSIVE")  # another process in the middle of a write
+    try:
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            sqlite3.connect(store, timeout=0).execute("SELECT count(*) FROM sqlite_master")
+    finally:
+        writer.execute("ROLLBACK")
+    assert not _damaged(caught.value)

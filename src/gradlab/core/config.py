@@ -415,17 +415,21 @@ def _check_steps(
                 f"{len(too_big)} run(s) would silently train full-batch: lower batch_size",
             )
         ]
-    steps = known["epochs"] * -(-n_train // known["batch_size"])
-    total = int(steps.sum())
+    # Python integers: an epochs of 2**62 must not wrap around in int64 to a small total
+    steps = [
+        int(epochs) * -(-int(rows) // int(batch))
+        for epochs, rows, batch in zip(known["epochs"], n_train, known["batch_size"], strict=True)
+    ]
+    total = sum(steps)
     if total <= train.max_steps:
         return []
-    longest = known.loc[steps.idxmax()]
+    longest = known.iloc[max(range(len(steps)), key=steps.__getitem__)]
     return [
         (
             "grid",
             f"{total:,} optimizer steps",
             f"more than train.max_steps = {train.max_steps:,} (the longest run, "
-            f"{longest['label']}, takes {int(steps.max()):,}: {longest['epochs']:,} epochs); "
+            f"{longest['label']}, takes {max(steps):,}: {longest['epochs']:,} epochs); "
             f"to train a grid this long, raise it (--params train.max_steps={total})",
         )
     ]
