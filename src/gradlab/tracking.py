@@ -181,8 +181,6 @@ class Tracker:
         self.layers = layers
         # finished runs wait here for the logging thread; a full queue holds the grid back
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        # set once a server stops answering: each further request would wait out its retries
-        self.unreachable = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -217,7 +215,7 @@ class Tracker:
         while (item := self._queue.get()) is not None:
             spec, result, studies, weights, result_id, on_logged, name, data_digest = item
             try:
-                if not self.unreachable:  # else left, like the rest, to the next start
+                if not server_gone():  # else left, like the rest, to the next start
                     on_logged(
                         self.log_run(spec, result, studies, weights, result_id, name, data_digest)
                     )
@@ -227,7 +225,6 @@ class Tracker:
                         "MLflow logging of %s failed; the next start retries it", spec.label
                     )
                 else:
-                    self.unreachable = True
                     stop_waiting_for_server()
                     log.warning(
                         "MLflow at %s does not answer (%s); the runs not logged yet are logged "
@@ -251,7 +248,7 @@ class Tracker:
         self._queue.put(None)
         self._thread.join(timeout)
         self._thread = None
-        if self.unreachable:  # again: a Dask executor restores the environment it started with
+        if server_gone():  # again: a Dask executor restores the environment it started with
             stop_waiting_for_server()
 
     def log_run(

@@ -25,7 +25,7 @@ from pydantic import (
 from gradlab.core import probes
 from gradlab.core.claims import CHECKS, Claim
 from gradlab.core.claims import select as select_claim_runs
-from gradlab.core.data import DATASETS, INPUT_NORMS
+from gradlab.core.data import DATASETS, INPUT_NORMS, split_sizes
 from gradlab.core.grid import AXES, RunSpec, Study, expand, select
 from gradlab.core.registry import lookup
 from gradlab.core.train import available_devices
@@ -274,8 +274,7 @@ def train_rows(data: DataConfig) -> dict[str, int]:
             continue  # _validate_datasets reports it
         n_samples = getattr(params, "n_samples", None)
         if n_samples is not None:
-            n_val = round(data.split.val * n_samples)
-            rows[name] = n_samples - n_val - round(data.split.test * n_samples)
+            rows[name] = split_sizes(n_samples, data.split.val, data.split.test)[0]
     return rows
 
 
@@ -288,8 +287,7 @@ def _check_split_sizes(name: str, n_samples: int | None, data: Mapping[str, Any]
         return []  # DataConfig reports the split itself
     if n_samples is None:
         return []
-    n_val, n_test = round(fractions.val * n_samples), round(fractions.test * n_samples)
-    n_train = n_samples - n_val - n_test
+    n_train, n_val, _ = split_sizes(n_samples, fractions.val, fractions.test)
     if min(n_train, n_val) >= 2:
         return []
     reason = (
@@ -417,8 +415,8 @@ def _check_steps(
         ]
     # Python integers: an epochs of 2**62 must not wrap around in int64 to a small total
     steps = [
-        int(epochs) * -(-int(rows) // int(batch))
-        for epochs, rows, batch in zip(known["epochs"], n_train, known["batch_size"], strict=True)
+        int(epochs) * -(-int(n) // int(batch))  # epochs × batches an epoch
+        for epochs, n, batch in zip(known["epochs"], n_train, known["batch_size"], strict=True)
     ]
     total = sum(steps)
     if total <= train.max_steps:

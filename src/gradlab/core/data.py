@@ -382,6 +382,12 @@ def n_outputs(frame: pd.DataFrame, task: str) -> int:
     return 1 if task == "regression" else int(frame["y"].max()) + 1
 
 
+def split_sizes(n_rows: int, val: float, test: float) -> tuple[int, int, int]:
+    """Rows of the train, validation and test splits of ``n_rows`` (the rest goes to train)."""
+    n_val, n_test = round(val * n_rows), round(test * n_rows)
+    return n_rows - n_val - n_test, n_val, n_test
+
+
 def split(frame: pd.DataFrame, seed: int, val: float, test: float) -> pd.DataFrame:
     """Shuffle rows with ``seed`` and label them train / val / test (the rest goes to train).
 
@@ -394,7 +400,7 @@ def split(frame: pd.DataFrame, seed: int, val: float, test: float) -> pd.DataFra
         The shuffled table with a ``split`` column.
     """
     order = np.random.default_rng(seed).permutation(len(frame))
-    n_val, n_test = round(val * len(frame)), round(test * len(frame))
+    _, n_val, n_test = split_sizes(len(frame), val, test)
     labels = np.array(["train"] * len(frame), dtype=object)
     labels[:n_val] = "val"
     labels[n_val : n_val + n_test] = "test"
