@@ -29,16 +29,10 @@ from gradlab.core.execute import ProcessPoolExecutor, SequentialExecutor
 from gradlab.core.grid import RunSpec
 from gradlab.core.plots.profile import profile_png
 from gradlab.core.train import RunOptions, RunResult, TaskData, train_run
-from gradlab.grid_runner import train_missing
+from gradlab.grid_runner import GridRuns, TrainOptions, train_missing
 from gradlab.store import ResultStore
-from gradlab.tracking import (
-    BATCH,
-    PROFILE_FIGURE,
-    Tracker,
-    _chunks,
-    _dataset_input,
-    layer_profile,
-)
+from gradlab.tracking import Tracker, layer_profile
+from gradlab.tracking.children import BATCH, PROFILE_FIGURE, _chunks, _dataset_input
 from probe_overhead import _task
 
 LAYER_EVERY = TrainConfig.model_fields["mlflow_layer_every"].default
@@ -132,14 +126,12 @@ def train_grid(specs: list[RunSpec], data: TaskData, root: Path, workers: int, o
         tracker = Tracker(LAYER_EVERY, DEFAULT_MLFLOW_QUANTITIES, LAYERS, enabled=on)
         start = time.perf_counter()
         train_missing(
-            specs,
-            {s.run_id: "benchmark" for s in specs},
+            GridRuns(specs, {s.run_id: "benchmark" for s in specs}),
             {("poly", "zscore"): data},
             store,
             executor,
             tracker,
-            RunOptions(),
-            force=True,
+            TrainOptions(RunOptions(), force=True),
         )
         return time.perf_counter() - start
 

@@ -1,21 +1,29 @@
 """Train the runs of a grid that have no stored result yet, log each to MLflow, gather the tables.
 
 The work is ``gradlab.core.train.train_group(specs, data, options)``: runs of one model shape
-train together as one stacked model. This module only decides what to run, groups it, hands the
-groups to an executor, and records each run as its group comes back.
+train together as one stacked model. This module decides what to run, groups it, hands the
+groups to an executor, and records each run as its group comes back. The stage flows one way:
+
+1. **plan**: which runs have no whole, current stored result (``plan``), and why;
+2. **reconcile**: stored results with no whole MLflow child are logged now (``reconcile``);
+3. **train**: the groups of the planned runs, on the executor;
+4. **store**: each result as it comes back (``ResultStore.save``);
+5. **log**: each stored result to MLflow from a background thread (``Tracker.submit``); the
+   child ids come back when the thread is closed and go into the stored summaries.
 """
 
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from gradlab.core.execute import Executor, TaskError
-from gradlab.core.grid import RunSpec
+from gradlab.core.config import TrainConfig
+from gradlab.core.execute import Executor, TaskError, make_executor
+from gradlab.core.grid import RunSpec, select, specs_from_table
 from gradlab.core.schema import SUMMARY_COLUMNS, TEXT_COLUMNS, empty_table
 from gradlab.core.train import (
     RunOptions,
@@ -31,6 +39,8 @@ from gradlab.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
+TRAINED_COLUMNS = ["run_id", "label", "reason", "status", "verdict", "wall_s", "error"]
+
 
 def _eta(done: int, total: int, elapsed: float) -> str:
     if done == 0:
@@ -39,7 +49,37 @@ def _eta(done: int, total: int, elapsed: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-TRAINED_COLUMNS = ["run_id", "label", "reason", "status", "verdict", "wall_s", "error"]
+@dataclass(frozen=True)
+class GridRuns:
+    """The grid's runs, and what MLflow tags and names each with."""
+
+    specs: Sequence[RunSpec]
+    studies: Mapping[str, str]  # comma-separated studies per run id (for tags)
+    # short MLflow run names per run id (``RunSpec.name_against`` the grid's baseline); None:
+    # the labels
+    names: Mapping[str, str] | None = None
+
+    @classmethod
+    def from_table(cls, run_specs: pd.DataFrame) -> "GridRuns":
+        """The runs of a ``run_specs`` table, as the grid stage expanded it."""
+        return cls(
+            specs_from_table(run_specs),
+            dict(zip(run_specs["run_id"], run_specs["studies"], strict=True)),
+            dict(zip(run_specs["run_id"], run_specs["name"], strict=True)),
+        )
+
+    def name(self, spec: RunSpec) -> str:
+        return spec.label if self.names is None else self.names[spec.run_id]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How the train stage trains, besides the grid and the data."""
+
+    run: RunOptions = field(default_factory=RunOptions)  # device and probe options of each run
+    force: bool = False  # retrain runs whose results are current
+    selected: frozenset[str] | None = None  # run ids to train (``train.only``); None: all
+    max_replicas: int = 32  # most runs trained together as one stacked model
 
 
 @dataclass(frozen=True)
@@ -48,6 +88,54 @@ class Job:
 
     spec: RunSpec
     reason: str  # new, forced, failed last time, damaged: …, stale: …
+
+
+def train_grid(
+    run_specs: pd.DataFrame,
+    load: Callable[[str, str], TaskData],
+    config: TrainConfig,
+) -> pd.DataFrame:
+    """The train stage: every run of ``run_specs`` (or of ``train.only``) without a whole,
+    current stored result is trained, stored and logged to MLflow.
+
+    Args:
+        run_specs: One row per run, as expanded by the grid stage.
+        load: The train/val tensors of a (dataset, input_norm); called once for each that a
+            considered run trains on.
+        config: ``params:train``, validated.
+    Returns:
+        One row per run trained now (``train_missing``).
+    """
+    selected = frozenset(select(run_specs, config.only)["run_id"]) if config.only else None
+    grid = GridRuns.from_table(run_specs)
+    needed = {
+        (spec.dataset, spec.input_norm)
+        for spec in grid.specs
+        if selected is None or spec.run_id in selected
+    }
+    options = TrainOptions(
+        RunOptions(
+            device=config.device,
+            divergence_factor=config.divergence_factor,
+            probe_batch_size=config.probe_batch_size,
+        ),
+        force=config.force,
+        selected=selected,
+        max_replicas=config.max_replicas,
+    )
+    return train_missing(
+        grid,
+        {key: load(*key) for key in sorted(needed)},
+        ResultStore(config.store),
+        make_executor(config.n_workers, config.executor, config.dask.address),
+        Tracker(
+            layer_every=config.mlflow_layer_every,
+            quantities=config.mlflow_quantities,
+            layers=config.mlflow_layers,
+            enabled=config.mlflow,
+        ),
+        options,
+    )
 
 
 def plan(
@@ -77,117 +165,141 @@ def plan(
 
 
 def train_missing(
-    specs: Sequence[RunSpec],
-    studies: Mapping[str, str],
+    grid: GridRuns,
     data: Mapping[tuple[str, str], TaskData],
     store: ResultStore,
     executor: Executor,
     tracker: Tracker,
-    options: RunOptions,
-    force: bool = False,
-    selected: Collection[str] | None = None,
-    max_replicas: int = 32,
-    names: Mapping[str, str] | None = None,
+    options: TrainOptions = TrainOptions(),
 ) -> pd.DataFrame:
     """Train every spec without a whole, current stored result; log unlogged results to MLflow.
 
     Args:
-        specs: The grid's run specs.
-        studies: Comma-separated studies per run id (for tags).
+        grid: The grid's run specs, with their studies and MLflow names.
         data: Train/val tensors by (dataset, input_norm).
         store: Where finished runs are kept.
         executor: Runs ``train_group`` over the groups of runs.
         tracker: Logs each finished run as an MLflow child run.
-        options: Device and probe options for every run.
-        force: Retrain runs whose results are current.
-        selected: Run ids to train (``train.only``); None: the whole grid.
-        max_replicas: Most runs trained together as one stacked model.
-        names: Short MLflow run names by run id (``RunSpec.name_against`` the grid's baseline);
-            None: the labels.
+        options: Run options, ``force``, the runs selected, the largest stacked group.
     Returns:
         One row per run trained now: ``run_id``, ``label``, ``reason``, ``status``, ``verdict``,
         ``wall_s``, ``error``.
     """
-    considered = [s for s in specs if selected is None or s.run_id in selected]
+    selected = options.selected
+    considered = [s for s in grid.specs if selected is None or s.run_id in selected]
     fingerprints = {key: task.fingerprint() for key, task in data.items()}
     identities = {
-        spec.run_id: {"data": fingerprints[spec.dataset, spec.input_norm], **options.identity()}
+        spec.run_id: {"data": fingerprints[spec.dataset, spec.input_norm], **options.run.identity()}
         for spec in considered
     }
-    jobs = plan(considered, identities, store, force=force)
+    jobs = plan(considered, identities, store, force=options.force)
+    _log_plan(jobs, len(grid.specs), len(considered), selected is not None)
+    training = {job.spec.run_id for job in jobs}
+    reconcile([s for s in considered if s.run_id not in training], grid, store, tracker)
+    start = time.perf_counter()
+    rows = _train(jobs, identities, grid, data, store, executor, tracker, options)
+    _log_outcome(rows, time.perf_counter() - start)
+    return pd.DataFrame(rows, columns=TRAINED_COLUMNS)
+
+
+def _log_plan(jobs: Sequence[Job], total: int, considered: int, selected: bool) -> None:
     reasons = Counter(job.reason.split(":")[0] for job in jobs)
     log.info(
         "%d runs in the grid, %d to train%s, %d reused%s",
-        len(specs),
+        total,
         len(jobs),
         f" ({', '.join(f'{n} {why}' for why, n in reasons.most_common())})" if jobs else "",
-        len(considered) - len(jobs),
-        "" if selected is None else f", {len(specs) - len(considered)} not selected by train.only",
+        considered - len(jobs),
+        f", {total - considered} not selected by train.only" if selected else "",
     )
     for job in jobs:
         if job.reason.startswith(("damaged", "stale")):
             log.warning("retraining %s (%s): %s", job.spec.run_id, job.spec.label, job.reason)
-    training = {job.spec.run_id for job in jobs}
-    names = names or {spec.run_id: spec.label for spec in specs}
-    reconcile([s for s in considered if s.run_id not in training], studies, store, tracker, names)
 
-    counts: Counter = Counter()
-    verdicts: Counter = Counter()
-    rows = []
-    start = time.perf_counter()
+
+def _train(
+    jobs: Sequence[Job],
+    identities: Mapping[str, dict[str, Any]],
+    grid: GridRuns,
+    data: Mapping[tuple[str, str], TaskData],
+    store: ResultStore,
+    executor: Executor,
+    tracker: Tracker,
+    options: TrainOptions,
+) -> list[dict[str, Any]]:
+    """Train the jobs' groups; store each result as it comes back, then hand it to the
+    tracker; once the tracker is closed, the stored summaries get their child run ids."""
     by_run = {job.spec.run_id: job for job in jobs}
-    groups = group_runs([job.spec for job in jobs], max_replicas)
+    groups = group_runs([job.spec for job in jobs], options.max_replicas)
     if jobs:
         log.info("%d runs train as %d stacked groups", len(jobs), len(groups))
-    tasks = [(group, data[group[0].dataset, group[0].input_norm], options) for group in groups]
-    done = 0
+    tasks = [(group, data[group[0].dataset, group[0].input_norm], options.run) for group in groups]
+    rows: list[dict[str, Any]] = []
+    diverged = 0
+    start = time.perf_counter()
     try:
         for index, outcome in executor.map(train_group, tasks):
             for result in _group_results(groups[index], outcome):
-                done += 1
                 job = by_run[result.run_id]
+                identity, studies = identities[job.spec.run_id], grid.studies[job.spec.run_id]
                 extra = {
-                    "identity": identities[job.spec.run_id],
+                    "identity": identity,
                     "label": job.spec.label,
-                    "studies": studies[job.spec.run_id],
-                    "name": names[job.spec.run_id],
+                    "studies": studies,
+                    "name": grid.name(job.spec),
                 }
-                _record(job, result, extra, store, tracker)
-                counts[result.status] += 1
-                verdicts[result.summary.get("verdict", "-")] += 1
-                rows.append(
-                    {
-                        "run_id": job.spec.run_id,
-                        "label": job.spec.label,
-                        "reason": job.reason,
-                        "status": result.status,
-                        "verdict": result.summary.get("verdict"),
-                        "wall_s": result.summary.get("wall_s"),
-                        "error": result.summary.get("error"),
-                    }
+                stored = _store(job, result, extra, store)
+                tracker.submit(
+                    job.spec,
+                    result,
+                    studies,
+                    None if stored is None else store.path(job.spec.run_id) / "weights.pt",
+                    stored,
+                    name=grid.name(job.spec),
+                    data_digest=identity["data"],
                 )
+                rows.append(_trained_row(job, result))
+                diverged += result.status == "diverged"
                 log.info(
                     "[%d/%d] %s %s (%s) · %d diverged · ETA %s",
-                    done,
+                    len(rows),
                     len(jobs),
                     job.spec.label,
                     result.status,
                     result.summary.get("verdict", "-"),
-                    counts["diverged"],
-                    _eta(done, len(jobs), time.perf_counter() - start),
+                    diverged,
+                    _eta(len(rows), len(jobs), time.perf_counter() - start),
                 )
     except BaseException:
-        tracker.close(drain=False, timeout=30)  # Ctrl-C: the rest is logged at the next start
+        # Ctrl-C: the rest is logged at the next start
+        _record_children(store, tracker.close(drain=False, timeout=30))
         raise
-    tracker.close()  # every finished run is in MLflow before the tables are collected
+    # every finished run is in MLflow before the tables are collected
+    _record_children(store, tracker.close())
+    return rows
 
-    if jobs:
-        elapsed = time.perf_counter() - start
+
+def _trained_row(job: Job, result: RunResult) -> dict[str, Any]:
+    return {
+        "run_id": job.spec.run_id,
+        "label": job.spec.label,
+        "reason": job.reason,
+        "status": result.status,
+        "verdict": result.summary.get("verdict"),
+        "wall_s": result.summary.get("wall_s"),
+        "error": result.summary.get("error"),
+    }
+
+
+def _log_outcome(rows: Sequence[dict[str, Any]], elapsed: float) -> None:
+    counts = Counter(row["status"] for row in rows)
+    if rows:
+        verdicts = Counter(row["verdict"] or "-" for row in rows)
         log.info(
             "trained %d runs in %.1f s (%.2f runs/s); status %s; verdicts %s",
-            len(jobs),
+            len(rows),
             elapsed,
-            len(jobs) / elapsed,
+            len(rows) / elapsed,
             dict(counts),
             dict(verdicts.most_common()),
         )
@@ -198,7 +310,6 @@ def train_missing(
             counts["failed"],
             next(row["error"] for row in rows if row["status"] == "failed"),
         )
-    return pd.DataFrame(rows, columns=TRAINED_COLUMNS)
 
 
 def _group_results(
@@ -212,36 +323,25 @@ def _group_results(
     return [failed_result(spec, outcome.error) for spec in group]
 
 
-def _record(
-    job: Job, result: RunResult, extra: dict[str, Any], store: ResultStore, tracker: Tracker
-) -> None:
-    run_id = job.spec.run_id
+def _store(job: Job, result: RunResult, extra: dict[str, Any], store: ResultStore) -> str | None:
+    """Store a result (first: it survives an MLflow failure, and its artifacts are logged from
+    disk); its stored id, or None when a failed retrain keeps the result stored before."""
     if result.status == "failed" and (job.reason == "forced" or job.reason.startswith("stale")):
         # a failure is not a result: the whole result stored before stays until one replaces it
         log.error("retraining %s failed; its stored result is kept", job.spec.label)
-        tracker.submit(job.spec, result, extra["studies"], None, None, lambda _: None,
-                       name=extra["name"], data_digest=extra["identity"]["data"])  # fmt: skip
-        return
-    # stored first: the result survives an MLflow failure, and the artifact is logged from disk
-    folder = store.save(result, extra)
-    tracker.submit(
-        job.spec,
-        result,
-        extra["studies"],
-        folder / "weights.pt",
-        store.summary(run_id)["result_id"],
-        lambda mlflow_run_id: store.update_summary(run_id, mlflow_run_id=mlflow_run_id),
-        name=extra["name"],
-        data_digest=extra["identity"]["data"],
-    )
+        return None
+    store.save(result, extra)
+    return store.summary(job.spec.run_id)["result_id"]
+
+
+def _record_children(store: ResultStore, children: Mapping[str, str]) -> None:
+    """Each stored result logged whole names its child run in its summary."""
+    for run_id, mlflow_run_id in children.items():
+        store.update_summary(run_id, mlflow_run_id=mlflow_run_id)
 
 
 def reconcile(
-    specs: Sequence[RunSpec],
-    studies: Mapping[str, str],
-    store: ResultStore,
-    tracker: Tracker,
-    names: Mapping[str, str] | None = None,
+    specs: Sequence[RunSpec], grid: GridRuns, store: ResultStore, tracker: Tracker
 ) -> int:
     """Log to MLflow every stored result that has no whole child run in the store in use: its
     logging was interrupted, or the store was deleted, replaced or is another one (a server).
@@ -249,10 +349,9 @@ def reconcile(
 
     Args:
         specs: Runs whose stored results ``plan`` found whole and current.
-        studies: Comma-separated studies per run id (for tags).
+        grid: The grid's studies and MLflow names per run.
         store: Where finished runs are kept.
         tracker: Logs to the active MLflow run.
-        names: Short MLflow run names by run id; None: the labels.
     Returns:
         How many results were logged now.
     """
@@ -273,10 +372,10 @@ def reconcile(
             mlflow_run_id = tracker.log_run(
                 spec,
                 store.load(spec.run_id),
-                studies[spec.run_id],
+                grid.studies[spec.run_id],
                 store.path(spec.run_id) / "weights.pt",
                 summary["result_id"],
-                name=(names or {}).get(spec.run_id),
+                name=grid.name(spec),
                 data_digest=summary.get("identity", {}).get("data"),
             )
             logged += 1

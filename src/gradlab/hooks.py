@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 import signal
 import sqlite3
 import tempfile
@@ -25,31 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-import mlflow
+import pandas as pd
 from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
-from mlflow.entities import RunStatus
-from mlflow.tracking import MlflowClient
 
+from gradlab import tracking
 from gradlab.core.config import ConfigError, Parameters, validate_parameters
-from gradlab.core.grid import expand
 from gradlab.core.verdict import judge
-from gradlab.tracking import (
-    ARTIFACTS_DIR,
-    EXPERIMENT_NOTE,
-    claim_active_run,
-    claims_summary,
-    grid_summary_metrics,
-    parent_description,
-    parent_run_name,
-    relocate_artifacts,
-    server_gone,
-)
 
 log = logging.getLogger(__name__)
 
 LOCK_DIR = ".gradlab"  # at the project root, beside mlflow.db: what concurrent runs would share
-NOTE = "mlflow.note.content"  # what the MLflow UI shows as a run's or experiment's description
 SETUP_LOCK_WAIT_S = 120  # MLflow's setup of a fresh database takes a few seconds
 
 
@@ -246,12 +231,12 @@ class ArtifactLocationHook:
     @hook_impl(trylast=True)
     def after_context_created(self, context: Any) -> None:
         project = Path(context.project_path).resolve()
-        db_path = sqlite_file(mlflow.get_tracking_uri(), project)
+        db_path = sqlite_file(tracking.tracking_uri(), project)
         if db_path is None:
             return  # a server (or another store, or sqlite in memory) has its own locations
         # a database elsewhere may be shared with other projects: its locations are not ours
         if db_path.parent == project and db_path.is_file():
-            relocate_artifacts(db_path, str(project / ARTIFACTS_DIR))
+            tracking.relocate_artifacts(db_path, str(project / tracking.ARTIFACTS_DIR))
 
 
 DATA_DIR = "data"  # every output of a run lies under the project's data folder
@@ -365,8 +350,7 @@ class RunGuardHook:
                 stale.append(f"the model inputs were made from other data parameters ({changed})")
         if "grid.expand_grid_node" not in nodes and catalog.exists("run_specs"):
             stored = set(catalog.load("run_specs")["run_id"])
-            grid = params.grid
-            current = set(expand(grid.baseline, grid.studies, grid.seeds)["run_id"])
+            current = set(params.grid.expanded()["run_id"])
             if stored != current:
                 stale.append(
                     f"run_specs holds {len(stored)} runs expanded from other grid parameters "
@@ -398,12 +382,9 @@ class RunGuardHook:
     def _end_interrupted_run(self) -> None:
         # neither finished nor failed: a KeyboardInterrupt (Ctrl-C, or SIGTERM above) ended it;
         # a run whose tracking server stopped answering has said so already
-        if not self.running or mlflow.active_run() is None or server_gone():
+        if not self.running or not tracking.active() or tracking.server_gone():
             return
-        # the parent can sit on mlflow's run stack more than once: end every entry, or
-        # mlflow's own exit handler ends the rest FINISHED
-        while mlflow.active_run() is not None:
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        tracking.end_interrupted_run()
         log.warning("the interrupted run is marked KILLED in MLflow")
 
 
@@ -415,58 +396,44 @@ class ParentRunHook:
     def __init__(self, validation: ValidateParametersHook) -> None:
         self.validation = validation
         self.started = 0.0
+        self.judged: pd.DataFrame | None = None  # the runs table as this run judged it
 
     @hook_impl(trylast=True)  # after kedro-mlflow's, which starts the run
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
-        run, params = mlflow.active_run(), self.validation.parameters
-        if run is None:
+        self.judged = None
+        if not tracking.active():
             return
         self.started = time.time()
-        client = MlflowClient()
-        name = parent_run_name(
-            run_params.get("pipeline_names"), run_params.get("env"), self.started
-        )
-        client.update_run(run.info.run_id, name=name)
-        # Kedro passes str(runner) for a runner instance: "<kedro.runner.….XRunner object at 0x…>"
-        runner = re.sub(r"^<(?:\w+\.)*(\w+) object at 0x\w+>$", r"\1", str(run_params["runner"]))
-        tags = {"runner": runner}
+        params = self.validation.parameters
+        description = None
         if params is not None:
-            grid = expand(params.grid.baseline, params.grid.studies, params.grid.seeds)
+            grid = params.grid.expanded()
             per_study = grid["studies"].str.split(",").explode().value_counts()
             studies = [
                 (s.name, s.question, int(per_study.get(s.name, 0))) for s in params.grid.studies
             ]
-            tags[NOTE] = parent_description(len(grid), studies, list(params.grid.seeds))
-        for key, value in tags.items():
-            client.set_tag(run.info.run_id, key, value)
-        experiment = client.get_experiment(run.info.experiment_id)
-        # MLflow's tag for what an experiment is: "custom_model_development" is model training
-        # ("Machine learning" in the UI), not a GenAI app ("genai_development")
-        experiment_tags = {
-            NOTE: EXPERIMENT_NOTE,
-            "mlflow.experimentKind": "custom_model_development",
-        }
-        for key, value in experiment_tags.items():
-            if experiment.tags.get(key) != value:
-                client.set_experiment_tag(experiment.experiment_id, key, value)
+            description = tracking.parent_description(len(grid), studies, list(params.grid.seeds))
+        tracking.describe_parent_run(run_params, self.started, description)
 
     @hook_impl
     def after_node_run(self, outputs: dict[str, Any]) -> None:
+        # judged: the train stage's runs table (collect), or the report's (judge_runs)
+        for name in ("runs", "judged_runs"):
+            if name in outputs:
+                self.judged = outputs[name]
         claims = outputs.get("claims_table")
-        if claims is None or claims.empty or mlflow.active_run() is None:
+        if claims is None or claims.empty or not tracking.active():
             return
-        tags, metrics = claims_summary(claims)
-        mlflow.set_tags(tags)
-        mlflow.log_metrics(metrics)
+        tracking.log_claims(claims)
 
     @hook_impl(tryfirst=True)  # before kedro-mlflow's, which ends the run
     def after_pipeline_run(self, catalog: Any) -> None:
-        run = mlflow.active_run()
-        if run is None or not catalog.exists("runs"):
+        if not tracking.active() or not catalog.exists("runs"):
             return
-        metrics = grid_summary_metrics(judge(catalog.load("runs")))
-        metrics["wall_s"] = time.time() - self.started
-        mlflow.log_metrics(metrics)
+        runs = self.judged
+        if runs is None:  # a runs table of an earlier run: its verdicts may be an older rule's
+            runs = judge(catalog.load("runs"))
+        tracking.log_grid_summary(runs, time.time() - self.started)
 
 
 class MlflowOwnerHook:
@@ -474,4 +441,4 @@ class MlflowOwnerHook:
 
     @hook_impl
     def before_node_run(self) -> None:
-        claim_active_run()
+        tracking.claim_active_run()

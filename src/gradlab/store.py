@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import torch
 
 from gradlab.core.train import RunResult
+from gradlab.core.verdict import verdicts_of
 
 TABLES = ("history", "layer_stats", "distributions")
 STAGING, BACKUP = ".tmp", ".old"  # suffixes of a result being written / being replaced
@@ -165,7 +166,10 @@ class ResultStore:
         return pd.read_parquet(self.path(run_id) / f"{name}.parquet")
 
     def load(self, run_id: str) -> RunResult:
-        """A stored result, without its weights (they stay in ``weights.pt``)."""
+        """A stored result, without its weights (they stay in ``weights.pt``), its verdicts
+        read from its stored numbers under the current rule (it may have been stored under an
+        older one), as ``grid_runner.collect``'s runs table has them."""
         summary = self.summary(run_id)
+        summary.update(verdicts_of(summary))
         tables = {name: self.table(run_id, name) for name in TABLES}
         return RunResult(run_id, summary["status"], summary, **tables, state_dict={})

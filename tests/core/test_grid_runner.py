@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from gradlab.core.execute import ProcessPoolExecutor
 from gradlab.core.grid import RunSpec
 from gradlab.core.train import RunOptions, TaskData, train_run
-from gradlab.grid_runner import collect, train_missing
+from gradlab.grid_runner import GridRuns, collect, train_missing
 from gradlab.store import ResultStore
 from gradlab.tracking import Tracker, reap_stale_runs
 from tests.conftest import broken, train_in_process
@@ -252,15 +252,14 @@ def test_logging_thread_logs_every_submitted_run_before_close_returns(poly, tmp_
     try:
         mlflow.set_experiment("logging-thread-test")
         results = [(spec, train_run(spec, poly)) for spec in HEALTHY]
-        logged: list[str] = []
         with mlflow.start_run():
             tracker = Tracker(queue_size=1)  # the second submit waits for the first to be taken
             for spec, result in results:
-                tracker.submit(spec, result, "s", None, spec.run_id, logged.append)
-            tracker.close()
+                tracker.submit(spec, result, "s", None, spec.run_id)
+            logged = tracker.close()  # run id → child run id
         client = MlflowClient()
-        assert len(logged) == 2, logged
-        for (spec, _), child_id in zip(results, logged, strict=True):
+        assert list(logged) == [spec.run_id for spec, _ in results], logged
+        for (spec, _), child_id in zip(results, logged.values(), strict=True):
             child = client.get_run(child_id)
             assert child.info.status == "FINISHED"
             assert child.data.tags["gradlab.result_id"] == spec.run_id
@@ -282,8 +281,8 @@ def test_a_group_that_cannot_reach_its_worker_fails_alone(poly, tmp_path):
     def train(raw_data: TaskData) -> pd.DataFrame:
         data = {("poly", "zscore"): poly, ("poly", "raw"): raw_data}
         studies = {s.run_id: "s" for s in specs}
-        return train_missing(specs, studies, data, store, ProcessPoolExecutor(2), Tracker(),
-                             RunOptions()).set_index("run_id")  # fmt: skip
+        return train_missing(GridRuns(specs, studies), data, store, ProcessPoolExecutor(2),
+                             Tracker()).set_index("run_id")  # fmt: skip
 
     trained = train(unsendable)
     assert list(trained.loc[[s.run_id for s in HEALTHY], "status"]) == ["finished"] * 2

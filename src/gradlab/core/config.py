@@ -8,8 +8,8 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal, TypeVar
 
 import pandas as pd
 from pydantic import (
@@ -219,6 +219,18 @@ class GridConfig(_Strict):
     baseline: RunSpec
     studies: tuple[Study, ...]
     seeds: tuple[int, ...]
+
+    def expanded(self) -> pd.DataFrame:
+        """The grid's ``run_specs`` table (``expand``), expanded once for every caller of the
+        same grid (validation, the hooks, the grid node); each gets its own copy."""
+        key = self.model_dump_json()
+        if key not in _EXPANDED:
+            _EXPANDED.clear()  # the grid of this run only
+            _EXPANDED[key] = expand(self.baseline, self.studies, self.seeds)
+        return _EXPANDED[key].copy()
+
+
+_EXPANDED: dict[str, pd.DataFrame] = {}  # GridConfig.expanded's table, by the grid's JSON
 
 
 class Parameters(_Strict):
@@ -558,14 +570,35 @@ def validate_parameters(params: Mapping[str, Any]) -> Parameters:
     # expanded once, for the checks against the grid's runs (not at all past _COUNT_LIMIT)
     table = None
     if grid is not None and _runs_bound(grid) <= _COUNT_LIMIT:
-        table = expand(grid.baseline, grid.studies, grid.seeds)
+        table = grid.expanded()
     if grid is not None and "train" in sections:
         problems += _check_grid_against_train(grid, sections["train"], table, sections.get("data"))
     if table is not None and sections.get("claims") and not problems:
         problems += _check_claims_against_grid(sections["claims"], table)
     if problems or grid is None:  # _validate_grid gives no grid only with problems
         raise ConfigError(problems)
-    return Parameters(grid=grid, **sections)
+    parameters = Parameters(grid=grid, **sections)
+    # the nodes' parse_* find these sections: the parameters are validated once per run
+    for key in ("data", "train", "report", "claims"):
+        _PARSED[key, repr(params.get(key, {} if key != "claims" else None))] = sections[key]
+    _PARSED["grid", repr((params["grid"], sections["data"]))] = grid
+    return parameters
+
+
+_T = TypeVar("_T")
+# Each section parsed, by its name and the repr of what it was parsed from (a repr keeps the
+# order of keys and tells 1 from 1.0 and True, as strict validation does): validate_parameters
+# fills it, so a node's parse_* finds the hook's result instead of validating again.
+_PARSED: dict[tuple[str, str], Any] = {}
+
+
+def _once(section: str, value: Any, parse: Callable[[], _T]) -> _T:
+    key = (section, repr(value))
+    if key not in _PARSED:
+        if len(_PARSED) > 64:  # a long-lived process that validated many parameter sets
+            _PARSED.clear()
+        _PARSED[key] = parse()
+    return _PARSED[key]
 
 
 def _parse(key: str, model: type[BaseModel], value: Any) -> Any:
@@ -577,35 +610,47 @@ def _parse(key: str, model: type[BaseModel], value: Any) -> Any:
 
 def parse_data(data: Mapping[str, Any]) -> DataConfig:
     """Validate ``params:data`` alone (for nodes run outside a validated session)."""
-    config = _parse("data", DataConfig, data)
-    if problems := _validate_datasets(data):
-        raise ConfigError(problems)
-    return config
+
+    def parse() -> DataConfig:
+        config = _parse("data", DataConfig, data)
+        if problems := _validate_datasets(data):
+            raise ConfigError(problems)
+        return config
+
+    return _once("data", data, parse)
 
 
 def parse_train(train: Mapping[str, Any]) -> TrainConfig:
     """Validate ``params:train`` alone."""
-    return _parse("train", TrainConfig, train)
+    return _once("train", train, lambda: _parse("train", TrainConfig, train))
 
 
 def parse_report(report: Mapping[str, Any]) -> ReportConfig:
     """Validate ``params:report`` alone."""
-    return _parse("report", ReportConfig, report)
+    return _once("report", report, lambda: _parse("report", ReportConfig, report))
 
 
 def parse_claims(claims: Mapping[str, Any] | None) -> dict[str, Any]:
     """Validate ``params:claims`` alone (an empty or missing section is no claims)."""
-    try:
-        return _Claims.model_validate({"claims": claims or {}}).claims
-    except ValidationError as error:
-        # the locations start with "claims", the section's own name
-        problems = [(path.removeprefix("."), v, why) for path, v, why in _problems("", error)]
-        raise ConfigError(problems) from None
+
+    def parse() -> dict[str, Any]:
+        try:
+            return _Claims.model_validate({"claims": claims or {}}).claims
+        except ValidationError as error:
+            # the locations start with "claims", the section's own name
+            problems = [(path.removeprefix("."), v, why) for path, v, why in _problems("", error)]
+            raise ConfigError(problems) from None
+
+    return _once("claims", claims, parse)
 
 
 def parse_grid(grid: Mapping[str, Any], data: DataConfig) -> GridConfig:
     """Validate ``params:grid`` against the datasets and input norms ``data`` produces."""
-    config, problems = _validate_grid(grid, data)
-    if problems or config is None:  # no grid only with problems
-        raise ConfigError(problems)
-    return config
+
+    def parse() -> GridConfig:
+        config, problems = _validate_grid(grid, data)
+        if problems or config is None:  # no grid only with problems
+            raise ConfigError(problems)
+        return config
+
+    return _once("grid", (grid, data), parse)

@@ -131,7 +131,12 @@ def verdicts_of(summary: Mapping[str, Any], rule: VerdictRule = VerdictRule()) -
 
 def judge(runs: pd.DataFrame, rule: VerdictRule = VerdictRule()) -> pd.DataFrame:
     """``init_verdict``, ``verdict`` and ``trained`` for every row of a runs table, from the
-    numbers its runs stored (so a changed rule needs no retraining)."""
+    numbers its runs stored (so a changed rule needs no retraining).
+
+    The engine judges a run as it ends (``verdicts_of`` in its summary), and what it logs and
+    counts reads that. Stored numbers are judged again, here, where they enter a stage: the
+    train stage's runs table (``grid_runner.collect``) and the report's (``judge_runs``), since
+    results and tables may have been stored under an older rule."""
     verdicts = pd.DataFrame(
         [verdicts_of(row, rule) for row in runs.to_dict("records")],
         index=runs.index,

@@ -5,7 +5,6 @@ from typing import Any
 import pandas as pd
 
 from gradlab.core.config import parse_data, parse_grid
-from gradlab.core.grid import expand
 
 
 def expand_grid(grid: dict[str, Any], data: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -26,4 +25,4 @@ def expand_grid(grid: dict[str, Any], data: dict[str, Any]) -> tuple[pd.DataFram
             "axes": [",".join(s.axes) for s in config.studies],
         }
     )
-    return expand(config.baseline, config.studies, config.seeds), studies
+    return config.expanded(), studies

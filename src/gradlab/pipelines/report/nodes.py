@@ -20,7 +20,10 @@ from gradlab.core.verdict import judge
 
 
 def judge_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Both verdicts and the outcome of every run under the current rule.
+    """Both verdicts and the outcome of every run under the current rule: the report's one
+    verdict, which every other node reads (``judged_runs``). Judged again, not read from
+    ``runs``: that table may come from an older gradlab or an older rule, and the report
+    redraws stored results without training.
 
     Args:
         runs: One row per run, as the train stage stored it.

@@ -1,4 +1,7 @@
-"""Train stage nodes: train what has no current result, then gather every stored result."""
+"""Train stage nodes: train what has no current result, then gather every stored result.
+
+Thin wiring: ``gradlab.grid_runner`` plans, trains, stores and logs (MLflow goes through it).
+"""
 
 from collections.abc import Mapping
 from typing import Any
@@ -7,13 +10,10 @@ import pandas as pd
 
 from gradlab.core.config import parse_train
 from gradlab.core.data import DATASETS
-from gradlab.core.execute import make_executor
-from gradlab.core.grid import select, specs_from_table
-from gradlab.core.train import RunOptions, TaskData
-from gradlab.grid_runner import collect, train_missing
+from gradlab.core.train import TaskData
+from gradlab.grid_runner import collect, train_grid
 from gradlab.pipelines import load_partition
 from gradlab.store import ResultStore
-from gradlab.tracking import Tracker
 
 
 def train_runs(
@@ -28,42 +28,12 @@ def train_runs(
     Returns:
         One row per run trained now, with the reason it was trained and how it ended.
     """
-    config = parse_train(train)
-    specs = specs_from_table(run_specs)
-    selected = set(select(run_specs, config.only)["run_id"]) if config.only else None
-    needed = {
-        (spec.dataset, spec.input_norm)
-        for spec in specs
-        if selected is None or spec.run_id in selected
-    }
-    data = {
-        (dataset, norm): TaskData.from_frame(
-            load_partition(model_inputs[f"{dataset}/{norm}"]), DATASETS[dataset].task
-        )
-        for dataset, norm in sorted(needed)
-    }
-    return train_missing(
-        specs,
-        dict(zip(run_specs["run_id"], run_specs["studies"], strict=True)),
-        data,
-        ResultStore(config.store),
-        make_executor(config.n_workers, config.executor, config.dask.address),
-        Tracker(
-            layer_every=config.mlflow_layer_every,
-            quantities=config.mlflow_quantities,
-            layers=config.mlflow_layers,
-            enabled=config.mlflow,
-        ),
-        RunOptions(
-            device=config.device,
-            divergence_factor=config.divergence_factor,
-            probe_batch_size=config.probe_batch_size,
-        ),
-        force=config.force,
-        selected=selected,
-        max_replicas=config.max_replicas,
-        names=dict(zip(run_specs["run_id"], run_specs["name"], strict=True)),
-    )
+
+    def load(dataset: str, norm: str) -> TaskData:
+        frame = load_partition(model_inputs[f"{dataset}/{norm}"])
+        return TaskData.from_frame(frame, DATASETS[dataset].task)
+
+    return train_grid(run_specs, load, parse_train(train))
 
 
 def collect_results(
