@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
+from gradlab.core.activations import ACTIVATIONS, FAST_TANH_MIN, get_activation, stacked_tanh
 from gradlab.core.inits import INITS, initialize
-from gradlab.core.models import ACTIVATIONS, FAST_TANH_MIN, MLP, NORM_LAYERS, stacked_tanh
-from gradlab.core.theory import GAINS
+from gradlab.core.models import MLP, NORM_LAYERS
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -45,7 +45,8 @@ def test_norm_layers_sit_where_named(norm_layer):
 
 def _weight_variance(init: str, activation: str, fan_in: int, fan_out: int) -> float:
     layer = torch.nn.Linear(fan_in, fan_out)
-    INITS[init](layer.weight, activation, 0.0, torch.Generator().manual_seed(0))
+    gain = get_activation(activation).gain
+    INITS[init].draw(layer.weight, gain, 0.0, torch.Generator().manual_seed(0))
     return layer.weight.var().item()
 
 
@@ -63,7 +64,7 @@ def test_xavier_variance_matches_glorot(init):
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
 def test_kaiming_variance_matches_he(init, activation):
     fan_in = 1024
-    expected = GAINS[activation] ** 2 / fan_in
+    expected = get_activation(activation).gain ** 2 / fan_in
     measured = _weight_variance(init, activation, fan_in, 512)
     assert abs(measured / expected - 1) < 0.05, f"Var {measured:.3e} vs gain²/fan_in {expected:.3e}"
 
@@ -77,7 +78,7 @@ def test_default_init_is_pytorch_standard():
 def test_lecun_and_normal_variances():
     assert abs(_weight_variance("lecun_normal", "selu", 1024, 512) * 1024 - 1) < 0.05
     layer = torch.nn.Linear(1024, 512)
-    INITS["normal"](layer.weight, "relu", 0.01, torch.Generator().manual_seed(0))
+    INITS["normal"].draw(layer.weight, math.sqrt(2), 0.01, torch.Generator().manual_seed(0))
     assert abs(layer.weight.std().item() / 0.01 - 1) < 0.05
 
 
@@ -121,9 +122,22 @@ def test_unknown_init_lists_choices():
         initialize(model, "he", "tanh", 0.0, torch.Generator())
 
 
-def test_gains_cover_every_activation():
-    assert set(GAINS) == set(ACTIVATIONS)
-    assert math.isclose(GAINS["relu"], math.sqrt(2))
+@pytest.mark.parametrize("init", sorted(set(INITS) - {"lsuv"}))
+@pytest.mark.parametrize(("fan_in", "fan_out"), [(1024, 512), (256, 1024)])
+def test_each_init_draws_the_variances_it_states(init, fan_in, fan_out):
+    # the registry entry's formula (what theory starts from) against its own draw
+    layer = torch.nn.Linear(fan_in, fan_out)
+    scheme = INITS[init]
+    gain, std = get_activation("tanh").gain, 0.02
+    scheme.draw(layer.weight, gain, std, torch.Generator().manual_seed(0))
+    sigma_w2, sigma_b2 = scheme.variances(fan_in, fan_out, gain, std)
+    measured = fan_in * layer.weight.double().pow(2).mean().item()
+    assert abs(measured / sigma_w2 - 1) < 0.05, f"{init}: fan_in·E[W²] {measured} vs {sigma_w2}"
+    assert sigma_b2 == (1 / (3 * fan_in) if init == "default" else 0.0)
+
+
+def test_relu_gain_is_he():
+    assert math.isclose(get_activation("relu").gain, math.sqrt(2))
 
 
 def test_stacked_tanh_is_tanh_to_float32_rounding():

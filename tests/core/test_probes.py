@@ -6,7 +6,8 @@ import torch
 
 from gradlab.core import probes
 from gradlab.core.inits import initialize
-from gradlab.core.models import ACTIVATIONS, MLP
+from gradlab.core.activations import get_activation
+from gradlab.core.models import MLP
 
 
 def _net(activation: str, init: str, depth: int, width: int, seed: int, std: float = 0.0):
@@ -22,10 +23,8 @@ def _probe(model: MLP, x: torch.Tensor, y: torch.Tensor, activation: str) -> dic
     with probes.capture(model.acts) as cap:
         loss = torch.nn.functional.mse_loss(model(x).squeeze(-1), y)
         loss.backward()
-    stats = probes.hidden_stats(
-        cap, probes.ACTIVATION_TRAITS[activation], probes.Workspace()
-    ).numpy()[0]  # replica 0 of 1
-    return dict(zip(probes.HIDDEN_QUANTITIES, stats.T, strict=True))
+    stats = probes.hidden_stats(cap, get_activation(activation), probes.Workspace())
+    return {name: values.numpy()[0] for name, values in stats.items()}  # replica 0 of 1
 
 
 def test_capture_grad_equals_autograd_of_retained_preactivation():
@@ -113,12 +112,12 @@ SATURATED = {
 @pytest.mark.parametrize("activation", sorted(SATURATED))
 def test_saturation_rules_mark_the_flat_region_exactly(activation):
     h = torch.cat([torch.linspace(-12, 12, 20_001), torch.tensor([float("nan")])])
-    a = ACTIVATIONS[activation]()(h)
+    a = get_activation(activation).module()(h)
     # the thresholds themselves, on both sides of every region's edge
     edges = torch.tensor([0.01, 0.99, -0.99, 0.9, -0.9, -4.6])
     a = torch.cat([a, edges, torch.nextafter(edges, edges + 1), torch.nextafter(edges, edges - 1)])
     h = torch.cat([h, edges, torch.nextafter(edges, edges + 1), torch.nextafter(edges, edges - 1)])
-    mask = probes.ACTIVATION_TRAITS[activation].saturated(h, a, torch.empty_like(h))
+    mask = get_activation(activation).saturated(h, a, torch.empty_like(h))
     assert mask.dtype == h.dtype
     assert torch.equal(mask, SATURATED[activation](h, a).to(h.dtype))
     assert 0 < mask.sum() < len(mask)
@@ -132,8 +131,8 @@ def test_dead_units_are_those_never_positive():
     h[0, 0, :, 2] = float("nan")
     h[0, 0, 0, 3], h[0, 0, 1, 3] = 5.0, float("nan")
     cap = probes.Capture([h.view(1, 4, 4)], [h.view(1, 4, 4).relu()], [torch.ones(1, 4, 4)])
-    stats = probes.hidden_stats(cap, probes.ACTIVATION_TRAITS["relu"], probes.Workspace())
-    dead = stats[0, 0, probes.HIDDEN_QUANTITIES.index("act_dead_frac")]
+    stats = probes.hidden_stats(cap, get_activation("relu"), probes.Workspace())
+    dead = stats["act_dead_frac"][0, 0]
     assert dead.item() == pytest.approx(3 / 4)
 
 
@@ -151,7 +150,11 @@ def test_weight_grad_stats_match_direct_computation(replica):
     grads = [torch.randn(2, 8, 5, generator=generator), torch.randn(2, 64, 64, generator=generator)]
     grads[1][replica, 0, :40] = 0.0
     grads.append(torch.randn(2, 64, 64, generator=generator) * (1 + replica))
-    stats = probes.weight_grad_stats(grads)[replica]
+    named = probes.weight_grad_stats(grads)
+    stats = torch.stack([values[replica] for values in named.values()], -1)  # (layers, 8)
+    assert list(named)[:4] == ["grad_weight_norm", "grad_weight_mean", "grad_weight_std"] + [
+        "grad_weight_absmax"
+    ]
     for i, g in enumerate(g[replica] for g in grads):
         magnitude = g.abs().flatten()
         exact = [g.norm(), g.mean(), g.std(correction=0), magnitude.max()]
@@ -180,7 +183,13 @@ def test_update_ratio_is_relative_step_size():
     assert torch.allclose(ratios, torch.tensor([[0.1, 0.0], [0.5, 0.5]]), atol=1e-6), ratios
 
 
-def test_every_activation_has_traits():
-    from gradlab.core.models import ACTIVATIONS
-
-    assert set(probes.ACTIVATION_TRAITS) == set(ACTIVATIONS)
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "softsign", "elu", "selu"])
+def test_saturation_is_where_the_slope_is_below_two_hundredths(name):
+    # what the registry promises of its saturation rules: φ' < 0.02 wherever they mark
+    activation = get_activation(name)
+    h = torch.linspace(-12, 12, 24_001, requires_grad=True)
+    a = activation.module()(h)
+    (slope,) = torch.autograd.grad(a.sum(), h)
+    marked = activation.saturated(h.detach(), a.detach(), torch.empty_like(h)).bool()
+    assert marked.any()
+    assert slope[marked].abs().max() < 0.02, f"{name}: slope up to {slope[marked].abs().max()}"

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from gradlab.core import probes, theory
+from gradlab.core.activations import get_activation
 from gradlab.core.inits import initialize
 from gradlab.core.models import MLP
 
@@ -22,8 +23,9 @@ def measured_log_rms(activation: str, init: str) -> np.ndarray:
         y = torch.randn(512, generator=generator)
         with probes.capture(model.acts) as cap:
             torch.nn.functional.mse_loss(model(x).squeeze(-1), y).backward()
-        stats = probes.hidden_stats(cap, probes.ACTIVATION_TRAITS[activation], probes.Workspace())
-        profiles.append(np.log(stats[0, :, 0].double().numpy()))  # replica 0 of 1
+        stats = probes.hidden_stats(cap, get_activation(activation), probes.Workspace())
+        rms = stats["grad_preact_rms"][0]  # replica 0 of 1
+        profiles.append(np.log(rms.double().numpy()))
     return np.mean(profiles, axis=0)
 
 

@@ -39,13 +39,12 @@ from pydantic import (
     model_validator,
 )
 
+from gradlab.core import quantities
 from gradlab.core.grid import AXES
-from gradlab.core.probes import HIDDEN_QUANTITIES, WEIGHT_QUANTITIES
 from gradlab.core.registry import lookup
 
 # What a selection may name: any run-spec axis, the seed, and the study a run belongs to.
 SELECT_AXES: tuple[str, ...] = ("study", *AXES, "seed")
-QUANTITIES = (*HIDDEN_QUANTITIES, *WEIGHT_QUANTITIES)
 CLAIM_COLUMNS = ["claim_id", "claim", "source", "paper", "measured", "rule", "result"]
 
 
@@ -134,11 +133,19 @@ MEASURES: dict[str, Callable[..., pd.Series]] = {
 
 # -- configuration ------------------------------------------------------------------------------
 
+
+def _per_layer_quantities() -> tuple[str, ...]:
+    return quantities.names("hidden", "weight")
+
+
 # What a measure's keyword may hold, beyond its type: (test, what is expected).
-_ARGUMENTS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "quantity": (lambda q: q in QUANTITIES, f"a per-layer quantity of {list(QUANTITIES)}"),
-    "layer": (lambda layer: layer != 0, "a hidden layer: 1 is the first, −1 the top"),
-    "fraction": (lambda f: 0 < f <= 1, "a share of training in (0, 1]"),
+_ARGUMENTS: dict[str, tuple[Callable[[Any], bool], Callable[[], str]]] = {
+    "quantity": (
+        lambda q: q in _per_layer_quantities(),
+        lambda: f"a per-layer quantity of {list(_per_layer_quantities())}",
+    ),
+    "layer": (lambda layer: layer != 0, lambda: "a hidden layer: 1 is the first, −1 the top"),
+    "fraction": (lambda f: 0 < f <= 1, lambda: "a share of training in (0, 1]"),
 }
 
 
@@ -182,7 +189,7 @@ class _Claim(BaseModel):
             if isinstance(value, bool) or not (isinstance(value, kind) or numeric):
                 raise ValueError(f"measure {name!r}: {key} must be {kind.__name__}, not {value!r}")
             if (rule := _ARGUMENTS.get(key)) and not rule[0](value):
-                raise ValueError(f"measure {name!r}: {key} = {value!r}; expected {rule[1]}")
+                raise ValueError(f"measure {name!r}: {key} = {value!r}; expected {rule[1]()}")
         return measure
 
     def selections(self) -> dict[str, dict[str, Any]]:

@@ -22,13 +22,13 @@ from pydantic import (
     model_validator,
 )
 
-from gradlab.core import probes
+from gradlab.core import quantities
 from gradlab.core.claims import CHECKS, Claim
 from gradlab.core.claims import select as select_claim_runs
 from gradlab.core.data import DATASETS, INPUT_NORMS, split_sizes
 from gradlab.core.grid import AXES, RunSpec, Study, expand, select
 from gradlab.core.registry import lookup
-from gradlab.core.train import available_devices
+from gradlab.core.task import available_devices
 
 
 class ConfigError(ValueError):
@@ -129,7 +129,7 @@ DEFAULT_MLFLOW_QUANTITIES = (
 
 
 def _quantity(name: str) -> str:
-    lookup(dict.fromkeys(probes.QUANTITIES), name, "probe quantity")
+    lookup(dict.fromkeys(quantities.measured()), name, "probe quantity")
     return name
 
 

@@ -15,9 +15,10 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gradlab.core.activations import ACTIVATIONS
 from gradlab.core.data import DATASETS, INPUT_NORMS
 from gradlab.core.inits import INITS
-from gradlab.core.models import ACTIVATIONS, NORM_LAYERS
+from gradlab.core.models import NORM_LAYERS
 from gradlab.core.optim import OPTIMIZERS, SCHEDULES
 from gradlab.core.registry import lookup
 

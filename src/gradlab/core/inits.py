@@ -1,4 +1,4 @@
-"""Weight initializations, each a function of (weight, activation, std, generator).
+"""The weight-initialization registry: one entry per scheme, with the variances it gives.
 
 Every scheme is written as the variance it gives a layer with ``fan_in`` inputs and ``fan_out``
 outputs (``σ_w² = fan_in · Var[W]`` is the number the mean-field theory in ``theory.py`` uses).
@@ -7,15 +7,48 @@ Biases start at zero, except under ``default`` which keeps PyTorch's own ``nn.Li
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from gradlab.core.activations import get_activation
 from gradlab.core.models import MLP
 from gradlab.core.registry import lookup
-from gradlab.core.theory import GAINS  # one table of gains for init and theory
 
-InitFn = Callable[[Tensor, str, float, torch.Generator], None]
+
+@dataclass(frozen=True)
+class Init:
+    """One weight initialization: how it draws a layer's weights, and the variances it gives.
+
+    Attributes:
+        name: The value of the grid's ``init`` axis.
+        draw: Fills a ``(fan_out, fan_in)`` weight in place: ``draw(weight, gain, std,
+            generator)``, ``gain`` being the activation's registered gain.
+        variances: ``(σ_w², σ_b²) = (fan_in · Var[W], Var[b])`` it gives a layer, as
+            ``variances(fan_in, fan_out, gain, std)``: what the mean-field theory starts from.
+            NaN where no a-priori value exists (``lsuv`` fits the weights to the data).
+        paper: Where the scheme comes from.
+        torch_bias: Keep ``nn.Linear``'s own bias init (``default``); every other scheme starts
+            the biases at zero.
+    """
+
+    name: str
+    draw: Callable[[Tensor, float, float, torch.Generator], object]
+    variances: Callable[[int, int, float, float | None], tuple[float, float]]
+    paper: str
+    torch_bias: bool = False
+
+
+INITS: dict[str, Init] = {}
+
+
+def register_init(init: Init) -> Init:
+    """Add ``init`` to ``INITS`` under its name; a name can be registered once."""
+    if init.name in INITS:
+        raise ValueError(f"init {init.name!r} is already registered")
+    INITS[init.name] = init
+    return init
 
 
 def _fans(weight: Tensor) -> tuple[int, int]:
@@ -32,75 +65,90 @@ def _uniform(weight: Tensor, std: float, generator: torch.Generator) -> None:
     nn.init.uniform_(weight, -bound, bound, generator=generator)
 
 
-def default(weight: Tensor, activation: str, std: float, generator: torch.Generator) -> None:
-    """PyTorch's ``nn.Linear`` init: U(−1/√fan_in, 1/√fan_in), so fan_in·Var[W] = 1/3.
-
-    Glorot & Bengio (2010) call this the "standard" init; with it, activations and
-    back-propagated gradients shrink layer by layer.
-    """
-    fan_in, _ = _fans(weight)
-    _uniform(weight, 1.0 / math.sqrt(3.0 * fan_in), generator)
+def _xavier_variances(
+    fan_in: int, fan_out: int, gain: float, std: float | None
+) -> tuple[float, float]:
+    return 2.0 * fan_in / (fan_in + fan_out), 0.0
 
 
-def xavier_uniform(weight: Tensor, activation: str, std: float, generator: torch.Generator) -> None:
-    """Glorot & Bengio (2010) eq. 16: Var[W] = 2 / (fan_in + fan_out), uniform."""
-    fan_in, fan_out = _fans(weight)
-    _uniform(weight, math.sqrt(2.0 / (fan_in + fan_out)), generator)
+def _gain_variances(
+    fan_in: int, fan_out: int, gain: float, std: float | None
+) -> tuple[float, float]:
+    return gain**2, 0.0
 
 
-def xavier_normal(weight: Tensor, activation: str, std: float, generator: torch.Generator) -> None:
-    """Glorot & Bengio (2010): Var[W] = 2 / (fan_in + fan_out), Gaussian."""
-    fan_in, fan_out = _fans(weight)
-    _gaussian(weight, math.sqrt(2.0 / (fan_in + fan_out)), generator)
+for _init in (
+    # PyTorch's nn.Linear init, W, b ~ U(−1/√fan_in, 1/√fan_in): Glorot & Bengio's "standard"
+    # init, under which activations and back-propagated gradients shrink layer by layer
+    Init(
+        "default",
+        lambda w, gain, std, gen: _uniform(w, 1.0 / math.sqrt(3.0 * _fans(w)[0]), gen),
+        lambda fan_in, fan_out, gain, std: (1.0 / 3.0, 1.0 / (3.0 * fan_in)),
+        paper="PyTorch nn.Linear; Glorot & Bengio 2010 (their 'standard' init)",
+        torch_bias=True,
+    ),
+    # Var[W] = 2 / (fan_in + fan_out), their eq. 16
+    Init(
+        "xavier_uniform",
+        lambda w, gain, std, gen: _uniform(w, math.sqrt(2.0 / sum(_fans(w))), gen),
+        _xavier_variances,
+        paper="Glorot & Bengio 2010",
+    ),
+    Init(
+        "xavier_normal",
+        lambda w, gain, std, gen: _gaussian(w, math.sqrt(2.0 / sum(_fans(w))), gen),
+        _xavier_variances,
+        paper="Glorot & Bengio 2010",
+    ),
+    # Var[W] = gain² / fan_in (2 / fan_in for ReLU)
+    Init(
+        "kaiming_uniform",
+        lambda w, gain, std, gen: _uniform(w, gain / math.sqrt(_fans(w)[0]), gen),
+        _gain_variances,
+        paper="He et al. 2015",
+    ),
+    Init(
+        "kaiming_normal",
+        lambda w, gain, std, gen: _gaussian(w, gain / math.sqrt(_fans(w)[0]), gen),
+        _gain_variances,
+        paper="He et al. 2015",
+    ),
+    # a (semi-)orthogonal matrix times the gain; a tall matrix's orthonormal columns give
+    # Var[W] = 1 / fan_out
+    Init(
+        "orthogonal",
+        lambda w, gain, std, gen: nn.init.orthogonal_(w, gain=gain, generator=gen),
+        lambda fan_in, fan_out, gain, std: (gain**2 * min(1.0, fan_in / fan_out), 0.0),
+        paper="Saxe, McClelland & Ganguli 2014",
+    ),
+    # Var[W] = 1 / fan_in; with SELU it self-normalizes (Klambauer et al. 2017)
+    Init(
+        "lecun_normal",
+        lambda w, gain, std, gen: _gaussian(w, 1.0 / math.sqrt(_fans(w)[0]), gen),
+        lambda fan_in, fan_out, gain, std: (1.0, 0.0),
+        paper="LeCun et al. 1998",
+    ),
+    # N(0, std²) whatever the layer size: a small std vanishes, a large one explodes
+    Init(
+        "normal",
+        lambda w, gain, std, gen: _gaussian(w, std, gen),
+        lambda fan_in, fan_out, gain, std: (math.nan if std is None else std**2 * fan_in, 0.0),
+        paper="Glorot & Bengio 2010, §4 (a fixed-scale Gaussian)",
+    ),
+    # LSUV's start is orthonormal; ``lsuv_rescale`` then fits each layer to the data
+    Init(
+        "lsuv",
+        lambda w, gain, std, gen: nn.init.orthogonal_(w, gain=1.0, generator=gen),
+        lambda fan_in, fan_out, gain, std: (math.nan, 0.0),
+        paper="Mishkin & Matas 2015",
+    ),
+):
+    register_init(_init)
 
 
-def kaiming_uniform(
-    weight: Tensor, activation: str, std: float, generator: torch.Generator
-) -> None:
-    """He et al. (2015): Var[W] = gain² / fan_in with the activation's gain (2/fan_in for ReLU)."""
-    fan_in, _ = _fans(weight)
-    _uniform(weight, GAINS[activation] / math.sqrt(fan_in), generator)
-
-
-def kaiming_normal(weight: Tensor, activation: str, std: float, generator: torch.Generator) -> None:
-    """He et al. (2015): Var[W] = gain² / fan_in, Gaussian."""
-    fan_in, _ = _fans(weight)
-    _gaussian(weight, GAINS[activation] / math.sqrt(fan_in), generator)
-
-
-def orthogonal(weight: Tensor, activation: str, std: float, generator: torch.Generator) -> None:
-    """Saxe et al. (2014): a (semi-)orthogonal matrix times the activation's gain."""
-    nn.init.orthogonal_(weight, gain=GAINS[activation], generator=generator)
-
-
-def lecun_normal(weight: Tensor, activation: str, std: float, generator: torch.Generator) -> None:
-    """LeCun et al. (1998): Var[W] = 1 / fan_in; with SELU it gives self-normalization
-    (Klambauer et al. 2017)."""
-    fan_in, _ = _fans(weight)
-    _gaussian(weight, 1.0 / math.sqrt(fan_in), generator)
-
-
-def normal(weight: Tensor, activation: str, std: float, generator: torch.Generator) -> None:
-    """N(0, std²) whatever the layer size: a small std vanishes, a large one explodes."""
-    _gaussian(weight, std, generator)
-
-
-def lsuv_start(weight: Tensor, activation: str, std: float, generator: torch.Generator) -> None:
-    """LSUV's start (Mishkin & Matas 2015): orthonormal; ``lsuv_rescale`` then fits it to data."""
-    nn.init.orthogonal_(weight, gain=1.0, generator=generator)
-
-
-INITS: dict[str, InitFn] = {
-    "default": default,
-    "xavier_uniform": xavier_uniform,
-    "xavier_normal": xavier_normal,
-    "kaiming_uniform": kaiming_uniform,
-    "kaiming_normal": kaiming_normal,
-    "orthogonal": orthogonal,
-    "lecun_normal": lecun_normal,
-    "normal": normal,
-    "lsuv": lsuv_start,
-}
+def get_init(name: str) -> Init:
+    """The registered init ``name``; a ``ValueError`` listing the valid names otherwise."""
+    return lookup(INITS, name, "init")
 
 
 @torch.no_grad()
@@ -155,19 +203,19 @@ def initialize(
     Args:
         model: An ``MLP`` (its ``all_linears()`` are initialized, in forward order).
         init: A key of ``INITS``.
-        activation: A key of ``GAINS``, for schemes that take the activation's gain.
+        activation: A registered activation, whose gain kaiming and orthogonal take.
         std: Standard deviation for ``normal``.
         generator: Source of randomness, so a run's weights depend on its seed only.
         data_batch: Required by ``lsuv``; ignored otherwise.
     """
-    init_fn = lookup(INITS, init, "init")
+    scheme, gain = get_init(init), get_activation(activation).gain
     for layer in model.all_linears():
-        if init == "default":
+        if scheme.torch_bias:
             bound = 1.0 / math.sqrt(layer.in_features)
             nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
         else:
             nn.init.zeros_(layer.bias)
-        init_fn(layer.weight, activation, std, generator)
+        scheme.draw(layer.weight, gain, std, generator)
     if init == "lsuv":
         if data_batch is None:
             raise ValueError("init 'lsuv' needs a data batch to fit the layer scales on")

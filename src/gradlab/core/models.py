@@ -1,26 +1,15 @@
-"""The MLP every run trains, and the activation and normalization-layer registries."""
+"""The MLP every run trains, its stacked form for many replicas, and the normalization-layer
+registry (activations: ``gradlab.core.activations``)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
+from gradlab.core.activations import get_activation
 from gradlab.core.registry import lookup
-
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "leaky_relu": partial(nn.LeakyReLU, negative_slope=0.01),
-    "elu": nn.ELU,
-    "selu": nn.SELU,
-    "gelu": nn.GELU,
-    "softsign": nn.Softsign,
-    "identity": nn.Identity,
-}
 
 
 @dataclass(frozen=True)
@@ -50,7 +39,7 @@ class MLP(nn.Module):
         self, d_in: int, d_out: int, depth: int, width: int, activation: str, norm_layer: str
     ) -> None:
         super().__init__()
-        make_act = lookup(ACTIVATIONS, activation, "activation")
+        make_act = get_activation(activation).module
         norm = lookup(NORM_LAYERS, norm_layer, "norm_layer")
 
         def norm_at(position: str) -> nn.Module:
@@ -78,50 +67,6 @@ class MLP(nn.Module):
         return [*self.linears, self.head]
 
 
-# Below this many elements the fast path's own autograd overhead outweighs what it saves.
-# Measured here, a forward and backward: even at ~12k elements, 47 → 42 µs at 16k, 145 → 91 at 64k.
-FAST_TANH_MIN = 16_384
-
-
-class _ExpTanh(torch.autograd.Function):
-    """tanh(h) = e / (e + 2) with e = expm1(2h), and torch's own backward, 1 − tanh².
-
-    In float32 its relative error is below 2e-7 for every h, tiny ones included (torch.tanh's:
-    6e-8; float32's epsilon: 1.2e-7): expm1 keeps its precision near 0, where
-    1 − 2 / (e^{2h} + 1) would lose it, and e + 2 > 1 cannot cancel. expm1(2h) overflows above
-    h ≈ 44; from h = 10 on tanh is 1 in float32 (1 − tanh < 5e-9), so h is clamped there.
-    """
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, h: Tensor) -> Tensor:
-        e = torch.clamp(h, max=10.0).mul_(2.0).expm1_()
-        y = e.div_(e + 2.0)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:  # ctx: FunctionCtx with saved_tensors
-        (y,) = ctx.saved_tensors
-        return torch.ops.aten.tanh_backward(grad, y)
-
-
-def stacked_tanh(h: Tensor) -> Tensor:
-    """``torch.tanh``, computed through expm1 for large float32 tensors on the CPU.
-
-    This CPU build's tanh kernel costs ~2 ns an element, 10× sigmoid and 3× expm1; through
-    expm1 a forward and backward take 0.6× the time at 64k elements (a (16, 64, 64) stack), and
-    a tanh net's whole step 0.87× (w64 d8, K = 16). Other devices and dtypes, and small
-    tensors, get ``torch.tanh`` itself.
-    """
-    if h.device.type != "cpu" or h.dtype != torch.float32 or h.numel() < FAST_TANH_MIN:
-        return torch.tanh(h)
-    return _ExpTanh.apply(h)
-
-
-# What a stack applies instead of the ``ACTIVATIONS`` module, where that is faster.
-STACKED_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"tanh": stacked_tanh}
-
-
 class StackedMLP:
     """K same-shape ``MLP``s as one model: every tensor of their state dicts stacked on dim 0.
 
@@ -135,9 +80,8 @@ class StackedMLP:
 
     def __init__(self, models: list[MLP], activation: str, norm_layer: str) -> None:
         self.depth = len(models[0].linears)
-        make_act = lookup(ACTIVATIONS, activation, "activation")
-        fast = STACKED_ACTIVATIONS.get(activation)
-        self.activation = fast if fast is not None else make_act()
+        entry = get_activation(activation)
+        self.activation = entry.stacked or entry.module()
         self.norm = lookup(NORM_LAYERS, norm_layer, "norm_layer")
         names = {name for name, _ in models[0].named_parameters()}
         self.weight_names = [f"linears.{i}.weight" for i in range(self.depth)] + ["head.weight"]

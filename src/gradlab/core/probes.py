@@ -1,35 +1,15 @@
 """Per-layer gradient and activation statistics, cheap enough to take during training.
 
-What is measured (names are the ``quantity`` column of the layer-stats table and the MLflow
-metric prefix: ``<quantity>/first``, ``<quantity>/last``, or ``<quantity>/layer_NN`` with
-``train.mlflow_layers: all``). Layers are numbered 1…depth for the hidden layers; layer depth+1
-is the output head, which has weight quantities only (their ``/last`` is the head).
+What each statistic is, its unit and how it is reduced is registered in
+``gradlab.core.quantities``; this module computes the built-in ones, and calls the ``measure`` of
+any registered later. Everything is computed on the device, a dict of named (K, layers) tensors
+per log step; the caller syncs once to turn them into Python floats.
 
-Back-propagated gradient, ∂L/∂h_l with h_l the input of layer l's activation (Glorot & Bengio
-2010, Figs 6–7; vanishing shows here even when weight gradients look flat, their eq. 14):
-    grad_preact_rms, grad_preact_mean, grad_preact_std     (loss units per pre-activation unit)
-Weight gradient ∂L/∂W_l:
-    grad_weight_norm (Frobenius), grad_weight_mean, grad_weight_std, grad_weight_absmax,
-    grad_weight_q05, grad_weight_q50, grad_weight_q95 (quantiles of |g|, estimated on a fixed
-    random subset of ``QUANTILE_SAMPLE`` entries per layer: sorting every entry at every log
-    step would cost more than the rest of the probe),
-    grad_weight_zero_frac (fraction exactly 0, on the same subset as the quantiles)
-Forward signal:
-    preact_mean, preact_std (h_l), act_mean, act_std (φ(h_l)),
-    act_saturation (fraction of units×samples in φ's flat region, per ``ACTIVATION_TRAITS``),
-    act_dead_frac (fraction of units never active, h ≤ 0, on the whole batch; ReLU-like only;
-    a unit with a NaN h in the batch counts as not active: its step has diverged)
-Update:
-    update_ratio = ‖ΔW_l‖ / ‖W_l‖ for the optimizer step taken at that step
-Whole network (layer 0):
-    grad_global_norm (all parameters, before clipping), loss
-
-Everything is computed on the device as one tensor per log step; the caller turns it into
-Python floats with a single host sync.
-
-``torch.std_mean`` (a Welford pass), ``torch.sort``, ``kthvalue`` and ``torch.quantile`` are each
-many times slower on CPU than the moment and ``vector_norm`` reductions and numpy's sort used
-here; the probe overhead benchmark (benchmarks/probe_overhead.py) is where such choices are
+Weight-gradient quantiles of |g| are estimated on a fixed random subset of ``QUANTILE_SAMPLE``
+entries per layer: sorting every entry at every log step would cost more than the rest of the
+probe. ``torch.std_mean`` (a Welford pass), ``torch.sort``, ``kthvalue`` and ``torch.quantile``
+are each many times slower on CPU than the moment and ``vector_norm`` reductions and numpy's sort
+used here; the probe overhead benchmark (benchmarks/probe_overhead.py) is where such choices are
 measured.
 """
 
@@ -43,64 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-# (h, φ(h), out) -> ``out`` holding 1.0 where φ is saturated, else 0.0. ``out`` is a buffer of
-# h's shape: on the CPU a fresh temporary that large is a page fault per 4 KiB on every call, and
-# a bool mask plus its conversion costs 4× the in-place comparison on a float one.
-SaturationRule = Callable[[Tensor, Tensor, Tensor], Tensor]
-
-
-@dataclass(frozen=True)
-class ActivationTraits:
-    """How to read saturation and death off one activation."""
-
-    saturated: SaturationRule | None  # None: φ has no flat region that traps gradients
-    relu_like: bool  # units can be "dead": h ≤ 0 for every input
-
-
-# φ'(h) < ~0.01 in every saturated region below.
-ACTIVATION_TRAITS: dict[str, ActivationTraits] = {
-    # a < 0.01 or a > 0.99: exactly where clamping to [0.01, 0.99] moves a (NaN: not saturated)
-    "sigmoid": ActivationTraits(
-        lambda h, a, out: torch.clamp(a, 0.01, 0.99, out=out).sub_(a).abs_().gt_(0.0),
-        relu_like=False,
-    ),
-    "tanh": ActivationTraits(lambda h, a, out: torch.abs(a, out=out).gt_(0.99), relu_like=False),
-    "softsign": ActivationTraits(lambda h, a, out: torch.abs(a, out=out).gt_(0.9), relu_like=False),
-    # a < -0.99
-    "elu": ActivationTraits(lambda h, a, out: torch.neg(a, out=out).gt_(0.99), relu_like=True),
-    # e^h < 0.01
-    "selu": ActivationTraits(lambda h, a, out: torch.neg(h, out=out).gt_(4.6), relu_like=True),
-    "relu": ActivationTraits(None, relu_like=True),
-    "leaky_relu": ActivationTraits(None, relu_like=True),
-    "gelu": ActivationTraits(None, relu_like=True),
-    "identity": ActivationTraits(None, relu_like=False),
-}
-
-HIDDEN_QUANTITIES = (
-    "grad_preact_rms",
-    "grad_preact_mean",
-    "grad_preact_std",
-    "preact_mean",
-    "preact_std",
-    "act_mean",
-    "act_std",
-    "act_saturation",
-    "act_dead_frac",
-)
-WEIGHT_QUANTITIES = (
-    "grad_weight_norm",
-    "grad_weight_mean",
-    "grad_weight_std",
-    "grad_weight_absmax",
-    "grad_weight_q05",
-    "grad_weight_q50",
-    "grad_weight_q95",
-    "grad_weight_zero_frac",
-    "update_ratio",
-)
-GLOBAL_QUANTITIES = ("grad_global_norm", "loss")
-QUANTITIES = (*HIDDEN_QUANTITIES, *WEIGHT_QUANTITIES, *GLOBAL_QUANTITIES)
-DISTRIBUTION_QUANTITIES = ("grad_preact", "preact", "act", "grad_weight")
+from gradlab.core import quantities
+from gradlab.core.activations import Activation
 
 QUANTILE_SAMPLE = 512
 _QUANTILES = (0.05, 0.5, 0.95)
@@ -184,8 +108,8 @@ def _std(mean: Tensor, mean_sq: Tensor) -> Tensor:
     return (mean_sq - mean.pow(2)).clamp_min(0).sqrt()
 
 
-def hidden_stats(cap: Capture, traits: ActivationTraits, workspace: Workspace) -> Tensor:
-    """Statistics of every hidden layer of every replica: (K, depth, len(HIDDEN_QUANTITIES)).
+def hidden_stats(cap: Capture, activation: Activation, workspace: Workspace) -> dict[str, Tensor]:
+    """Every hidden quantity of every layer and replica, by name: (K, depth) each.
 
     Each (K, B, W) tensor is reduced where it lies, one kernel per tensor and moment. Copying
     h, φ(h) and ∂L/∂h of every layer into one block first, to reduce them with fewer kernels,
@@ -204,14 +128,15 @@ def hidden_stats(cap: Capture, traits: ActivationTraits, workspace: Workspace) -
     mean_sq = per_layer([torch.linalg.vector_norm(t, dim=dims) for t in tensors]).pow(2)
     mean_sq /= first[0].numel()
     nan = torch.full((replicas, depth), float("nan"), device=first.device)
-    if traits.saturated is not None:
+    if activation.saturated is not None:
         mask = workspace.buffer("saturation", first)
         saturation = torch.stack(
-            [traits.saturated(h, a, mask).mean(dims) for h, a in zip(cap.preacts, cap.acts)], 1
+            [activation.saturated(h, a, mask).mean(dims) for h, a in zip(cap.preacts, cap.acts)],
+            1,
         )
     else:
         saturation = nan
-    if traits.relu_like:
+    if activation.relu_like:
         # a unit is active if h > 0 for some input: its largest h over the batch (K, L, W);
         # NaN if any h is (a diverged step), and then not active
         active = torch.stack([h.amax(dim=dims[:-1]) for h in cap.preacts], 1) > 0
@@ -219,22 +144,30 @@ def hidden_stats(cap: Capture, traits: ActivationTraits, workspace: Workspace) -
     else:
         dead = nan
     std = _std(mean, mean_sq)
-    columns = [
-        mean_sq[:, 2].sqrt(),
-        mean[:, 2],
-        std[:, 2],
-        mean[:, 0],
-        std[:, 0],
-        mean[:, 1],
-        std[:, 1],
-    ]
-    return torch.stack([*columns, saturation, dead], -1)
+    stats = {
+        "grad_preact_rms": mean_sq[:, 2].sqrt(),
+        "grad_preact_mean": mean[:, 2],
+        "grad_preact_std": std[:, 2],
+        "preact_mean": mean[:, 0],
+        "preact_std": std[:, 0],
+        "act_mean": mean[:, 1],
+        "act_std": std[:, 1],
+        "act_saturation": saturation,
+        "act_dead_frac": dead,
+    }
+    for quantity in quantities.custom("hidden"):
+        measure = cast(Callable[[Tensor, Tensor, Tensor], Tensor], quantity.measure)
+        stats[quantity.name] = torch.stack(
+            [measure(h, a, g) for h, a, g in zip(cap.preacts, cap.acts, grads, strict=True)], 1
+        )
+    return stats
 
 
-def weight_grad_stats(grads: list[Tensor]) -> Tensor:
-    """Gradient statistics of each (K, in, out) weight stack: (K, len(grads), 8), every column
-    of ``WEIGHT_QUANTITIES`` but ``update_ratio``. Each stack is reduced where it lies (as in
-    ``hidden_stats``); the quantiles come from one fixed subset of each layer's entries."""
+def weight_grad_stats(grads: list[Tensor]) -> dict[str, Tensor]:
+    """Gradient quantities of each (K, in, out) weight stack, by name: (K, len(grads)) each;
+    every weight quantity but ``update_ratio``, which the optimizer step has yet to give. Each
+    stack is reduced where it lies (as in ``hidden_stats``); the quantiles come from one fixed
+    subset of each layer's entries."""
     first = grads[0]
     replicas, dims = first.shape[0], tuple(range(1, first.dim()))
     numel, subsets = _weight_layout(tuple(g[0].numel() for g in grads), first.dtype, first.device)
@@ -244,7 +177,6 @@ def weight_grad_stats(grads: list[Tensor]) -> Tensor:
 
     norm = per_layer([torch.linalg.vector_norm(g, dim=dims) for g in grads])
     mean = per_layer([g.sum(dims) for g in grads]) / numel
-    std = _std(mean, norm.pow(2) / numel)
     # vector_norm(ord=inf) would make a temporary as big as g
     absmax = torch.maximum(
         per_layer([g.amax(dims) for g in grads]), per_layer([g.amin(dims) for g in grads]).neg_()
@@ -253,11 +185,21 @@ def weight_grad_stats(grads: list[Tensor]) -> Tensor:
         [g.reshape(replicas, -1).index_select(1, at) for g, at in zip(grads, subsets, strict=True)],
         1,
     ).abs_()
-    zero = (sample == 0).float().mean(-1)
-    return torch.cat(
-        [torch.stack([norm, mean, std, absmax], -1), _nearest_rank(sample), zero[..., None]],
-        dim=-1,
-    )
+    q05, q50, q95 = _nearest_rank(sample).unbind(-1)
+    stats = {
+        "grad_weight_norm": norm,
+        "grad_weight_mean": mean,
+        "grad_weight_std": _std(mean, norm.pow(2) / numel),
+        "grad_weight_absmax": absmax,
+        "grad_weight_q05": q05,
+        "grad_weight_q50": q50,
+        "grad_weight_q95": q95,
+        "grad_weight_zero_frac": (sample == 0).float().mean(-1),
+    }
+    for quantity in quantities.custom("weight"):
+        measure = cast(Callable[[Tensor], Tensor], quantity.measure)
+        stats[quantity.name] = per_layer([measure(g) for g in grads])
+    return stats
 
 
 @functools.cache
@@ -281,7 +223,8 @@ def _subset(numel: int, device: torch.device) -> Tensor:
 
 
 def _nearest_rank(samples: Tensor) -> Tensor:
-    """Quantiles ``_QUANTILES`` along the last dim as nearest-rank order statistics.
+    """Quantiles ``_QUANTILES`` (5 %, 50 %, 95 %) along the last dim as nearest-rank order
+    statistics.
 
     On the CPU the rows are sorted by numpy, whose SIMD sort is ~40× faster here than torch's
     per-row ``sort`` or ``kthvalue`` (1 ms for 80 rows of 512: as much as the rest of a probe).

@@ -42,7 +42,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import linalg, special
 
-from gradlab.core.registry import lookup
+from gradlab.core.activations import get_activation
+from gradlab.core.inits import get_init
 
 Array = NDArray[np.float64]
 
@@ -58,131 +59,6 @@ _MAX_LOG_STEP = 8.0 * math.log(4.0)
 # |L(q)/q − 1| that small counts as a fixed point, |χ₁ − 1| that small as critical.
 _CRITICAL_TOL = 1e-12
 _MAX_SOLVER_STEPS = 100
-
-_LEAKY_SLOPE = 0.01
-_SELU_ALPHA = 1.6732632423543772
-_SELU_SCALE = 1.0507009873554805
-
-
-# Derivatives at exactly 0 take the left branch (φ'(0) = 0 for relu), as torch's autograd does.
-def _sigmoid(x: Array) -> Array:
-    return special.expit(x)
-
-
-def _sigmoid_grad(x: Array) -> Array:
-    s = special.expit(x)
-    return s * (1.0 - s)
-
-
-def _tanh_grad(x: Array) -> Array:
-    return 1.0 - np.tanh(x) ** 2
-
-
-def _relu(x: Array) -> Array:
-    return np.maximum(x, 0.0)
-
-
-def _relu_grad(x: Array) -> Array:
-    return np.where(x > 0.0, 1.0, 0.0)
-
-
-def _leaky_relu(x: Array) -> Array:
-    return np.where(x > 0.0, x, _LEAKY_SLOPE * x)
-
-
-def _leaky_relu_grad(x: Array) -> Array:
-    return np.where(x > 0.0, 1.0, _LEAKY_SLOPE)
-
-
-def _elu(x: Array) -> Array:
-    # expm1 of min(x, 0): the unused branch must not overflow for large positive x
-    return np.where(x > 0.0, x, np.expm1(np.minimum(x, 0.0)))
-
-
-def _elu_grad(x: Array) -> Array:
-    return np.where(x > 0.0, 1.0, np.exp(np.minimum(x, 0.0)))
-
-
-def _selu(x: Array) -> Array:
-    return _SELU_SCALE * np.where(x > 0.0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
-
-
-def _selu_grad(x: Array) -> Array:
-    return _SELU_SCALE * np.where(x > 0.0, 1.0, _SELU_ALPHA * np.exp(np.minimum(x, 0.0)))
-
-
-def _gelu(x: Array) -> Array:
-    return x * special.ndtr(x)
-
-
-def _gelu_grad(x: Array) -> Array:
-    return special.ndtr(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
-def _softsign(x: Array) -> Array:
-    return x / (1.0 + np.abs(x))
-
-
-def _softsign_grad(x: Array) -> Array:
-    return 1.0 / (1.0 + np.abs(x)) ** 2
-
-
-def _identity(x: Array) -> Array:
-    return np.asarray(x, dtype=float)
-
-
-def _identity_grad(x: Array) -> Array:
-    return np.ones_like(x, dtype=float)
-
-
-@dataclass(frozen=True)
-class Activation:
-    """An activation φ and its derivative φ', both vectorised over numpy arrays."""
-
-    phi: Callable[[Array], Array]
-    dphi: Callable[[Array], Array]
-
-
-ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": Activation(_sigmoid, _sigmoid_grad),
-    "tanh": Activation(np.tanh, _tanh_grad),
-    "relu": Activation(_relu, _relu_grad),
-    "leaky_relu": Activation(_leaky_relu, _leaky_relu_grad),
-    "elu": Activation(_elu, _elu_grad),
-    "selu": Activation(_selu, _selu_grad),
-    "gelu": Activation(_gelu, _gelu_grad),
-    "softsign": Activation(_softsign, _softsign_grad),
-    "identity": Activation(_identity, _identity_grad),
-}
-
-# Gains g with fan_in · Var[W] = g² for kaiming and orthogonal init: torch.nn.init.calculate_gain
-# where it has one; for elu, gelu and softsign (which it lacks) g = 1 / sqrt(E_z[φ(z)²]), the rule
-# that gives relu its √2, computed with gaussian_expectation (tests/core/test_theory.py recomputes
-# them).
-GAINS: dict[str, float] = {
-    "sigmoid": 1.0,
-    "tanh": 5.0 / 3.0,
-    "relu": math.sqrt(2.0),
-    "leaky_relu": math.sqrt(2.0 / (1.0 + _LEAKY_SLOPE**2)),
-    "selu": 3.0 / 4.0,
-    "identity": 1.0,
-    "elu": 1.2451983007007064,
-    "gelu": 1.5335304411955328,
-    "softsign": 2.337533363108541,
-}
-
-
-def get_activation(name: str) -> Activation:
-    """Look up an activation of ``ACTIVATIONS`` by name.
-
-    Args:
-        name: A key of ``ACTIVATIONS``.
-    Returns:
-        The activation's φ and φ'.
-    Raises:
-        ValueError: For an unknown name; the message lists the valid ones.
-    """
-    return lookup(ACTIVATIONS, name, "activation")
 
 
 @cache
@@ -254,7 +130,7 @@ def length_map(
     """Pre-activation variance of the next hidden layer: ``σ_w² · E_z[φ(√q z)²] + σ_b²``.
 
     Args:
-        activation: A key of ``ACTIVATIONS``.
+        activation: A registered activation (``gradlab.core.activations``).
         q: Pre-activation variance of this layer.
         sigma_w2: ``fan_in · Var[W]`` of the next layer.
         sigma_b2: ``Var[b]`` of the next layer.
@@ -273,7 +149,7 @@ def chi1(activation: str, q: ArrayLike, sigma_w2: ArrayLike) -> float | Array:
     that is ``σ_w² / 2`` (the mean of the one-sided slopes squared), not ``σ_w² φ'(0)²``.
 
     Args:
-        activation: A key of ``ACTIVATIONS``.
+        activation: A registered activation (``gradlab.core.activations``).
         q: Pre-activation variance of the layer whose φ' the gradient passes through.
         sigma_w2: ``fan_in · Var[W]`` of the layer above it (whose ``Wᵀ`` the gradient passes).
     Returns:
@@ -302,7 +178,7 @@ def fixed_point(
     gives 0).
 
     Args:
-        activation: A key of ``ACTIVATIONS``.
+        activation: A registered activation (``gradlab.core.activations``).
         sigma_w2: ``fan_in · Var[W]`` of the (identical) layers.
         sigma_b2: ``Var[b]`` of the layers.
         q0: The starting pre-activation variance (≥ 0).
@@ -394,11 +270,12 @@ def depth_scale(chi: ArrayLike) -> float | Array:
 def init_variances(
     init: str, activation: str, fan_in: int, fan_out: int, std: float | None = None
 ) -> tuple[float, float]:
-    """``(σ_w², σ_b²) = (fan_in · Var[W], Var[b])`` that an init scheme gives one Linear layer.
+    """``(σ_w², σ_b²) = (fan_in · Var[W], Var[b])`` that an init scheme gives one Linear layer
+    (each entry of ``gradlab.core.inits.INITS`` states its own):
 
     * ``default`` (``nn.Linear``: W, b ~ U(−1/√fan_in, 1/√fan_in)): ``(1/3, 1/(3 fan_in))``
     * ``xavier_uniform``, ``xavier_normal``: ``(2 fan_in / (fan_in + fan_out), 0)``
-    * ``kaiming_uniform``, ``kaiming_normal``: ``(gain², 0)`` with ``GAINS[activation]``
+    * ``kaiming_uniform``, ``kaiming_normal``: ``(gain², 0)`` with the activation's registered gain
     * ``orthogonal``: ``(gain² · min(1, fan_in / fan_out), 0)``: a tall matrix's orthonormal
       columns give Var[W] = 1 / fan_out
     * ``lecun_normal``: ``(1, 0)``
@@ -408,7 +285,7 @@ def init_variances(
 
     Args:
         init: One of the schemes above.
-        activation: A key of ``GAINS``.
+        activation: A registered activation (``gradlab.core.activations``).
         fan_in: Input features of the layer.
         fan_out: Output features of the layer.
         std: Weight standard deviation; required by ``normal`` only.
@@ -417,25 +294,12 @@ def init_variances(
     Raises:
         ValueError: For an unknown init or activation, or ``normal`` without ``std``.
     """
-    gain = lookup(GAINS, activation, "activation")
+    gain = get_activation(activation).gain
     if fan_in < 1 or fan_out < 1:
         raise ValueError(f"fan_in and fan_out must be >= 1, got {fan_in} and {fan_out}")
     if init == "normal" and std is None:
         raise ValueError("init 'normal' needs std (the weights' standard deviation)")
-    xavier = 2.0 * fan_in / (fan_in + fan_out)
-    sigma_w2 = {
-        "default": 1.0 / 3.0,
-        "xavier_uniform": xavier,
-        "xavier_normal": xavier,
-        "kaiming_uniform": gain**2,
-        "kaiming_normal": gain**2,
-        "orthogonal": gain**2 * min(1.0, fan_in / fan_out),
-        "lecun_normal": 1.0,
-        "normal": math.nan if std is None else std**2 * fan_in,
-        "lsuv": math.nan,
-    }
-    sigma_b2 = 1.0 / (3.0 * fan_in) if init == "default" else 0.0
-    return lookup(sigma_w2, init, "init"), sigma_b2
+    return get_init(init).variances(fan_in, fan_out, gain, std)
 
 
 def layer_variances(
@@ -447,7 +311,7 @@ def layer_variances(
     ``q_l = σ_w²(l) · E_z[φ(√q_{l−1} z)²] + σ_b²(l)``.
 
     Args:
-        activation: A key of ``ACTIVATIONS``.
+        activation: A registered activation (``gradlab.core.activations``).
         q_in: Mean squared input coordinate, ``mean_i x_i²``; an array (K,) for K nets.
         sigma_w2: ``σ_w²`` of hidden layers 1 … L, the last axis; (K, L) for K nets.
         sigma_b2: ``σ_b²`` of hidden layers 1 … L, as ``sigma_w2``.
@@ -540,7 +404,7 @@ def predict_profile(
     profile normalized to 1 there. The fixed point uses a hidden ``n_L → n_L`` layer's variances.
 
     Args:
-        activation: A key of ``ACTIVATIONS``.
+        activation: A registered activation (``gradlab.core.activations``).
         init: A scheme of ``init_variances``.
         widths: ``[d_in, n_1, …, n_L, d_out]``, at least one hidden layer.
         q_in: Mean squared input coordinate, ``mean_i x_i²``; ``q_1 = σ_w²(1) q_in + σ_b²(1)``.
@@ -560,7 +424,7 @@ def predict_profiles(
     input; solving each one's fixed point alone would cost as much as their whole probe at init.
 
     Args:
-        activation: A key of ``ACTIVATIONS``.
+        activation: A registered activation (``gradlab.core.activations``).
         widths: ``[d_in, n_1, …, n_L, d_out]``, at least one hidden layer.
         nets: ``(init, std, q_in)`` per net, as ``predict_profile`` takes them.
     Returns:
@@ -616,7 +480,7 @@ def chi1_grid(activation: str, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q0: flo
     contour is the order-to-chaos transition.
 
     Args:
-        activation: A key of ``ACTIVATIONS``.
+        activation: A registered activation (``gradlab.core.activations``).
         sigma_w2: 1-D array of σ_w² values (x axis).
         sigma_b2: 1-D array of σ_b² values (y axis).
         q0: Where the length map's iteration starts (matters only where q* is not unique).

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from gradlab.core.theory import ACTIVATIONS
+from gradlab.core.activations import ACTIVATIONS
 
 # One colour per activation in every figure, in the order of the theory registry.
 ACTIVATION_COLORS: dict[str, tuple[float, float, float]] = dict(
