@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from gradlab.core import quantities
 from gradlab.core.report.findings import (
     activation_finding,
     claims_finding,
@@ -136,6 +137,20 @@ def _glossary_html(sections: Sequence[Section]) -> str:
     )
 
 
+def _quantities_html() -> str:
+    """What each quantity of ``layer_stats`` (and of MLflow's ``<quantity>/…`` metrics) is: the
+    quantity registry's entries, the ones registered by a user included."""
+    entries = [
+        f"<dt>{html.escape(q.name)}</dt><dd>{html.escape(q.meaning)} ({html.escape(q.scope)}; "
+        f"{html.escape(q.reduction)}; {html.escape(q.unit)})</dd>"
+        for q in quantities.QUANTITIES.values()
+    ]
+    return (
+        "<details><summary>What each measured quantity is</summary>"
+        f'<dl class="glossary">{"".join(entries)}</dl></details>'
+    )
+
+
 def _anchor(title: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")
 
@@ -156,6 +171,7 @@ def build_html(title: str, overview: str, sections: Sequence[Section]) -> str:
         f"<p>{html.escape(overview)}</p>",
         f"<nav>{nav}</nav>",
         _glossary_html(sections),
+        _quantities_html(),
     ]
     for section in sections:
         body.append(f'<h2 id="{_anchor(section.title)}">{html.escape(section.title)}</h2>')
