@@ -1,12 +1,14 @@
 """Engine throughput: model-steps/s of the one-model loop vs the stacked engine, side by side.
 
 For each width × depth, K runs (seeds 0…K−1 of one spec) train once as one stack
-(``train_group``) and are compared with the reference loop gradlab had before the engine
-(``nn.Module`` + ``torch.optim`` + ``lr_scheduler``, kept as ``solo_train`` in
-``tests/core/solo_reference.py``), probes off (``RunOptions(probe=False)``): this is training
-throughput. The one-model loop's rate does not depend on K, so it is measured once per shape,
-in the same repeats as the engine's (one solo run, then the engine at each K, order alternating),
-and the median of ``--repeats`` is compared.
+(``train_group``, probes off: ``RunOptions(probe=False)``) and are compared with a one-model loop
+written in this script, ``one_model_loop``: the loop gradlab had before the engine reduced to its
+training (an ``nn.Sequential`` MLP, ``torch.nn.init``, ``torch.optim.SGD``, a shuffled batch
+order per epoch, the validation loss each epoch; nothing imported from the engine). This is
+training throughput; the engine's own one-run path (``train_run``, a stack of K = 1) is the K = 1
+row. The one-model loop's rate does not depend on K, so it is measured once per shape, in the same
+repeats as the engine's (one solo run, then the engine at each K, order alternating), and the
+median of ``--repeats`` is compared.
 
 A model-step is one optimizer step of one model. Its FLOPs are 6 · batch · Σ in·out over the
 layers (2 per multiply-add forward, 4 backward: input and weight gradients), biases and the
@@ -35,28 +37,25 @@ Targets (issue): ≥ 3× at width ≤ 64 and K ≥ 16; ≥ 1.0× at K = 1. The l
 """
 
 import argparse
+import itertools
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference loop lives in tests/
-
-from benchmarks.probe_overhead import _task  # noqa: E402
-from tests.core.solo_reference import solo_train  # noqa: E402
-
-from gradlab.core.grid import RunSpec  # noqa: E402
-from gradlab.core.models import stacked_tanh  # noqa: E402
-from gradlab.core.train import RunOptions, RunResult, train_group  # noqa: E402
+from _common import poly_task
+from gradlab.core.grid import RunSpec
+from gradlab.core.models import stacked_tanh
+from gradlab.core.train import RunOptions, TaskData, train_group
 
 BATCH, SAMPLES = 64, 2000
 BARE = RunOptions(probe=False)
 SETUP_SHARE = 0.05  # at most this share of a timed run is setup, where the time allows
 MAX_RUNS = 6  # ... and where a timed run stays under MAX_RUNS × --target-s
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 
 
 def roofline_gflops() -> float:
@@ -119,13 +118,50 @@ def _specs(activation: str, width: int, depth: int, epochs: int, k: int) -> list
     ]
 
 
-def _timed(fn: Callable[[], list[RunResult]]) -> tuple[float, list[RunResult]]:
+def one_model_loop(spec: RunSpec, data: TaskData) -> str:
+    """Train one regression run alone in plain PyTorch, as the one-model loop did (probes off);
+    its status, ``finished`` or ``diverged`` (a loss that is not finite at an epoch's end)."""
+    torch.manual_seed(spec.seed)
+    generator = torch.Generator().manual_seed(spec.seed)
+    sizes = [data.x_train.shape[1], *[spec.width] * spec.depth]
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[spec.activation]()]
+    model = nn.Sequential(*layers, nn.Linear(spec.width, data.n_outputs))
+    for linear in model.modules():
+        if isinstance(linear, nn.Linear):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+    optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr)
+    loss_fn = nn.MSELoss()
+    n_train = len(data.x_train)
+    steps_per_epoch = math.ceil(n_train / spec.batch_size)
+    losses = torch.zeros(spec.epochs * steps_per_epoch)
+    step = 0
+    for _ in range(spec.epochs):
+        order = torch.randperm(n_train, generator=generator)
+        for batch in range(steps_per_epoch):
+            rows = order[batch * spec.batch_size : (batch + 1) * spec.batch_size]
+            loss = loss_fn(model(data.x_train[rows]).squeeze(-1), data.y_train[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses[step] = loss.detach()
+            step += 1
+        with torch.no_grad():
+            val_loss = loss_fn(model(data.x_val).squeeze(-1), data.y_val)
+        if not (losses[:step].isfinite().all() and val_loss.isfinite()):
+            return "diverged"
+    return "finished"
+
+
+def _timed(fn: Callable[[], list[str]]) -> tuple[float, list[str]]:
     start = time.perf_counter()
     results = fn()
     return time.perf_counter() - start, results
 
 
-def calibrate(train: Callable[[int], list[RunResult]], target_s: float) -> tuple[int, float, float]:
+def calibrate(train: Callable[[int], list[str]], target_s: float) -> tuple[int, float, float]:
     """Warm up (1 epoch), time runs of 1 and 3 epochs.
 
     Returns:
@@ -154,7 +190,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer shapes, shorter runs (~1 min)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as every gradlab worker runs
-    data = _task(SAMPLES)
+    data = poly_task(SAMPLES)
     d_in, d_out = data.x_train.shape[1], data.n_outputs
     steps_per_epoch = math.ceil(len(data.x_train) / BATCH)
     widths, depths, ks = (32, 64, 128, 256), (8, 16), (1, 4, 16, 64)
@@ -163,7 +199,7 @@ def main() -> None:
         widths, ks, target_s = (32, 64, 128), (1, 16), min(target_s, 0.25)
     peak = roofline_gflops()
     ns = elementwise_ns()
-    solo_train(_specs(args.activation, 32, 2, 1, 1)[0], data, BARE)  # first-call costs
+    one_model_loop(_specs(args.activation, 32, 2, 1, 1)[0], data)  # first-call costs
     train_group(_specs(args.activation, 32, 2, 1, 2), data, BARE)
     print(
         f"torch {torch.__version__}, 1 thread, {args.activation}, batch {BATCH}, SGD, probes off, "
@@ -185,12 +221,12 @@ def main() -> None:
         for depth in depths:
             flops = step_flops(d_in, d_out, width, depth)
 
-            def solo(epochs: int, width: int = width, depth: int = depth) -> list[RunResult]:
-                spec = _specs(args.activation, width, depth, epochs, 1)[0]
-                return [solo_train(spec, data, BARE)]
+            def solo(epochs: int, width: int = width, depth: int = depth) -> list[str]:
+                return [one_model_loop(_specs(args.activation, width, depth, epochs, 1)[0], data)]
 
-            def engine(epochs: int, k: int, width: int = width, depth: int = depth):
-                return train_group(_specs(args.activation, width, depth, epochs, k), data, BARE)
+            def engine(epochs: int, k: int, width: int = width, depth: int = depth) -> list[str]:
+                specs = _specs(args.activation, width, depth, epochs, k)
+                return [result.status for result in train_group(specs, data, BARE)]
 
             calibrated = {0: calibrate(solo, target_s)}  # key 0: the one-model loop
             for k in ks:
@@ -203,9 +239,9 @@ def main() -> None:
             for repeat in range(args.repeats):
                 order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
                 for key in order:
-                    seconds, results = _timed(runs[key])
+                    seconds, statuses = _timed(runs[key])
                     times[key].append(seconds)
-                    flagged[key] |= {r.status for r in results} - {"finished"}
+                    flagged[key] |= set(statuses) - {"finished"}
             solo_steps = epochs[0] * steps_per_epoch
             solo_rate = solo_steps / statistics.median(times[0])
             for k in ks:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from gradlab.core import data as core_data
+from _common import task_data
 from gradlab.core.config import validate_parameters
 from gradlab.core.execute import DaskExecutor, Executor, ProcessPoolExecutor
 from gradlab.core.grid import expand, specs_from_table
@@ -36,13 +36,12 @@ def default_grid_tasks() -> list[tuple]:
     grid = config.grid
     specs = specs_from_table(expand(grid.baseline, grid.studies, grid.seeds))
     data: dict[tuple[str, str], TaskData] = {}
+    split = config.data.split
     for dataset, norm in sorted({(s.dataset, s.input_norm) for s in specs}):
-        kind = core_data.DATASETS[dataset]
-        frame = kind.generate(config.data.seed, kind.params(**config.data.datasets[dataset] or {}))
-        split = config.data.split
-        frame = core_data.split(frame, config.data.seed, split.val, split.test)
-        frame, _ = core_data.normalize(frame, core_data.INPUT_NORMS[norm])
-        data[dataset, norm] = TaskData.from_frame(frame, kind.task)
+        params = config.data.datasets[dataset] or {}
+        data[dataset, norm] = task_data(
+            dataset, norm, config.data.seed, params, split.val, split.test
+        )
     groups = group_runs(specs, config.train.max_replicas)
     options = RunOptions(device="cpu")
     return [(group, data[group[0].dataset, group[0].input_norm], options) for group in groups]

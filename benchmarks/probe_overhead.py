@@ -28,25 +28,19 @@ from pathlib import Path
 import mlflow
 import torch
 
-from gradlab.core import data as data_core
-from gradlab.core import probes
+from _common import poly_task
+from gradlab.core import probes, recording
+from gradlab.core.activations import get_activation
 from gradlab.core.config import DEFAULT_MLFLOW_QUANTITIES, TrainConfig
 from gradlab.core.grid import RunSpec
 from gradlab.core.inits import initialize
 from gradlab.core.models import MLP, StackedMLP
+from gradlab.core.recording import ProbeLog
 from gradlab.core.replica_optim import ReplicaOptimizer
-from gradlab.core.train import ProbeLog, RunOptions, TaskData, probe_values, train_group
+from gradlab.core.train import RunOptions, train_group
 from gradlab.tracking import Tracker
 
 LAYER_EVERY = TrainConfig.model_fields["mlflow_layer_every"].default
-
-
-def _task(n_samples: int) -> TaskData:
-    kind = data_core.DATASETS["poly"]
-    frame = kind.generate(0, kind.params(n_samples=n_samples, offset=3.0))
-    split = data_core.split(frame, 0, 0.2, 0.2)
-    normalized, _ = data_core.normalize(split, data_core.INPUT_NORMS["zscore"])
-    return TaskData.from_frame(normalized, kind.task)
 
 
 def main() -> None:
@@ -58,7 +52,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=16)
     args = parser.parse_args()
     torch.set_num_threads(1)  # as every gradlab worker runs
-    data = _task(args.samples)
+    data = poly_task(args.samples)
     bare, probed = RunOptions(probe=False), RunOptions(probe=True)
 
     store = Path(tempfile.mkdtemp(prefix="gradlab-bench-"))
@@ -177,7 +171,7 @@ def breakdown(
     optimizer = ReplicaOptimizer("sgd", params, torch.zeros(replicas, dtype=torch.float64))
     lr = torch.full((replicas,), 1e-4, dtype=torch.float64)
     momentum = torch.zeros(replicas, dtype=torch.float64)
-    traits, workspace = probes.ACTIVATION_TRAITS["tanh"], probes.Workspace()
+    activation, workspace = get_activation("tanh"), probes.Workspace()
     losses = torch.zeros(replicas, run_steps)
 
     def step(probing: bool) -> tuple[probes.Capture | None, list[torch.Tensor], torch.Tensor]:
@@ -199,29 +193,30 @@ def breakdown(
     cap, grads, loss = step(True)
     weight_grads = [grads[i] for i in stack.weight_positions]
     before = probes.snapshot(stack.weights())
-    stats = probe_values(cap, weight_grads, grads, loss, traits, workspace)
-    update = probes.update_ratios(before, stack.weights())
+    stats = recording.measure(cap, weight_grads, grads, loss, activation, workspace)
+    stats["update_ratio"] = probes.update_ratios(before, stack.weights())
     logs = [ProbeLog(depth, 64, k) for k in range(replicas)]
+    layout = logs[0].layout
 
     def bookkeeping() -> None:
         # the log step's one host sync, then each replica's row (as _train_stack does)
-        values = torch.cat([stats, update, losses[:, :log_every]], 1).tolist()
-        n_stats, n_update = stats.shape[1], update.shape[1]
+        probed = layout.row(stats)
+        values = torch.cat([probed, losses[:, :log_every]], 1).tolist()
         for probe_log, row in zip(logs, values, strict=True):
-            probe_log.add("train", 0, row[:n_stats], row[n_stats : n_stats + n_update])
+            probe_log.add("train", 0, row[: probed.shape[1]])
 
     full = ProbeLog(depth, 64, 0)  # one replica's log of a whole run, for its result tables
-    row = stats[0].tolist()
+    row = layout.row(stats)[0].tolist()
     for probe_step in range(0, run_steps, log_every):
-        full.add("train", probe_step, row, update[0].tolist())
+        full.add("train", probe_step, row)
     bare_ms = statistics.median(bare[30:]) * 1e3
     return {
         "bare step": bare_ms,
         "capture": statistics.median(captured[30:]) * 1e3 - bare_ms,
-        "hidden stats": _median_ms(lambda: probes.hidden_stats(cap, traits, workspace)),
+        "hidden stats": _median_ms(lambda: probes.hidden_stats(cap, activation, workspace)),
         "weight stats": _median_ms(lambda: probes.weight_grad_stats(weight_grads)),
         "all stats": _median_ms(
-            lambda: probe_values(cap, weight_grads, grads, loss, traits, workspace)
+            lambda: recording.measure(cap, weight_grads, grads, loss, activation, workspace)
         ),
         "update ratio": _median_ms(
             lambda: probes.update_ratios(probes.snapshot(stack.weights()), before)
@@ -239,7 +234,9 @@ def print_breakdown(
 ) -> None:
     print(f"\nper probe step of a {replicas}-replica stack, ms (median): a probe step adds the")
     print("parts right of 'bare step' but 'hidden stats' and 'weight stats', which 'all stats'")
-    print("(probe_values) includes; 'update ratio' = snapshot + update_ratios; 'sync + logs' =")
+    print(
+        "(recording.measure) includes; 'update ratio' = snapshot + update_ratios; 'sync + logs' ="
+    )
     print("the host sync and each replica's ProbeLog row; 'tables/run' = building every replica's")
     print("layer_stats table once per run. est. = bare + (probe-step parts) / log_every + tables")
     print(f"per step, over bare (log_every={log_every}, the table's steps per run)")

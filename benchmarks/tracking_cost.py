@@ -24,6 +24,7 @@ import mlflow
 import torch
 from mlflow.entities import Param
 
+from _common import poly_task
 from gradlab.core.config import DEFAULT_MLFLOW_QUANTITIES, TrainConfig
 from gradlab.core.execute import ProcessPoolExecutor, SequentialExecutor
 from gradlab.core.grid import RunSpec
@@ -33,7 +34,6 @@ from gradlab.grid_runner import GridRuns, TrainOptions, train_missing
 from gradlab.store import ResultStore
 from gradlab.tracking import Tracker, layer_profile
 from gradlab.tracking.children import BATCH, PROFILE_FIGURE, _chunks, _dataset_input
-from probe_overhead import _task
 
 LAYER_EVERY = TrainConfig.model_fields["mlflow_layer_every"].default
 LAYERS = TrainConfig.model_fields["mlflow_layers"].default
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data = _task(2000)
+    data = poly_task(2000)
     folder = Path(tempfile.mkdtemp(prefix="gradlab-tracking-"))
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     mlflow.set_experiment("tracking_cost")

@@ -16,7 +16,7 @@ import yaml
 from kedro.logging import RichHandler
 
 from gradlab.console import UNACTIONABLE, configure_console, use_rich
-from tests.conftest import REPO, make_project, run_kedro
+from tests.helpers.projects import REPO, make_project, run_kedro
 
 LOG_LINE = re.compile(
     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) +[\w.]+: "

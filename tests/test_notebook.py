@@ -6,8 +6,7 @@ import shutil
 import nbformat
 from nbclient import NotebookClient
 
-from tests.conftest import REPO
-from tests.pipelines.test_report import smoke_project
+from tests.helpers.projects import REPO
 
 NOTEBOOK = REPO / "notebooks" / "explore.ipynb"
 
@@ -21,8 +20,8 @@ def test_notebook_is_saved_without_outputs():
     assert not stored and not counts, (stored, counts)
 
 
-def test_notebook_runs_against_the_smoke_outputs(tmp_path_factory, monkeypatch):
-    project = smoke_project(tmp_path_factory)
+def test_notebook_runs_against_the_smoke_outputs(smoke_copy, monkeypatch):
+    project = smoke_copy
     notebook = project / "notebooks" / NOTEBOOK.name
     shutil.copy(NOTEBOOK, notebook)
     # the kernel inherits the environment: the smoke outputs, no telemetry prompt

@@ -24,7 +24,7 @@ from gradlab.core.claims import (
 )
 from gradlab.core.config import ConfigError, parse_claims, validate_parameters
 from gradlab.core.grid import RunSpec, Study, expand
-from tests.core.test_config import base_parameters
+from tests.helpers.config import base_parameters
 
 HISTORY_COLUMNS = ["run_id", "epoch", "metric", "value"]
 STATS_COLUMNS = ["run_id", "phase", "step", "layer", "quantity", "value"]

@@ -2,23 +2,13 @@
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from gradlab.core.config import NAME_RULE, ConfigError, validate_parameters
-
-CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
-
-
-def base_parameters() -> dict:
-    params: dict = {}
-    for path in sorted(CONF.glob("parameters_*.yml")):
-        params.update(yaml.safe_load(path.read_text()))
-    params["train"]["store"] = "data/06_models/runs"  # ${globals:...} is resolved by Kedro
-    return params
+from tests.helpers.config import CONF, base_parameters
 
 
 def test_default_parameters_are_valid():

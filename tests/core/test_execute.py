@@ -10,7 +10,7 @@ import torch
 from gradlab.core.execute import DaskExecutor, ProcessPoolExecutor, SequentialExecutor, TaskError
 from gradlab.core.grid import RunSpec
 from gradlab.core.train import RunOptions, train_group
-from tests.core.test_train import task
+from tests.helpers.training import task
 
 SMALL = {"depth": 3, "width": 16, "epochs": 2, "log_every": 5}
 
@@ -94,7 +94,7 @@ def test_dask_closes_its_local_cluster(dask_local):
 def test_dask_names_a_scheduler_that_does_not_answer():
     import dask
 
-    from tests.conftest import free_port
+    from tests.helpers.servers import free_port
 
     address = f"tcp://127.0.0.1:{free_port()}"
     with (

@@ -12,8 +12,7 @@ from gradlab.core.train import RunOptions, TaskData, train_run
 from gradlab.grid_runner import GridRuns, collect, train_missing
 from gradlab.store import ResultStore
 from gradlab.tracking import Tracker, reap_stale_runs
-from tests.conftest import broken, train_in_process
-from tests.core.test_train import SMALL, task
+from tests.helpers.training import SMALL, broken, task, train_in_process
 
 EXPLODING = RunSpec(
     **{**SMALL, "depth": 20}, activation="relu", init="normal", init_std=1.0, lr=1.0

@@ -16,7 +16,7 @@ from PIL import Image
 
 from gradlab.core import plots, report
 from gradlab.core.plots.profile import _COLORS, HEIGHT, WIDTH, profile_png
-from tests.core.test_report import DEPTH, make_results
+from tests.helpers.results import DEPTH, make_results
 
 matplotlib.use("Agg")
 

@@ -7,7 +7,7 @@ from matplotlib.path import Path
 
 from gradlab.core import data
 from gradlab.core.config import ConfigError, validate_parameters
-from tests.core.test_config import base_parameters
+from tests.helpers.config import base_parameters
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from gradlab.core import data as data_core
 from gradlab.core.execute import ProcessPoolExecutor, SequentialExecutor
 from gradlab.core.grid import RunSpec
 from gradlab.core.probes import DISTRIBUTION_QUANTITIES
 from gradlab.core.schema import empty_table
 from gradlab.core.train import ProbeLog, RunOptions, TaskData, keep_samples, train_run
-
-SMALL = {"depth": 3, "width": 16, "epochs": 2, "batch_size": 32, "log_every": 5}
-
-
-def task(name: str = "poly", n: int = 300) -> TaskData:
-    kind = data_core.DATASETS[name]
-    frame = kind.generate(0, kind.params(n_samples=n, offset=3.0))
-    frame, _ = data_core.normalize(
-        data_core.split(frame, 0, 0.2, 0.2), data_core.INPUT_NORMS["zscore"]
-    )
-    return TaskData.from_frame(frame, kind.task)
+from tests.helpers.training import SMALL, task
 
 
 @pytest.fixture(scope="module")

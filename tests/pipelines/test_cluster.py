@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.helpers.projects import REPO
+from tests.helpers.servers import free_port
 
 WORKERS = 2
 # the scheduler's comm and HTTP ports, then per worker its nanny's, its comm and its HTTP ports

@@ -15,14 +15,8 @@ import pytest
 from distributed import Client
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import (
-    free_port,
-    make_project,
-    run_kedro,
-    start_kedro,
-    stop_kedro,
-    wait_for_text,
-)
+from tests.helpers.projects import make_project, run_kedro, start_kedro, stop_kedro, wait_for_text
+from tests.helpers.servers import free_port
 
 SLOW = "grid.baseline.epochs=150"  # each group trains for seconds: long enough to be hit
 OUTPUT = Path("data/smoke/07_model_output")

@@ -11,7 +11,7 @@ from kedro.runner import SequentialRunner
 
 from gradlab.pipelines import data as data_stage
 from gradlab.pipelines import grid as grid_stage
-from tests.conftest import REPO, run_kedro
+from tests.helpers.projects import REPO, run_kedro
 
 
 def smoke_parameters(section: str) -> dict:

@@ -10,13 +10,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from gradlab.tracking import relocate_artifacts
-from tests.conftest import (
-    group_members,
-    make_project,
-    run_kedro,
-    start_mlflow_server,
-    stop_group,
-)
+from tests.helpers.projects import copy_project, make_project, run_kedro
+from tests.helpers.servers import group_members, start_mlflow_server, stop_group
 
 SMOKE = ("run", "--env", "smoke")
 PARENT_TAG = "mlflow.parentRunId"
@@ -61,11 +56,9 @@ def test_a_run_logs_through_the_server_into_the_projects_mlruns(tmp_path):
     assert not group_members(server.pid), log.read_text()[-3000:]
 
 
-def test_a_moved_project_writes_and_reads_its_artifacts_in_its_own_mlruns(tmp_path):
+def test_a_moved_project_writes_and_reads_its_artifacts_in_its_own_mlruns(smoke_project, tmp_path):
     old, new = tmp_path / "a", tmp_path / "b"
-    make_project(old)
-    first = run_kedro(old, *SMOKE)
-    assert first.returncode == 0, _output(first)[-4000:]
+    copy_project(smoke_project, old)  # a project after a smoke run
     logged_before = _parent_and_children(MlflowClient(f"sqlite:///{old / 'mlflow.db'}"))[1]
     shutil.move(old, new)
     result = run_kedro(new, *SMOKE, "--params", "train.force=true")

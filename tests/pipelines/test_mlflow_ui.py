@@ -4,36 +4,26 @@ experiment, not MLflow 3's GenAI workspace (traces, judges, "evaluation runs")."
 
 import html
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from gradlab.mlflow_server import ui_message, ui_url
-from tests.conftest import (
-    REPO,
+from tests.helpers.projects import REPO, wait_for_text
+from tests.helpers.servers import (
+    chromium,
     free_port,
     group_members,
     stop_group,
-    wait_for_text,
     wait_until_healthy,
 )
-from tests.pipelines.test_report import smoke_project
 
 PARENT = re.compile(r"default·smoke·\d{4}-\d\d-\d\d \d\d:\d\d")
 # what only MLflow 3's GenAI workspace shows (its side bar); the model-training one lists
 # Runs, Models, Traces and the model registry
 GENAI_ONLY = ("Evaluation runs", "Judges", "Sessions")
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    pytest.skip("needs a Chromium on PATH (Debian: apt install chromium; .ci/run installs it)")
 
 
 def _text(dom: str) -> str:
@@ -81,9 +71,9 @@ def test_ui_url_points_at_the_runs_in_the_model_training_view(tmp_path):
     )
 
 
-def test_make_ui_prints_where_a_newcomer_sees_the_runs_table(tmp_path_factory, tmp_path):
-    browser = _chromium()
-    project = smoke_project(tmp_path_factory)
+def test_make_ui_prints_where_a_newcomer_sees_the_runs_table(smoke_copy, tmp_path):
+    browser = chromium()
+    project = smoke_copy
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("gradlab")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -21,16 +21,15 @@ from mlflow.tracking import MlflowClient
 from gradlab.cli import yaml_problems
 from gradlab.config_loader import GradlabConfigLoader
 from gradlab.hooks import UsageError, _damaged, check_outputs
-from tests.conftest import (
+from tests.helpers.projects import (
     assert_each_result_logged_once,
     make_project,
     run_kedro,
     start_kedro,
-    start_mlflow_server,
-    stop_group,
     stop_kedro,
     wait_for_text,
 )
+from tests.helpers.servers import start_mlflow_server, stop_group
 
 SMOKE = ("run", "--env", "smoke")
 SLOW = "grid.baseline.epochs=100"  # a grid that trains long enough to be interrupted
@@ -168,10 +167,8 @@ def _last_parent(client: MlflowClient):
     return next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
 
 
-def test_a_deleted_or_other_store_gets_every_stored_result_again(tmp_path):
-    project = make_project(tmp_path / "project")
-    first = run_kedro(project, *SMOKE)
-    assert first.returncode == 0, _output(first)[-3000:]
+def test_a_deleted_or_other_store_gets_every_stored_result_again(smoke_copy, tmp_path):
+    project = smoke_copy  # after a smoke run
     (project / "mlflow.db").unlink()
     shutil.rmtree(project / "mlruns")
     again = run_kedro(project, *SMOKE, "--pipelines", "train")

@@ -6,7 +6,6 @@ import hashlib
 import html
 import json
 import re
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -22,9 +21,10 @@ from gradlab.core.report import FLOW_FIGURES, THEORY_FIGURES, TRAINING_FIGURES
 from gradlab.grid_runner import collect
 from gradlab.pipelines.report import create_pipeline
 from gradlab.store import ResultStore
-from tests.conftest import broken, make_project, run_kedro, train_in_process
-from tests.core.test_report import make_results
-from tests.core.test_train import SMALL, task
+from tests.helpers.projects import copy_project, run_kedro
+from tests.helpers.results import make_results
+from tests.helpers.servers import chromium
+from tests.helpers.training import SMALL, broken, task, train_in_process
 
 STORED = {"runs", "history", "layer_stats", "distributions", "studies"}
 SMOKE_STUDIES = ("activation_depth", "optimizer")
@@ -38,21 +38,6 @@ TABLES = [
 ]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-_SMOKE: dict[str, Path] = {}
-
-
-def smoke_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project after one `kedro run --env smoke` (train and report), made once per session.
-
-    Shared with ``tests/test_notebook.py``: a kedro run with training costs ~10 s here.
-    """
-    if "project" not in _SMOKE:
-        project = make_project(tmp_path_factory.mktemp("report") / "project")
-        result = run_kedro(project, "run", "--env", "smoke")
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-        _SMOKE["project"] = project
-    return _SMOKE["project"]
-
 
 def _digests(folder: Path) -> dict[str, str]:
     return {
@@ -64,10 +49,10 @@ def _digests(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def reported(
-    tmp_path_factory,
+    smoke_project, tmp_path_factory
 ) -> tuple[Path, dict[str, str], subprocess.CompletedProcess]:
-    """The smoke project after a second, report-only run; the results before that run."""
-    project = smoke_project(tmp_path_factory)
+    """A copy of the smoke project after a second, report-only run; the results before it."""
+    project = copy_project(smoke_project, tmp_path_factory.mktemp("report") / "project")
     data = project / "data" / "smoke"
     before = _digests(data / "06_models") | _digests(data / "07_model_output")
     for path in (data / "08_reporting").rglob("*"):
@@ -251,19 +236,12 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    pytest.skip("needs a Chromium on PATH (Debian: apt install chromium; .ci/run installs it)")
-
-
 def test_report_html_fits_a_1280px_window_and_every_image_decodes(reported, tmp_path):
     project, _, _ = reported
     page = (project / "data" / "smoke" / "08_reporting" / "report.html").read_text()
     probed = tmp_path / "report.html"
     probed.write_text(page.replace("</body>", f"{_LAYOUT_PROBE}</body>"))
-    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
+    browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
     window = ["--window-size=1280,800", "--virtual-time-budget=10000"]
     dom = subprocess.run(
         [*browser, *window, probed.as_uri()],

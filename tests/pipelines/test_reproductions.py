@@ -13,7 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from gradlab.core.claims import CLAIM_COLUMNS
-from tests.conftest import REPO, make_project, run_kedro
+from tests.helpers.projects import REPO, make_project, run_kedro
 
 ENVIRONMENTS = ("seed_course", "glorot2010", "he2015")
 

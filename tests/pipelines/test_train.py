@@ -16,19 +16,17 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from gradlab.core.probes import HIDDEN_QUANTITIES
-from tests.conftest import KEDRO, make_project, run_kedro
+from tests.helpers.projects import KEDRO, make_project, run_kedro
 
 SMOKE_RUNS = 6
 STORE = Path("data/smoke/06_models/runs")
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> Path:
-    """A project after one smoke run."""
-    project = make_project(tmp_path_factory.mktemp("train") / "project")
-    result = run_kedro(project, "run", "--env", "smoke")
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return project
+@pytest.fixture
+def smoke(smoke_project) -> Path:
+    """A project after one smoke run, to read; a test that runs ``kedro`` in it takes
+    ``smoke_copy``."""
+    return smoke_project
 
 
 def client(project: Path) -> MlflowClient:
@@ -192,7 +190,8 @@ def test_mlflow_child_weights_load_with_weights_only(smoke, tmp_path):
     assert "head.weight" in state and "linears.0.weight" in state
 
 
-def test_rerun_trains_nothing_then_exactly_the_deleted_run(smoke):
+def test_rerun_trains_nothing_then_exactly_the_deleted_run(smoke_copy):
+    smoke = smoke_copy
     again = run_kedro(smoke, "run", "--env", "smoke", "--pipeline", "train")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{SMOKE_RUNS} runs in the grid, 0 to train" in again.stdout + again.stderr
@@ -204,9 +203,9 @@ def test_rerun_trains_nothing_then_exactly_the_deleted_run(smoke):
     assert len(runs_table(smoke)) == SMOKE_RUNS
 
 
-def test_force_retrains_everything(smoke):
+def test_force_retrains_everything(smoke_copy):
     forced = run_kedro(
-        smoke, "run", "--env", "smoke", "--pipeline", "train", "--params", "train.force=true"
+        smoke_copy, "run", "--env", "smoke", "--pipeline", "train", "--params", "train.force=true"
     )
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert f"{SMOKE_RUNS} runs in the grid, {SMOKE_RUNS} to train" in forced.stdout + forced.stderr

@@ -1,5 +1,6 @@
 """Trustworthy results, for real: stale caches, bad environments, damaged entries, kills,
-interrupts and two runs at once — each case a new user met, reproduced with `kedro run`."""
+interrupts and two runs at once — each case a new user met, reproduced with `kedro run`. Each test
+has its own project: a copy of the session's smoke run (``smoke_copy``) or a fresh one."""
 
 import os
 import signal
@@ -11,7 +12,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import (
+from tests.helpers.projects import (
+    SMOKE,
     assert_each_result_logged_once,
     make_project,
     run_kedro,
@@ -20,7 +22,6 @@ from tests.conftest import (
     wait_for_text,
 )
 
-SMOKE = ("run", "--env", "smoke")
 SLOW = "grid.baseline.epochs=400"  # a grid that trains long enough to be interrupted
 STORE = Path("data/smoke/06_models/runs")
 
@@ -50,16 +51,13 @@ def _refused(result: subprocess.CompletedProcess) -> str:
     return output
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> Path:
-    """A project after one smoke run; tests below change it in the order they are written."""
-    project = make_project(tmp_path_factory.mktemp("trust") / "project")
-    result = run_kedro(project, *SMOKE)
-    assert result.returncode == 0, _output(result)[-4000:]
-    return project
+@pytest.fixture
+def smoke(smoke_copy: Path) -> Path:
+    """This test's own project after one smoke run."""
+    return smoke_copy
 
 
-def test_a_other_data_retrains_the_runs_on_it_and_says_why(smoke):
+def test_other_data_retrains_the_runs_on_it_and_says_why(smoke):
     result = run_kedro(smoke, *SMOKE, "--params", "data.datasets.poly.n_samples=120")
     assert result.returncode == 0, _output(result)[-3000:]
     trained = _trained(smoke)
@@ -72,14 +70,14 @@ def test_a_other_data_retrains_the_runs_on_it_and_says_why(smoke):
     assert set(_trained(smoke)["run_id"]) == set(poly)
 
 
-def test_b_train_stage_refuses_a_run_specs_of_other_grid_parameters(smoke):
+def test_train_stage_refuses_a_run_specs_of_other_grid_parameters(smoke):
     result = run_kedro(smoke, *SMOKE, "--pipeline", "train", "--params", "grid.baseline.depth=5")
     output = _refused(result)
     assert "run_specs holds 6 runs expanded from other grid parameters" in output, output
     assert "kedro run --pipelines data,grid,train" in output
 
 
-def test_b_train_stage_refuses_model_inputs_of_other_data_parameters(smoke):
+def test_train_stage_refuses_model_inputs_of_other_data_parameters(smoke):
     result = run_kedro(
         smoke, *SMOKE, "--pipeline", "train", "--params", "data.datasets.poly.n_samples=100"
     )
@@ -88,7 +86,7 @@ def test_b_train_stage_refuses_model_inputs_of_other_data_parameters(smoke):
     assert "data.datasets.poly.n_samples: 300 → 100" in output, output
 
 
-def test_c_environment_dependent_values_are_refused_before_anything_runs(smoke):
+def test_environment_dependent_values_are_refused_before_anything_runs(smoke):
     before = sorted(p.name for p in (smoke / STORE).iterdir())
     params = "train.device=cuda:abc,data.split.val=0.8,grid.baseline.lr=.inf,grid.studies={}"
     output = _refused(run_kedro(smoke, *SMOKE, "--params", params))
@@ -103,7 +101,7 @@ def test_c_environment_dependent_values_are_refused_before_anything_runs(smoke):
     assert sorted(p.name for p in (smoke / STORE).iterdir()) == before
 
 
-def test_f_damaged_entries_are_named_and_retrained(smoke):
+def test_damaged_entries_are_named_and_retrained(smoke):
     runs = _runs(smoke).set_index("label")["run_id"]
     victims = list(runs.iloc[:3])
     store = smoke / STORE
@@ -135,7 +133,7 @@ def test_only_trains_the_chosen_study(smoke):
     assert "4 not selected by train.only" in _output(result)
 
 
-def test_i_unknown_environment_is_named(smoke):
+def test_unknown_environment_is_named(smoke):
     output = _refused(run_kedro(smoke, "run", "--env", "smok"))
     assert "unknown environment 'smok'" in output, output
     assert (
@@ -144,7 +142,7 @@ def test_i_unknown_environment_is_named(smoke):
     )
 
 
-def test_e_reconciliation_logs_a_stored_result_that_never_reached_mlflow(smoke):
+def test_reconciliation_logs_a_stored_result_that_never_reached_mlflow(smoke):
     client = _client(smoke)
     run_id = _runs(smoke)["run_id"].iloc[0]
     summary_path = smoke / STORE / run_id / "summary.json"
@@ -183,7 +181,7 @@ def _pool_workers(pid: int) -> list[int]:
 
 
 @pytest.mark.parametrize("how", ["SIGINT to the group (Ctrl-C)", "SIGTERM"])
-def test_e_an_interrupted_run_ends_killed_in_mlflow(how, tmp_path):
+def test_an_interrupted_run_ends_killed_in_mlflow(how, tmp_path):
     project = make_project(tmp_path / "project")
     log = tmp_path / "run.log"
     process = start_kedro(project, *SMOKE, "--params", SLOW, log=log)
@@ -210,7 +208,7 @@ def test_e_an_interrupted_run_ends_killed_in_mlflow(how, tmp_path):
     assert_each_result_logged_once(project, client)
 
 
-def test_d_pool_workers_exit_when_their_parent_is_killed(tmp_path):
+def test_pool_workers_exit_when_their_parent_is_killed(tmp_path):
     project = make_project(tmp_path / "project")
     log = tmp_path / "run.log"
     # runs long enough that a worker never goes back to its task queue to find the parent gone
@@ -233,7 +231,7 @@ def test_d_pool_workers_exit_when_their_parent_is_killed(tmp_path):
         stop_kedro(process)
 
 
-def test_g_a_second_run_on_the_same_project_is_refused(tmp_path):
+def test_a_second_run_on_the_same_project_is_refused(tmp_path):
     project = make_project(tmp_path / "project")
     log = tmp_path / "run.log"
     first = start_kedro(project, *SMOKE, "--params", SLOW, log=log)
@@ -248,7 +246,7 @@ def test_g_a_second_run_on_the_same_project_is_refused(tmp_path):
         stop_kedro(first)
 
 
-def test_g_two_runs_started_together_on_a_fresh_project_do_not_crash(tmp_path):
+def test_two_runs_started_together_on_a_fresh_project_do_not_crash(tmp_path):
     project = make_project(tmp_path / "project")
     logs = [tmp_path / f"run{i}.log" for i in range(2)]
     processes = [start_kedro(project, *SMOKE, "--pipeline", "data", log=log) for log in logs]
