@@ -13,7 +13,7 @@ VIZ_PORT     ?= 4141
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install run smoke test lint format ui mlflow-server cluster viz clean
+.PHONY: install run smoke test test-fast lint format ui mlflow-server cluster viz clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# the tests not marked slow: no real `kedro run`, server or browser
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -29,3 +29,17 @@ def smoke_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def smoke_copy(smoke_project: Path, tmp_path: Path) -> Path:
     """This test's own copy of ``smoke_project``, MLflow store included."""
     return copy_project(smoke_project, tmp_path / "project")
+
+
+# Slow tests of modules that other work owns for now, marked here (a mark in the module itself
+# is better; move it there when editing one of them): nodeid prefix → why.
+SLOW_ELSEWHERE = {
+    "tests/core/test_theory_vs_measurement.py::": "trains 9 deep networks",
+    "tests/core/test_probes.py::test_relu_he_init_keeps_backprop_gradient_level": "a wide net",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.nodeid.startswith(prefix) for prefix in SLOW_ELSEWHERE):
+            item.add_marker(pytest.mark.slow)

@@ -88,6 +88,7 @@ def test_kedro_calls_configure_console_at_start_up():
     )
 
 
+@pytest.mark.slow
 def test_kedro_run_logs_one_plain_unwrapped_line_per_record(data_run):
     lines = data_run.splitlines()
     assert all(LOG_LINE.match(line) for line in lines), [
@@ -99,6 +100,7 @@ def test_kedro_run_logs_one_plain_unwrapped_line_per_record(data_run):
     assert "Completed 3 out of 3 tasks" in data_run
 
 
+@pytest.mark.slow
 def test_kedro_run_leaves_out_what_a_user_cannot_act_on(data_run):
     assert not [text for text in UNACTIONABLE_LINES if text in data_run], data_run[-3000:]
     assert "Mlflow run 'data' -" in data_run  # kedro-mlflow's other INFO line: its run id

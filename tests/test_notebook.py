@@ -4,6 +4,7 @@ import json
 import shutil
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.helpers.projects import REPO
@@ -20,6 +21,7 @@ def test_notebook_is_saved_without_outputs():
     assert not stored and not counts, (stored, counts)
 
 
+@pytest.mark.slow
 def test_notebook_runs_against_the_smoke_outputs(smoke_copy, monkeypatch):
     project = smoke_copy
     notebook = project / "notebooks" / NOTEBOOK.name

@@ -43,26 +43,45 @@ def dask_local():
     return DaskExecutor(address="", workers=2)
 
 
-def test_a_raising_task_is_a_task_error_and_the_others_go_on(dask_local):
-    shared = Shared()
-    tasks = [(shared, index) for index in range(8)]
-    for executor in (SequentialExecutor(), ProcessPoolExecutor(2), dask_local):
-        results = dict(executor.map(_times_received, tasks))
-        assert sorted(results) == list(range(8)), executor
-        assert isinstance(results[3], TaskError), executor
-        assert "ValueError: task 3 breaks" in results[3].error, results[3].error
-        assert all(not isinstance(results[i], TaskError) for i in range(8) if i != 3)
+@pytest.fixture(scope="module")
+def dask_received(dask_local) -> tuple[dict, set[int], set[int]]:
+    """One map of 12 tasks sharing an argument (task 3 raises) on a local cluster, which starts
+    and closes inside it: the results, and this process's children before and after."""
+    import psutil
 
-
-def test_dask_sends_a_shared_argument_to_each_worker_once(dask_local):
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     shared = Shared()
     results = dict(dask_local.map(_times_received, [(shared, index) for index in range(12)]))
+    after = {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()}
+    return results, before, after
+
+
+@pytest.mark.parametrize(
+    "executor", ["sequential", "process_pool", pytest.param("dask", marks=pytest.mark.slow)]
+)
+def test_a_raising_task_is_a_task_error_and_the_others_go_on(executor, request):
+    if executor == "dask":
+        results = request.getfixturevalue("dask_received")[0]
+    else:
+        shared = Shared()
+        run = SequentialExecutor() if executor == "sequential" else ProcessPoolExecutor(2)
+        results = dict(run.map(_times_received, [(shared, index) for index in range(8)]))
+    assert sorted(results) == list(range(len(results))) and len(results) >= 8, executor
+    assert isinstance(results[3], TaskError), executor
+    assert "ValueError: task 3 breaks" in results[3].error, results[3].error
+    assert all(not isinstance(results[i], TaskError) for i in range(len(results)) if i != 3)
+
+
+@pytest.mark.slow
+def test_dask_sends_a_shared_argument_to_each_worker_once(dask_received):
+    results = dask_received[0]
     received = [results[i] for i in range(12) if i != 3]
     workers = {pid for pid, _ in received}
     assert os.getpid() not in workers
     assert {count for _, count in received} == {1}, received  # not once per task
 
 
+@pytest.mark.slow
 def test_dask_groups_match_the_sequential_executor_bitwise(poly, dask_local):
     groups = [
         [RunSpec(**SMALL, activation=activation, seed=seed, lr=lr) for seed in (0, 1)]
@@ -82,12 +101,11 @@ def test_dask_groups_match_the_sequential_executor_bitwise(poly, dask_local):
                 assert torch.equal(tensor, remote.state_dict[name]), name
 
 
-def test_dask_closes_its_local_cluster(dask_local):
+@pytest.mark.slow
+def test_dask_closes_its_local_cluster(dask_received):
     import psutil
 
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    dict(dask_local.map(_times_received, [(Shared(), 0), (Shared(), 1)]))
-    after = {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()}
+    _, before, after = dask_received
     assert after <= before, psutil.Process().children(recursive=True)
 
 

@@ -268,6 +268,7 @@ def test_logging_thread_logs_every_submitted_run_before_close_returns(poly, tmp_
         mlflow.set_tracking_uri(None)
 
 
+@pytest.mark.slow
 def test_a_group_that_cannot_reach_its_worker_fails_alone(poly, tmp_path):
     class LocalTensor(torch.Tensor):
         """A class local to this test cannot be pickled: the task never reaches a worker."""

@@ -175,6 +175,7 @@ def test_variants_train(poly, spec_kw):
     assert result.status == "finished", result.summary.get("error")
 
 
+@pytest.mark.slow
 def test_process_pool_and_sequential_give_identical_results(poly):
     specs = [RunSpec(**SMALL, activation=a, seed=s) for a in ("tanh", "relu") for s in (0, 1)]
     tasks = [(spec, poly, RunOptions()) for spec in specs]

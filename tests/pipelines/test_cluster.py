@@ -16,6 +16,8 @@ import pytest
 from tests.helpers.projects import REPO
 from tests.helpers.servers import free_port
 
+pytestmark = pytest.mark.slow  # `make cluster`: a Dask scheduler and workers
+
 WORKERS = 2
 # the scheduler's comm and HTTP ports, then per worker its nanny's, its comm and its HTTP ports
 PORTS = 2 + 3 * WORKERS

@@ -23,6 +23,9 @@ OUTPUT = Path("data/smoke/07_model_output")
 EXACT = ["final_train_loss", "final_val_loss", "final_val_metric", "init_grad_ratio", "steps"]
 
 
+pytestmark = pytest.mark.slow  # every test trains the smoke grid on a Dask cluster
+
+
 def _params(executor: str) -> tuple[str, ...]:
     params = f"{SLOW},train.workers=2,train.executor={executor}"
     return ("run", "--env", "smoke", "--params", params)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -61,6 +62,7 @@ def _digests(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_kedro_run_data_twice_gives_identical_files(project):
     first = run_kedro(project, "run", "--env", "smoke", "--pipeline", "data")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -71,6 +73,7 @@ def test_kedro_run_data_twice_gives_identical_files(project):
     assert _digests(project / "data") == before
 
 
+@pytest.mark.slow
 def test_kedro_run_data_stores_image_pixels_in_about_a_byte(project):
     """Every stage's parquet file keeps Shapeset's 8-bit pixels dictionary-encoded (glorot2010's
     60,000 images: 63 MB a file, against 350 MB for float32 pixels of every level)."""
@@ -93,6 +96,7 @@ def test_kedro_run_data_stores_image_pixels_in_about_a_byte(project):
         assert path.stat().st_size < 1.5 * n * side**2, (path, path.stat().st_size)
 
 
+@pytest.mark.slow
 def test_kedro_run_bad_params_fails_before_any_node(project):
     result = run_kedro(
         project,

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from gradlab.tracking import relocate_artifacts
@@ -33,6 +34,7 @@ def _parent_and_children(client: MlflowClient) -> tuple[list, list]:
     return parents, children
 
 
+@pytest.mark.slow
 def test_a_run_logs_through_the_server_into_the_projects_mlruns(tmp_path):
     project = make_project(tmp_path / "project")
     log = tmp_path / "server.log"
@@ -56,6 +58,7 @@ def test_a_run_logs_through_the_server_into_the_projects_mlruns(tmp_path):
     assert not group_members(server.pid), log.read_text()[-3000:]
 
 
+@pytest.mark.slow
 def test_a_moved_project_writes_and_reads_its_artifacts_in_its_own_mlruns(smoke_project, tmp_path):
     old, new = tmp_path / "a", tmp_path / "b"
     copy_project(smoke_project, old)  # a project after a smoke run

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from gradlab.mlflow_server import ui_message, ui_url
@@ -71,6 +72,7 @@ def test_ui_url_points_at_the_runs_in_the_model_training_view(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_make_ui_prints_where_a_newcomer_sees_the_runs_table(smoke_copy, tmp_path):
     browser = chromium()
     project = smoke_copy

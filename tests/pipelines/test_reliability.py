@@ -107,6 +107,7 @@ REFUSALS = {
 }
 
 
+@pytest.mark.slow
 def test_each_refusal_is_one_readable_line_and_writes_nothing(tmp_path):
     """Every case runs in its own project, all at once (each is a Kedro start-up, mostly)."""
     outside = tmp_path / "outside"
@@ -124,6 +125,7 @@ def test_each_refusal_is_one_readable_line_and_writes_nothing(tmp_path):
     assert not any(outside.rglob("*")), list(outside.rglob("*"))
 
 
+@pytest.mark.slow
 def test_a_read_only_data_folder_is_refused_before_the_first_node(project):
     data = project / "data"
     data.mkdir()
@@ -138,6 +140,7 @@ def test_a_read_only_data_folder_is_refused_before_the_first_node(project):
     assert said == f"Error: cannot write the outputs: {data.resolve()}: Operation not permitted"
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:register_new_resolver")  # Kedro's, as settings.py drops it
 def test_a_partial_train_block_in_conf_local_merges_into_base(tmp_path):
     project = make_project(tmp_path / "project")
@@ -167,6 +170,7 @@ def _last_parent(client: MlflowClient):
     return next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
 
 
+@pytest.mark.slow
 def test_a_deleted_or_other_store_gets_every_stored_result_again(smoke_copy, tmp_path):
     project = smoke_copy  # after a smoke run
     (project / "mlflow.db").unlink()
@@ -194,6 +198,7 @@ def test_a_deleted_or_other_store_gets_every_stored_result_again(smoke_copy, tmp
         stop_group(server)
 
 
+@pytest.mark.slow
 def test_a_dead_server_ends_the_run_at_once_and_the_next_start_logs_the_rest(tmp_path):
     project = make_project(tmp_path / "project")
     server_log, log = tmp_path / "server.log", tmp_path / "run.log"
@@ -234,6 +239,7 @@ def test_a_dead_server_ends_the_run_at_once_and_the_next_start_logs_the_rest(tmp
             stop_group(server)
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_workers_start_prints_no_traceback(tmp_path):
     project = make_project(tmp_path / "project")
     log = tmp_path / "run.log"

@@ -151,6 +151,7 @@ def test_report_pipeline_draws_a_grid_where_no_run_finished(outcome, tmp_path):
     assert f"2 runs (0 finished, {counts}) in 1 studies" in page, page[:3000]
 
 
+@pytest.mark.slow
 def test_kedro_run_report_writes_every_figure_as_a_png(reported):
     project, _, _ = reported
     out = project / "data" / "smoke" / "08_reporting"
@@ -163,6 +164,7 @@ def test_kedro_run_report_writes_every_figure_as_a_png(reported):
         assert len(pd.read_parquet(out / name)) > 0, name
 
 
+@pytest.mark.slow
 def test_report_html_inlines_every_figure_and_asks_each_question(reported):
     project, _, _ = reported
     out = project / "data" / "smoke" / "08_reporting"
@@ -185,6 +187,7 @@ def test_report_html_inlines_every_figure_and_asks_each_question(reported):
     ], headings
 
 
+@pytest.mark.slow
 def test_report_run_logs_figures_tables_and_page_to_its_parent_run(reported):
     project, _, _ = reported
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
@@ -214,6 +217,7 @@ def test_report_run_logs_figures_tables_and_page_to_its_parent_run(reported):
     assert latest.data.metrics["claims/passed"] == (claims["result"] == "pass").sum()
 
 
+@pytest.mark.slow
 def test_report_run_leaves_the_result_store_untouched(reported):
     project, before, result = reported
     data = project / "data" / "smoke"
@@ -236,6 +240,7 @@ window.addEventListener("load", () => {
 </script>"""
 
 
+@pytest.mark.slow
 def test_report_html_fits_a_1280px_window_and_every_image_decodes(reported, tmp_path):
     project, _, _ = reported
     page = (project / "data" / "smoke" / "08_reporting" / "report.html").read_text()
@@ -258,6 +263,7 @@ def test_report_html_fits_a_1280px_window_and_every_image_decodes(reported, tmp_
     assert layout["overflow"] <= 0, layout  # no horizontal scrolling of the page itself
 
 
+@pytest.mark.slow
 def test_every_computed_column_of_the_page_is_in_its_glossary(reported):
     project, _, _ = reported
     page = (project / "data" / "smoke" / "08_reporting" / "report.html").read_text()

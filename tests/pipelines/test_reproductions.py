@@ -15,6 +15,8 @@ from mlflow.tracking import MlflowClient
 from gradlab.core.claims import CLAIM_COLUMNS
 from tests.helpers.projects import REPO, make_project, run_kedro
 
+pytestmark = pytest.mark.slow  # every test reads a real kedro run
+
 ENVIRONMENTS = ("seed_course", "glorot2010", "he2015")
 
 

@@ -18,6 +18,8 @@ from mlflow.tracking import MlflowClient
 from gradlab.core.probes import HIDDEN_QUANTITIES
 from tests.helpers.projects import KEDRO, make_project, run_kedro
 
+pytestmark = pytest.mark.slow  # every test reads or makes a real kedro run
+
 SMOKE_RUNS = 6
 STORE = Path("data/smoke/06_models/runs")
 

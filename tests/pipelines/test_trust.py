@@ -22,6 +22,8 @@ from tests.helpers.projects import (
     wait_for_text,
 )
 
+pytestmark = pytest.mark.slow  # every test runs kedro
+
 SLOW = "grid.baseline.epochs=400"  # a grid that trains long enough to be interrupted
 STORE = Path("data/smoke/06_models/runs")
 
