@@ -172,6 +172,7 @@ def breakdown(
     lr = torch.full((replicas,), 1e-4, dtype=torch.float64)
     momentum = torch.zeros(replicas, dtype=torch.float64)
     activation, workspace = get_activation("tanh"), probes.Workspace()
+    probe = recording.Probe(activation, workspace)
     losses = torch.zeros(replicas, run_steps)
 
     def step(probing: bool) -> tuple[probes.Capture | None, list[torch.Tensor], torch.Tensor]:
@@ -193,7 +194,7 @@ def breakdown(
     cap, grads, loss = step(True)
     weight_grads = [grads[i] for i in stack.weight_positions]
     before = probes.snapshot(stack.weights())
-    stats = recording.measure(cap, weight_grads, grads, loss, activation, workspace)
+    stats = probe.measure(cap, grads, weight_grads, loss)
     stats["update_ratio"] = probes.update_ratios(before, stack.weights())
     logs = [ProbeLog(depth, 64, k) for k in range(replicas)]
     layout = logs[0].layout
@@ -215,9 +216,7 @@ def breakdown(
         "capture": statistics.median(captured[30:]) * 1e3 - bare_ms,
         "hidden stats": _median_ms(lambda: probes.hidden_stats(cap, activation, workspace)),
         "weight stats": _median_ms(lambda: probes.weight_grad_stats(weight_grads)),
-        "all stats": _median_ms(
-            lambda: recording.measure(cap, weight_grads, grads, loss, activation, workspace)
-        ),
+        "all stats": _median_ms(lambda: probe.measure(cap, grads, weight_grads, loss)),
         "update ratio": _median_ms(
             lambda: probes.update_ratios(probes.snapshot(stack.weights()), before)
         ),
@@ -234,9 +233,7 @@ def print_breakdown(
 ) -> None:
     print(f"\nper probe step of a {replicas}-replica stack, ms (median): a probe step adds the")
     print("parts right of 'bare step' but 'hidden stats' and 'weight stats', which 'all stats'")
-    print(
-        "(recording.measure) includes; 'update ratio' = snapshot + update_ratios; 'sync + logs' ="
-    )
+    print("(Probe.measure) includes; 'update ratio' = snapshot + update_ratios; 'sync + logs' =")
     print("the host sync and each replica's ProbeLog row; 'tables/run' = building every replica's")
     print("layer_stats table once per run. est. = bare + (probe-step parts) / log_every + tables")
     print(f"per step, over bare (log_every={log_every}, the table's steps per run)")

@@ -167,8 +167,9 @@ class _ShapesetImages:
     objects: dict[str, np.ndarray] | None
 
 
-def _quadratic(cos: np.ndarray, sin: np.ndarray, p: np.ndarray, q: np.ndarray, cx, cy):
+def _quadratic(cos: np.ndarray, sin: np.ndarray, p: np.ndarray, q: np.ndarray, centre: tuple):
     """Weights on (x², xy, y², x, y, 1) of (r − c)ᵀ R diag(p, q) Rᵀ (r − c), R a rotation."""
+    cx, cy = centre
     m11, m22 = cos**2 * p + sin**2 * q, sin**2 * p + cos**2 * q
     m12 = cos * sin * (p - q)
     mx, my = m11 * cx + m12 * cy, m12 * cx + m22 * cy
@@ -227,8 +228,8 @@ def _draw_objects(rng: np.random.Generator, kinds: np.ndarray, params: ShapesetP
     # ellipse: F = (r − c)ᵀ M (r − c) − 1 ≤ 0 inside, and |∇F|² / 4 = (r − c)ᵀ M² (r − c)
     quadratic = np.stack(
         [
-            _quadratic(cos, sin, major**-2, minor**-2, cx, cy),
-            _quadratic(cos, sin, major**-4, minor**-4, cx, cy),
+            _quadratic(cos, sin, major**-2, minor**-2, (cx, cy)),
+            _quadratic(cos, sin, major**-4, minor**-4, (cx, cy)),
         ],
         axis=-2,
     )

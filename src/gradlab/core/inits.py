@@ -190,7 +190,8 @@ def lsuv_rescale(
     return variances
 
 
-def initialize(
+# noqa reason: the scheme, the activation (its gain), std and seed are independent choices
+def initialize(  # noqa: PLR0913, PLR0917
     model: MLP,
     init: str,
     activation: str,

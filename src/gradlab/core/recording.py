@@ -75,22 +75,24 @@ def probe_layout(depth: int, names: tuple[str, ...]) -> ProbeLayout:
     return ProbeLayout(names, *arrays)
 
 
-def measure(
-    cap: probes.Capture,
-    weight_grads: list[Tensor],
-    grads: list[Tensor],
-    loss: Tensor,
-    activation: Activation,
-    workspace: probes.Workspace,
-) -> dict[str, Tensor]:
-    """Every quantity available after backward, before clipping and the optimizer step, by
-    name: (K, layers) per hidden and weight quantity, (K,) per global one."""
-    return {
-        **probes.hidden_stats(cap, activation, workspace),
-        **probes.weight_grad_stats(weight_grads),
-        "grad_global_norm": probes.global_grad_norm(grads),
-        "loss": loss.detach(),
-    }
+@dataclass(frozen=True, eq=False)
+class Probe:
+    """What the probe steps of one stack share: its activation's rules and reused buffers."""
+
+    activation: Activation
+    workspace: probes.Workspace
+
+    def measure(
+        self, cap: probes.Capture, grads: list[Tensor], weight_grads: list[Tensor], loss: Tensor
+    ) -> dict[str, Tensor]:
+        """Every quantity available after backward, before clipping and the optimizer step, by
+        name: (K, layers) per hidden and weight quantity, (K,) per global one."""
+        return {
+            **probes.hidden_stats(cap, self.activation, self.workspace),
+            **probes.weight_grad_stats(weight_grads),
+            "grad_global_norm": probes.global_grad_norm(grads),
+            "loss": loss.detach(),
+        }
 
 
 class ProbeLog:

@@ -45,7 +45,8 @@ class Ending:
     epoch_ended_at: list[float]  # unix seconds, per epoch: MLflow's metric timestamps
 
 
-def run_result(
+# noqa reason: the parts of a result, each made by a different part of the loop
+def run_result(  # noqa: PLR0913, PLR0917
     spec: RunSpec,
     task: str,
     history: list[tuple[int, str, float]],

@@ -177,10 +177,11 @@ def _train_stack(
 
         if cap is not None:  # check
             stats["update_ratio"] = probes.update_ratios(before, model.weights())
-            _retire(stack, _log_probe_step(stack, stats, step), data, step + 1, start, results)
+            diverged = _log_probe_step(stack, stats, step)
+            results.update(_retire(stack, diverged, data, step + 1, start))
         if batch == steps_per_epoch - 1 and stack.replicas:
             ended = _end_epoch(stack, data.task, val, epoch, step)
-            _retire(stack, ended, data, step + 1, start, results)
+            results.update(_retire(stack, ended, data, step + 1, start))
         if not stack.replicas:
             return
 
@@ -192,7 +193,7 @@ def _record(
     distribution samples of the replicas with a checkpoint at ``step``."""
     model = stack.model
     weight_grads = [grads[i] for i in model.weight_positions]
-    stats = recording.measure(cap, weight_grads, grads, loss, stack.activation, stack.workspace)
+    stats = stack.probe.measure(cap, grads, weight_grads, loss)
     at = [k for k, replica in enumerate(stack.replicas) if step in replica.checkpoints]
     if at:
         logs = [stack.replicas[k].probe_log for k in at]
@@ -278,7 +279,7 @@ def _probe_at_init(stack: "_Stack", data: TaskData, x_train: Tensor, y_train: Te
     loss = _replica_losses(model.forward(x_probe, True, cap.add), y_probe, data.task)
     grads = list(torch.autograd.grad(loss.sum(), model.params()))
     weight_grads = [grads[i] for i in model.weight_positions]
-    stats = recording.measure(cap, weight_grads, grads, loss, stack.activation, stack.workspace)
+    stats = stack.probe.measure(cap, grads, weight_grads, loss)
     stats["update_ratio"] = recording.nan_updates(len(stack.replicas), model.depth, stack.device)
     q_in = x_probe.pow(2).mean((1, 2))  # mean squared input coordinate, for the theory
     values = torch.cat([stack.layout.row(stats), q_in[:, None]], 1).tolist()
@@ -302,16 +303,12 @@ def _clip(grads: list[Tensor], max_norms: Tensor) -> None:
 
 
 def _retire(
-    stack: "_Stack",
-    ended: list[int],
-    data: TaskData,
-    steps: int,
-    start: float,
-    results: dict[str, RunResult],
-) -> None:
-    """Make the results of the replicas at ``ended`` and drop them from the stack."""
+    stack: "_Stack", ended: list[int], data: TaskData, steps: int, start: float
+) -> dict[str, RunResult]:
+    """The results of the replicas at ``ended``, by run id; they leave the stack."""
+    results: dict[str, RunResult] = {}
     if not ended:
-        return
+        return results
     for k in ended:
         replica = stack.replicas[k]
         spec = replica.spec
@@ -333,6 +330,7 @@ def _retire(
             stack.model.state_dict(k),
         )
     stack.keep([k for k in range(len(stack.replicas)) if k not in ended])
+    return results
 
 
 def _set_predictions(replicas: list["_Replica"], data: TaskData, q_ins: list[float]) -> None:
@@ -448,9 +446,8 @@ class _Stack:
         self.device = device = resolve_device(options.device)
         self.replicas = replicas
         self.model = StackedMLP(models, first.activation, first.norm_layer).to(device)
-        self.activation = get_activation(first.activation)
+        self.probe = recording.Probe(get_activation(first.activation), probes.Workspace())
         self.layout = replicas[0].probe_log.layout
-        self.workspace = probes.Workspace()
         self.size = len(replicas)  # at the start: the runs that shared each step's time
         specs = [r.spec for r in replicas]
         width = max(r.total_steps for r in replicas) + 1

@@ -101,7 +101,8 @@ class _Canvas:
         )
 
 
-def _canvas(
+# noqa reason: layout knobs, all but the first four keyword-only with defaults
+def _canvas(  # noqa: PLR0913
     shape: tuple[int, int],
     panel: tuple[float, float],
     title: str,

@@ -176,11 +176,11 @@ def _layer_panels(
     data: pd.DataFrame,
     activations: Sequence[str],
     inits: Sequence[str],
-    xlabel: str,
-    ylabel: str,
+    labels: tuple[str, str],
 ) -> Iterator[tuple[Axes, pd.DataFrame]]:
     """The (activation, init) grid of a per-layer figure: yields each panel's axes and rows,
-    titled and labelled on the outer edge; panels without data are switched off."""
+    titled and labelled (x, y ``labels``) on the outer edge; panels without data are switched
+    off."""
     panels = dict(tuple(data.groupby(["activation", "init_name"])))
     for i, activation in enumerate(activations):
         for j, init in enumerate(inits):
@@ -192,9 +192,9 @@ def _layer_panels(
             ax.set_title(f"{activation} · {init}", fontsize=8)
             ax.tick_params(which="both", labelsize=6)
             if i == len(activations) - 1:
-                ax.set_xlabel(xlabel, fontsize=7)
+                ax.set_xlabel(labels[0], fontsize=7)
             if j == 0:
-                ax.set_ylabel(ylabel, fontsize=7)
+                ax.set_ylabel(labels[1], fontsize=7)
             yield ax, panel
 
 
@@ -230,7 +230,7 @@ def plot_activation_histograms(samples: pd.DataFrame, max_layers: int) -> Figure
         gaps=(0.45, 0.55),
     )
     panels = _layer_panels(
-        canvas, data[data["layer"].isin(layers)], activations, inits, "activation φ(h)", "density"
+        canvas, data[data["layer"].isin(layers)], activations, inits, ("activation φ(h)", "density")
     )
     for ax, panel in panels:
         low, high = np.quantile(panel["value"], [0.005, 0.995])
@@ -287,7 +287,7 @@ def plot_saturation(stats: pd.DataFrame, max_layers: int) -> Figure:
         sharey=True,
     )
     panels = _layer_panels(
-        canvas, data, activations, inits, "training step (updates)", "saturated fraction"
+        canvas, data, activations, inits, ("training step (updates)", "saturated fraction")
     )
     for ax, panel in panels:
         for layer, curve in panel.groupby("layer"):

@@ -113,20 +113,27 @@ def _panel(
             (x(layer), y(value)) if math.isfinite(value) and value > 0 else None
             for layer, value in line.items()
         ]
-        segment: list[tuple[float, float]] = []
-        for point in [*points, None]:
-            if point is not None:
-                segment.append(point)
-                continue
-            if len(segment) > 1:
-                if name == "theory":  # dashed: every other piece of each segment
-                    for a, b in zip(segment[::2], segment[1::2], strict=False):
-                        draw.line([a, b], fill=_COLORS[name], width=2)
-                else:
-                    draw.line(segment, fill=_COLORS[name], width=2)
-            for px, py in segment:
-                draw.ellipse([px - 2.5, py - 2.5, px + 2.5, py + 2.5], fill=_COLORS[name])
-            segment = []
+        _draw_line(draw, points, name)
+
+
+def _draw_line(
+    draw: ImageDraw.ImageDraw, points: list[tuple[float, float] | None], name: str
+) -> None:
+    """One profile's points, joined where consecutive ones are finite; theory's dashed."""
+    segment: list[tuple[float, float]] = []
+    for point in [*points, None]:
+        if point is not None:
+            segment.append(point)
+            continue
+        if len(segment) > 1:
+            if name == "theory":  # dashed: every other piece of each segment
+                for a, b in zip(segment[::2], segment[1::2], strict=False):
+                    draw.line([a, b], fill=_COLORS[name], width=2)
+            else:
+                draw.line(segment, fill=_COLORS[name], width=2)
+        for px, py in segment:
+            draw.ellipse([px - 2.5, py - 2.5, px + 2.5, py + 2.5], fill=_COLORS[name])
+        segment = []
 
 
 def profile_png(layer_stats: pd.DataFrame, title: str = "") -> bytes:

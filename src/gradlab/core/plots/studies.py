@@ -123,7 +123,6 @@ def _two_digits(value: float) -> str:
 
 
 def _draw_heatmap(
-    fig: Figure,
     ax: Axes,
     finals: pd.DataFrame,
     finished: pd.DataFrame,
@@ -146,7 +145,7 @@ def _draw_heatmap(
         vmax=1.0,
         aspect="auto",
     )
-    fig.colorbar(image, ax=ax, label=f"mean final {metric}\n(colour clipped to [0, 1])")
+    ax.figure.colorbar(image, ax=ax, label=f"mean final {metric}\n(colour clipped to [0, 1])")
     crossed = False
     for (r, c), cell in cells.iterrows():
         i, j = row_order.index(r), col_order.index(c)
@@ -181,7 +180,8 @@ def _draw_heatmap(
     ax.set_title(title, fontsize=9)
 
 
-def plot_study(
+# noqa reason: the two tables it draws and the words it labels them with
+def plot_study(  # noqa: PLR0913, PLR0917
     runs: pd.DataFrame,
     curves: pd.DataFrame,
     axes: Sequence[str],
@@ -234,5 +234,5 @@ def plot_study(
     _draw_loss_curves(canvas, canvas.axes[0, 0], curves, axes, loss_label)
     _draw_final_metric(canvas.axes[0, 1], runs, finished, axes, metric_label)
     if two:
-        _draw_heatmap(canvas.fig, canvas.axes[0, 2], runs, finished, axes, metric_label)
+        _draw_heatmap(canvas.axes[0, 2], runs, finished, axes, metric_label)
     return canvas.fig

@@ -259,7 +259,8 @@ def overview(runs: pd.DataFrame, studies: pd.DataFrame) -> str:
     )
 
 
-def build_report(
+# noqa reason: one argument per table and figure set the page shows, as the report node has them
+def build_report(  # noqa: PLR0913, PLR0917
     runs: pd.DataFrame,
     studies: pd.DataFrame,
     summary: pd.DataFrame,
