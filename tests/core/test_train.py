@@ -6,11 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
+from gradlab.core import quantities
 from gradlab.core.execute import ProcessPoolExecutor, SequentialExecutor
 from gradlab.core.grid import RunSpec
-from gradlab.core.probes import DISTRIBUTION_QUANTITIES
+from gradlab.core.recording import ProbeLog, keep_samples
 from gradlab.core.schema import empty_table
-from gradlab.core.train import ProbeLog, RunOptions, TaskData, keep_samples, train_run
+from gradlab.core.train import RunOptions, TaskData, train_run
 from tests.helpers.training import SMALL, task
 
 
@@ -95,7 +96,7 @@ def test_distribution_samples_come_from_their_own_replica_layer_and_quantity():
             ["phase", "step", "quantity", "layer"]
         ):
             assert (phase, step) in {("init", 0), ("train", 30)}
-            q = DISTRIBUTION_QUANTITIES.index(quantity)
+            q = quantities.names("distribution").index(quantity)
             source = stacks[q][layer - 1][row].flatten()
             assert len(values) == size
             assert values["value"].isin(source.double().numpy()).all(), (row, quantity, layer)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from gradlab.core.probes import HIDDEN_QUANTITIES
+from gradlab.core import quantities
 from tests.helpers.projects import KEDRO, make_project, run_kedro
 
 pytestmark = pytest.mark.slow  # every test reads or makes a real kedro run
@@ -109,7 +109,7 @@ def test_mlflow_child_metrics_per_epoch_and_at_the_first_and_last_layer(smoke):
     # only train.mlflow_quantities go to MLflow; the parquet table keeps every quantity
     assert "grad_weight_q50" not in names
     stats = pd.read_parquet(smoke / "data/smoke/07_model_output/layer_stats.parquet")
-    assert set(HIDDEN_QUANTITIES) <= set(stats["quantity"])
+    assert set(quantities.names("hidden")) <= set(stats["quantity"])
 
     # the logged points are the stored ones: ∂L/∂h of layer 1 and of layer depth, ‖∂L/∂W‖ of
     # the head, and their ratio, at every probe step (the smoke env logs every one)
