@@ -50,7 +50,8 @@ CLAIM_COLUMNS = ["claim_id", "claim", "source", "paper", "measured", "rule", "re
 
 @dataclass(frozen=True)
 class ClaimInputs:
-    """The stored result tables a claim reads (see ``gradlab.core.probes`` for ``layer_stats``)."""
+    """The stored result tables a claim reads (``layer_stats``' quantities:
+    ``gradlab.core.quantities``)."""
 
     runs: pd.DataFrame
     history: pd.DataFrame

@@ -3,8 +3,8 @@
 The train stage writes a run's tables (``gradlab.core.train``), the result store keeps them,
 ``gradlab.grid_runner.collect`` gathers every run's into ``runs``, ``history``, ``layer_stats``
 and ``distributions`` (adding ``run_id``), the report reads them and tracking sends them to
-MLflow. What each per-layer ``quantity`` means is documented in ``gradlab.core.probes``; what the
-report's columns mean, in its glossary (``gradlab.core.report.page.GLOSSARY``).
+MLflow. What each per-layer ``quantity`` means is registered in ``gradlab.core.quantities``;
+what the report's columns mean, in its glossary (``gradlab.core.report.page.GLOSSARY``).
 """
 
 from collections.abc import Sequence

@@ -7,7 +7,7 @@ draws), ``findings`` (every ``*_finding`` one-liner) and ``page`` (``Section``, 
 captions, ``build_html`` and ``build_report``).
 
 Everything here reads the stored result tables (``runs``, ``history``, ``layer_stats``,
-``distributions``, ``studies``; see ``gradlab.core.probes`` for the quantities) and trains
+``distributions``, ``studies``; see ``gradlab.core.quantities`` for the quantities) and trains
 nothing. Final metrics are aggregated over the *finished* seeds of a setting: a diverged run's last
 metric is whatever the blow-up left, so it is counted, not averaged.
 
