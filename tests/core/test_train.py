@@ -12,7 +12,7 @@ from gradlab.core.grid import RunSpec
 from gradlab.core.recording import ProbeLog, keep_samples
 from gradlab.core.schema import empty_table
 from gradlab.core.train import RunOptions, TaskData, train_run
-from tests.helpers.training import SMALL, task
+from tests.helpers.training import SMALL, broken, task
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +147,7 @@ def test_loss_blowup_counts_as_divergence(poly):
 
 
 def test_broken_data_fails_the_run_without_raising(poly):
-    broken = TaskData(
-        poly.task, poly.n_outputs, poly.x_train, poly.y_train, poly.x_val[:, :1], poly.y_val
-    )
-    result = train_run(RunSpec(**SMALL), broken)
+    result = train_run(RunSpec(**SMALL), broken(poly))
     assert result.status == "failed"
     assert "RuntimeError: Expected size" in result.summary["error"]
 
