@@ -1,214 +1,453 @@
-"""The one-model training loop gradlab had before the stacked engine, kept as the reference
-the engine is checked against (``test_engine.py``): an ``nn.Module`` MLP, ``torch.optim`` and
-``torch.optim.lr_scheduler``, hooks for the probes. It is not used by gradlab itself."""
+"""An independent oracle for the training engine: one run at a time, in plain PyTorch.
+
+``train_alone(spec, data)`` trains the MLP that ``spec`` describes the way a reader of the docs
+would write it: an ``nn.Module`` of ``nn.Sequential`` blocks initialized with ``torch.nn.init``,
+``torch.optim`` with a ``torch.optim.lr_scheduler``, ``nn.utils.clip_grad_norm_``, module hooks
+for the probes, and each statistic computed in float64 as its definition in
+``gradlab/core/probes.py``'s docstring reads. It imports nothing of the engine (train, probes,
+models, inits, replica_optim, verdict, optim, theory): only the spec's dataclass. ``data`` is
+any object with the fields of ``TaskData`` (task, n_outputs, x_train, y_train, x_val, y_val).
+
+What it shares with the engine is only what defines a run's numbers:
+
+* the order of random draws from a generator seeded with the run's seed: the probe batch
+  (``randperm`` of the train rows, the first ``probe_batch_size``), then each weight layer in
+  forward order (hidden layers, then the head): its bias (only under ``default``), then its
+  weight; then each epoch's batch order (``randperm``);
+* the quantiles' fixed subset of each weight gradient (an implementation choice the docs leave
+  open): ``QUANTILE_SAMPLE`` positions of the gradient laid out as (in, out), i.e. of
+  ``W.grad.t().flatten()``, drawn by ``randperm`` on a generator seeded with the layer's size,
+  or every position repeated evenly when the layer has fewer entries; quantiles by nearest rank;
+* when divergence is checked: at each probe step (every ``log_every`` steps) and at the end of
+  each epoch, so a run that diverges stops at the same step.
+"""
 
 import math
-import time
-from contextlib import nullcontext
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 import pandas as pd
 import torch
+from scipy import integrate
 from torch import Tensor, nn
 
-from gradlab.core import probes, theory
 from gradlab.core.grid import RunSpec
-from gradlab.core.inits import initialize
-from gradlab.core.models import MLP
-from gradlab.core.optim import OPTIMIZERS, SCHEDULES
-from gradlab.core.train import (
-    ProbeLog,
-    RunOptions,
-    RunResult,
-    TaskData,
-    _summary,
-    _theory_summary,
-    first_bad,
-    keep_samples,
-    probe_values,
-    seed_everything,
-)
+
+QUANTILE_SAMPLE = 512
+QUANTILES = {"grad_weight_q05": 0.05, "grad_weight_q50": 0.5, "grad_weight_q95": 0.95}
+LSUV_TOL, LSUV_MAX_TRIES = 0.1, 10
+
+ACTIVATIONS = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "softsign": nn.Softsign,
+    "identity": nn.Identity,
+}
+RELU_LIKE = {"relu", "leaky_relu", "elu", "selu", "gelu"}  # units can be dead: h ≤ 0 throughout
+# where φ is flat (φ' < ~0.01), as a mask of (h, φ(h)); NaN compares False: not saturated
+SATURATED = {
+    "sigmoid": lambda h, a: (a < 0.01) | (a > 0.99),
+    "tanh": lambda h, a: a.abs() > 0.99,
+    "softsign": lambda h, a: a.abs() > 0.9,
+    "elu": lambda h, a: a < -0.99,
+    "selu": lambda h, a: h.exp() < 0.01,
+}
+NORMS = {  # norm_layer: where it sits in a block (before or after φ), and the module
+    "none": (None, None),
+    "batchnorm_pre": ("pre", nn.BatchNorm1d),
+    "batchnorm_post": ("post", nn.BatchNorm1d),
+    "layernorm": ("pre", nn.LayerNorm),
+}
+OPTIMIZERS = {
+    "sgd": lambda p, lr, wd: torch.optim.SGD(p, lr=lr, weight_decay=wd),
+    "momentum": lambda p, lr, wd: torch.optim.SGD(p, lr=lr, momentum=0.9, weight_decay=wd),
+    "nesterov": lambda p, lr, wd: torch.optim.SGD(
+        p, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd
+    ),
+    "adam": lambda p, lr, wd: torch.optim.Adam(p, lr=lr, weight_decay=wd),
+    "adamw": lambda p, lr, wd: torch.optim.AdamW(p, lr=lr, weight_decay=wd),
+    "rmsprop": lambda p, lr, wd: torch.optim.RMSprop(p, lr=lr, weight_decay=wd),
+    "adagrad": lambda p, lr, wd: torch.optim.Adagrad(p, lr=lr, weight_decay=wd),
+}
 
 
-def _loss_fn(task: str) -> nn.Module:
-    return nn.MSELoss() if task == "regression" else nn.CrossEntropyLoss()
+def _cosine(progress: float) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _predict_alone(
-    spec: RunSpec, d_in: int, d_out: int, q_in: float
-) -> theory.ProfilePrediction | None:
-    """The mean-field prediction of one run by itself (the engine solves a group's at once)."""
-    if spec.norm_layer != "none" or spec.init == "lsuv":
-        return None
-    widths = [d_in, *[spec.width] * spec.depth, d_out]
-    return theory.predict_profile(spec.activation, spec.init, widths, q_in, std=spec.init_std)
+def lr_factor(schedule: str, step: int, total: int, per_epoch: int) -> float:
+    """The multiple of the base learning rate at ``step`` (one_cycle is torch's OneCycleLR)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":  # ÷10 once a third of the steps is done, again at two thirds
+        return 0.1 ** ((3 * step >= total) + (3 * step >= 2 * total))
+    if schedule == "exponential":  # ×0.95 per epoch
+        return 0.95 ** (step // per_epoch)
+    if schedule == "cosine":
+        return _cosine(step / total)
+    if schedule == "warmup_cosine":  # linear warmup over the first tenth, then cosine to 0
+        warmup = max(1, int(0.1 * total))
+        if step < warmup:
+            return (step + 1) / warmup
+        return _cosine((step - warmup) / max(1, total - warmup))
+    raise ValueError(f"unknown schedule {schedule!r}")
 
 
-def _prediction(out: Tensor, task: str) -> Tensor:
-    return out.squeeze(-1) if task == "regression" else out
+def _scheduler(optimizer: torch.optim.Optimizer, spec: RunSpec, total: int, per_epoch: int):
+    if spec.schedule == "one_cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=total)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(spec.schedule, step, total, per_epoch)
+    )
+
+
+@cache
+def gain(activation: str) -> float:
+    """g with fan_in · Var[W] = g² under kaiming and orthogonal: torch's ``calculate_gain``, and
+    for activations it lacks 1 / sqrt(E[φ(z)²]), z ~ N(0, 1) (the rule that gives relu √2)."""
+    torch_name = {"identity": ("linear",), "leaky_relu": ("leaky_relu", 0.01)}
+    if activation in {"sigmoid", "tanh", "relu", "selu", *torch_name}:
+        return nn.init.calculate_gain(*torch_name.get(activation, (activation,)))
+    phi = ACTIVATIONS[activation]()
+
+    def integrand(z: float) -> float:
+        value = phi(torch.tensor(z, dtype=torch.float64)).item()
+        return value * value * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+    second_moment = sum(integrate.quad(integrand, *ends)[0] for ends in [(-40, 0), (0, 40)])
+    return 1.0 / math.sqrt(second_moment)
+
+
+class Net(nn.Module):
+    """``depth`` blocks ``Linear → [norm] → φ → [norm]`` (the norm on the side its name says)
+    and a linear head. ``blocks[i].act``'s input is hidden layer i + 1's pre-activation h."""
+
+    def __init__(self, spec: RunSpec, d_in: int, d_out: int):
+        super().__init__()
+        position, norm = NORMS[spec.norm_layer]
+        self.norm_position = position
+        blocks = []
+        for i in range(spec.depth):
+            parts = [("linear", nn.Linear(d_in if i == 0 else spec.width, spec.width))]
+            if position == "pre":
+                parts.append(("norm", norm(spec.width)))
+            parts.append(("act", ACTIVATIONS[spec.activation]()))
+            if position == "post":
+                parts.append(("norm", norm(spec.width)))
+            blocks.append(nn.Sequential(OrderedDict(parts)))
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Linear(spec.width, d_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+    def linears(self) -> list[nn.Linear]:
+        return [*(block.linear for block in self.blocks), self.head]
+
+    def engine_state_dict(self) -> dict[str, Tensor]:
+        """The state dict under gradlab's ``MLP`` names (``linears.i``, ``pre_norms.i`` or
+        ``post_norms.i``, ``head``): the form of ``RunResult.state_dict``."""
+        renamed = {}
+        for name, tensor in self.state_dict().items():
+            engine_name = name
+            if name.startswith("blocks."):
+                _, i, part, rest = name.split(".", 3)
+                prefix = "linears" if part == "linear" else f"{self.norm_position}_norms"
+                engine_name = f"{prefix}.{i}.{rest}"
+            renamed[engine_name] = tensor.detach().clone()
+        return renamed
 
 
 @torch.no_grad()
-def _evaluate(model: MLP, task: str, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    model.eval()
-    out = _prediction(model(x), task)
-    loss = _loss_fn(task)(out, y)
-    if task == "regression":
-        metric = 1.0 - (out - y).pow(2).sum() / (y - y.mean()).pow(2).sum()
+def initialize(net: Net, spec: RunSpec, generator: torch.Generator, probe_x: Tensor) -> None:
+    """Each weight layer in forward order: its bias (U(±1/√fan_in) under default, else 0), then
+    its weight; LSUV then rescales the layers to unit output variance on the probe batch."""
+    for linear in net.linears():
+        fan_in = linear.in_features
+        if spec.init == "default":  # nn.Linear's own: U(−1/√fan_in, 1/√fan_in) for both
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
+            nn.init.uniform_(linear.weight, -bound, bound, generator=generator)
+            continue
+        nn.init.zeros_(linear.bias)
+        weight, g = linear.weight, gain(spec.activation)
+        if spec.init == "xavier_uniform":
+            nn.init.xavier_uniform_(weight, generator=generator)
+        elif spec.init == "xavier_normal":
+            nn.init.xavier_normal_(weight, generator=generator)
+        elif spec.init == "kaiming_uniform":
+            bound = math.sqrt(3.0) * g / math.sqrt(fan_in)
+            nn.init.uniform_(weight, -bound, bound, generator=generator)
+        elif spec.init == "kaiming_normal":
+            nn.init.normal_(weight, 0.0, g / math.sqrt(fan_in), generator=generator)
+        elif spec.init == "orthogonal":
+            nn.init.orthogonal_(weight, gain=g, generator=generator)
+        elif spec.init == "lecun_normal":
+            nn.init.normal_(weight, 0.0, 1.0 / math.sqrt(fan_in), generator=generator)
+        elif spec.init == "normal":
+            nn.init.normal_(weight, 0.0, spec.init_std, generator=generator)
+        elif spec.init == "lsuv":
+            nn.init.orthogonal_(weight, gain=1.0, generator=generator)
+        else:
+            raise ValueError(f"unknown init {spec.init!r}")
+    if spec.init == "lsuv":
+        _lsuv(net, probe_x)
+
+
+def _lsuv(net: Net, x: Tensor) -> None:
+    """Mishkin & Matas (2015): layer by layer, W ← W / sqrt(Var[W x + b]) until that variance is
+    within ``LSUV_TOL`` of 1 (at most ``LSUV_MAX_TRIES`` times), normalization layers frozen."""
+    net.eval()
+    for linear in net.linears():
+        outputs = []
+        handle = linear.register_forward_hook(lambda module, inputs, out: outputs.append(out))
+        for tries in range(LSUV_MAX_TRIES + 1):
+            outputs.clear()
+            net(x)
+            variance = outputs[0].var().item()
+            if abs(variance - 1.0) < LSUV_TOL or variance == 0 or not math.isfinite(variance):
+                break
+            if tries < LSUV_MAX_TRIES:
+                linear.weight /= math.sqrt(variance)
+        handle.remove()
+    net.train()
+
+
+class Recorder:
+    """h, φ(h) and ∂L/∂h of every hidden layer, from hooks on the activation modules, while
+    ``on``."""
+
+    def __init__(self, net: Net):
+        self.on = False
+        self.depth = len(net.blocks)
+        self.h: list[Any] = [None] * self.depth
+        self.a: list[Any] = [None] * self.depth
+        self.dh: list[Any] = [None] * self.depth
+        for i, block in enumerate(net.blocks):
+            block.act.register_forward_hook(self._hook(i))
+
+    def _hook(self, i: int):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+            if not self.on:
+                return
+            h = inputs[0]
+            self.h[i], self.a[i] = h.detach().clone(), out.detach().clone()
+            h.register_hook(lambda grad: self.dh.__setitem__(i, grad.detach().clone()))
+
+        return hook
+
+
+def _std(x: Tensor) -> Tensor:
+    return x.std(correction=0)  # over every entry, as a population
+
+
+def hidden_layer_stats(activation: str, h: Tensor, a: Tensor, dh: Tensor) -> dict[str, float]:
+    """One hidden layer's statistics over the batch × units, as probes.py defines them."""
+    h, a, dh = h.double(), a.double(), dh.double()
+    if activation in SATURATED:
+        saturation = SATURATED[activation](h, a).double().mean().item()
     else:
-        metric = (out.argmax(1) == y).float().mean()
-    model.train()
-    return loss, metric
+        saturation = math.nan
+    if activation in RELU_LIKE:  # a unit is active if h > 0 for some input, and no h is NaN
+        active = (h > 0).any(0) & ~h.isnan().any(0)
+        dead = 1.0 - active.double().mean().item()
+    else:
+        dead = math.nan
+    return {
+        "grad_preact_rms": dh.pow(2).mean().sqrt().item(),
+        "grad_preact_mean": dh.mean().item(),
+        "grad_preact_std": _std(dh).item(),
+        "preact_mean": h.mean().item(),
+        "preact_std": _std(h).item(),
+        "act_mean": a.mean().item(),
+        "act_std": _std(a).item(),
+        "act_saturation": saturation,
+        "act_dead_frac": dead,
+    }
 
 
-class _Probe:
-    """The probes of one module model, through the stacked functions with K = 1."""
-
-    def __init__(self, model: MLP, spec: RunSpec, options: RunOptions):
-        self.params = list(model.parameters())
-        self.weights = [layer.weight for layer in model.all_linears()]
-        self.traits = probes.ACTIVATION_TRAITS[spec.activation]
-        self.workspace = probes.Workspace()
-        self.log = ProbeLog(spec.depth, options.distribution_size, spec.seed)
-
-    def values(self, cap: probes.Capture, loss: Tensor) -> Tensor:
-        grads = [p.grad.unsqueeze(0) for p in self.params]
-        # in the stack's layout, (1, in, out): the quantile subset picks the same entries
-        weight_grads = [w.grad.t().unsqueeze(0) for w in self.weights]
-        return probe_values(cap, weight_grads, grads, loss.reshape(1), self.traits, self.workspace)[
-            0
-        ]
-
-    def keep_samples(self, phase: str, step: int, cap: probes.Capture) -> None:
-        tensors = (cap.grads, cap.preacts, cap.acts, [w.grad.t()[None] for w in self.weights])
-        keep_samples([self.log], [0], phase, step, tensors)
+@cache
+def quantile_subset(numel: int) -> Tensor:
+    """The fixed positions, among a layer's ``numel`` gradient entries, that the quantiles and
+    the zero fraction read."""
+    if numel <= QUANTILE_SAMPLE:
+        return torch.arange(QUANTILE_SAMPLE) * numel // QUANTILE_SAMPLE
+    return torch.randperm(numel, generator=torch.Generator().manual_seed(numel))[:QUANTILE_SAMPLE]
 
 
-def solo_train(spec: RunSpec, data: TaskData, options: RunOptions = RunOptions()) -> RunResult:
-    """Train one run alone, as gradlab did before ``train_group`` (no failure handling)."""
-    start = time.perf_counter()
-    seed_everything(spec.seed)
+def weight_grad_stats(weight_grad: Tensor) -> dict[str, float]:
+    """Statistics of one ``nn.Linear`` weight's gradient (out, in)."""
+    g = weight_grad.double()
+    sample = g.t().flatten()[quantile_subset(g.numel())].abs()
+    stats = {
+        "grad_weight_norm": g.norm().item(),
+        "grad_weight_mean": g.mean().item(),
+        "grad_weight_std": _std(g).item(),
+        "grad_weight_absmax": g.abs().max().item(),
+    }
+    levels = torch.tensor(list(QUANTILES.values()), dtype=torch.float64)
+    quantiles = torch.quantile(sample, levels, interpolation="nearest").tolist()
+    stats.update(zip(QUANTILES, quantiles, strict=True))
+    stats["grad_weight_zero_frac"] = (sample == 0).double().mean().item()
+    return stats
+
+
+@dataclass
+class SoloRun:
+    """What one run produced, in the engine's vocabulary (``RunResult``'s tables)."""
+
+    status: str  # "finished" or "diverged"
+    diverged_step: int | None
+    steps: int  # optimizer steps taken
+    losses: list[float]  # the training loss of each step taken
+    history: pd.DataFrame  # epoch, metric, value
+    layer_stats: pd.DataFrame  # phase ("init" or "train"), step, layer, quantity, value
+    state_dict: dict[str, Tensor]  # under gradlab's MLP names
+    probe_q_in: float  # mean squared input coordinate of the probe batch
+
+
+def train_alone(
+    spec: RunSpec, data: Any, probe_batch_size: int = 256, divergence_factor: float = 1e4
+) -> SoloRun:
+    """Train ``spec`` on ``data`` alone, probing at init and every ``log_every`` steps.
+
+    A run diverges at the first step whose loss is NaN/inf or above ``divergence_factor`` times
+    the first step's loss; at a probe step also when the gradient norm is not finite (that
+    step), and at an epoch's end when its mean train loss or its validation loss is not (the
+    epoch's last step). Losses are checked at probe steps and epoch ends only, and training
+    stops there.
+    """
     generator = torch.Generator().manual_seed(spec.seed)
-    d_in = data.x_train.shape[1]
-    n_train = len(data.x_train)
-    probe_rows = torch.randperm(n_train, generator=generator)[: options.probe_batch_size]
-    model = MLP(d_in, data.n_outputs, spec.depth, spec.width, spec.activation, spec.norm_layer)
-    initialize(
-        model,
-        spec.init,
-        spec.activation,
-        spec.init_std or 0.0,
-        generator,
-        data_batch=data.x_train[probe_rows],
-    )
-    model.train()
-    loss_fn = _loss_fn(data.task)
-    optimizer = OPTIMIZERS[spec.optimizer](model.parameters(), spec.lr, spec.weight_decay)
-    steps_per_epoch = math.ceil(n_train / spec.batch_size)
-    total_steps = spec.epochs * steps_per_epoch
-    scheduler = SCHEDULES[spec.schedule](optimizer, total_steps, steps_per_epoch)
-    probe = _Probe(model, spec, options)
+    n_train, d_in = data.x_train.shape
+    probe_rows = torch.randperm(n_train, generator=generator)[:probe_batch_size]
+    x_probe, y_probe = data.x_train[probe_rows], data.y_train[probe_rows]
+    net = Net(spec, d_in, data.n_outputs)
+    initialize(net, spec, generator, x_probe)
+    net.train()
+    params = list(net.parameters())
+    recorder = Recorder(net)
+    loss_fn = nn.MSELoss() if data.task == "regression" else nn.CrossEntropyLoss()
 
-    prediction = None
-    if options.probe:
-        buffers = {name: b.clone() for name, b in model.named_buffers()}
-        x_probe, y_probe = data.x_train[probe_rows], data.y_train[probe_rows]
-        with probes.capture(model.acts) as cap:
-            loss = loss_fn(_prediction(model(x_probe), data.task), y_probe)
-            loss.backward()
-        probe.log.add("init", 0, probe.values(cap, loss).tolist(), [])
-        probe.keep_samples("init", 0, cap)
-        model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
-        prediction = _predict_alone(spec, d_in, data.n_outputs, x_probe.pow(2).mean().item())
+    def loss_of(x: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
+        out = net(x) if out is None else out
+        return loss_fn(out.squeeze(-1) if data.task == "regression" else out, y)
 
-    checkpoints = {0, total_steps // 2 // spec.log_every * spec.log_every}
-    checkpoints.add((total_steps - 1) // spec.log_every * spec.log_every)
-    losses = torch.zeros(total_steps)
+    rows: list[tuple[str, int, int, str, float]] = []
+
+    def record(phase: str, step: int, loss: Tensor) -> float:
+        """Keep the probe values of the backward pass just taken; returns the gradient norm."""
+        for layer in range(spec.depth):
+            stats = hidden_layer_stats(
+                spec.activation, recorder.h[layer], recorder.a[layer], recorder.dh[layer]
+            )
+            rows.extend((phase, step, layer + 1, q, v) for q, v in stats.items())
+        for layer, linear in enumerate(net.linears(), 1):
+            stats = weight_grad_stats(linear.weight.grad)
+            rows.extend((phase, step, layer, q, v) for q, v in stats.items())
+        grad_norm = torch.cat([p.grad.double().flatten() for p in params]).norm().item()
+        rows.append((phase, step, 0, "grad_global_norm", grad_norm))
+        rows.append((phase, step, 0, "loss", loss.item()))
+        return grad_norm
+
+    # phase init: one forward/backward on the probe batch; BatchNorm's running stats put back
+    buffers = {name: b.clone() for name, b in net.named_buffers()}
+    recorder.on = True
+    loss = loss_of(x_probe, y_probe)
+    loss.backward()
+    record("init", 0, loss)
+    recorder.on = False
+    rows.extend(("init", 0, layer, "update_ratio", math.nan) for layer in range(1, spec.depth + 2))
+    net.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, b in net.named_buffers():
+            b.copy_(buffers[name])
+
+    optimizer = OPTIMIZERS[spec.optimizer](params, spec.lr, spec.weight_decay)
+    per_epoch = math.ceil(n_train / spec.batch_size)
+    scheduler = _scheduler(optimizer, spec, spec.epochs * per_epoch, per_epoch)
+    losses: list[float] = []
     history: list[tuple[int, str, float]] = []
-    grad_norms: list[float] = []
-    first_loss = None
-    checked = 0
     diverged_step = None
+
+    def first_bad() -> int | None:
+        limit = divergence_factor * abs(losses[0])
+        return next((i for i, v in enumerate(losses) if not math.isfinite(v) or v > limit), None)
+
     step = 0
     for epoch in range(1, spec.epochs + 1):
         order = torch.randperm(n_train, generator=generator)
-        epoch_start = step
-        for batch in range(steps_per_epoch):
-            rows = order[batch * spec.batch_size : (batch + 1) * spec.batch_size]
-            x, y = data.x_train[rows], data.y_train[rows]
-            probing = options.probe and step % spec.log_every == 0
-            with probes.capture(model.acts) if probing else nullcontext() as cap:
-                loss = loss_fn(_prediction(model(x), data.task), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            losses[step] = loss.detach()
+        grad_norms = []
+        for batch in range(per_epoch):
+            rows_now = order[batch * spec.batch_size : (batch + 1) * spec.batch_size]
+            probing = step % spec.log_every == 0
+            recorder.on = probing
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_of(data.x_train[rows_now], data.y_train[rows_now])
+            loss.backward()
+            recorder.on = False
+            losses.append(loss.item())
             if probing:
-                stats = probe.values(cap, loss)
-                before = probes.snapshot([w[None] for w in probe.weights])
-                if step in checkpoints:
-                    probe.keep_samples("train", step, cap)
+                grad_norms.append(record("train", step, loss))
+                before = [linear.weight.detach().clone() for linear in net.linears()]
             if spec.clip is not None:
-                nn.utils.clip_grad_norm_(probe.params, spec.clip)
+                nn.utils.clip_grad_norm_(params, spec.clip)
             optimizer.step()
             scheduler.step()
-            if probing:
-                update = probes.update_ratios(before, [w[None] for w in probe.weights])[0]
-                values = torch.cat([stats, update, losses[checked : step + 1]]).tolist()
-                n_stats, n_update = len(stats), len(update)
-                probe.log.add("train", step, values[:n_stats], values[n_stats : n_stats + n_update])
-                grad_norms.append(values[n_stats - 2])
-                recent = values[n_stats + n_update :]
-                first_loss = recent[0] if first_loss is None else first_loss
-                bad = first_bad(recent, first_loss, options.divergence_factor)
-                if bad is None and not math.isfinite(grad_norms[-1]):
-                    bad = len(recent) - 1
-                if bad is not None:
-                    diverged_step = checked + bad
-                checked = step + 1
             step += 1
-            if diverged_step is not None:
-                break
+            if probing:
+                for layer, (linear, old) in enumerate(zip(net.linears(), before), 1):
+                    ratio = ((linear.weight.detach() - old).norm() / old.norm()).item()
+                    rows.append(("train", step - 1, layer, "update_ratio", ratio))
+                bad = first_bad()
+                if bad is None and not math.isfinite(grad_norms[-1]):
+                    bad = step - 1
+                if bad is not None:
+                    diverged_step = bad
+                    break
         if diverged_step is not None:
             break
-        val_loss, val_metric = _evaluate(model, data.task, data.x_val, data.y_val)
-        epoch_values = torch.cat(
-            [
-                torch.stack([losses[epoch_start:step].mean(), val_loss, val_metric]),
-                losses[checked:step],
-            ]
-        ).tolist()
-        recent = epoch_values[3:]
-        if first_loss is None and recent:
-            first_loss = recent[0]
-        bad = first_bad(recent, first_loss, options.divergence_factor)
-        if bad is None and not all(math.isfinite(v) for v in epoch_values[:2]):
-            bad = step - 1 - checked
+        net.eval()
+        with torch.no_grad():
+            out = net(data.x_val)
+            val_loss = loss_of(data.x_val, data.y_val, out).item()
+            if data.task == "regression":
+                residual = (out.squeeze(-1) - data.y_val).pow(2).sum()
+                metric = (1 - residual / (data.y_val - data.y_val.mean()).pow(2).sum()).item()
+            else:
+                metric = (out.argmax(1) == data.y_val).double().mean().item()
+        net.train()
+        train_loss = sum(losses[-per_epoch:]) / per_epoch
+        bad = first_bad()
+        if bad is None and not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            bad = step - 1
         if bad is not None:
-            diverged_step = checked + bad
+            diverged_step = bad
             break
-        checked = step
-        lr = optimizer.param_groups[0]["lr"]
-        grad_norm = sum(grad_norms) / len(grad_norms) if grad_norms else math.nan
-        grad_norms.clear()
-        names = ("train_loss", "val_loss", "val_metric", "lr", "grad_norm")
-        history += [
-            (epoch, name, value)
-            for name, value in zip(names, (*epoch_values[:3], lr, grad_norm), strict=True)
-        ]
+        values = {
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_metric": metric,
+            "lr": optimizer.param_groups[0]["lr"],
+            "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else math.nan,
+        }
+        history.extend((epoch, name, value) for name, value in values.items())
 
-    status = "diverged" if diverged_step is not None else "finished"
-    summary = _summary(data, history, probe.log, status, diverged_step, step, start)
-    summary.update(_theory_summary(spec, prediction, probe.log.hidden("init", "grad_preact_rms")))
-    layer_stats = probe.log.layer_stats(prediction)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return RunResult(
-        spec.run_id,
-        status,
-        summary,
-        pd.DataFrame(history, columns=["epoch", "metric", "value"]),
-        layer_stats,
-        probe.log.distributions(),
-        state,
+    return SoloRun(
+        status="finished" if diverged_step is None else "diverged",
+        diverged_step=diverged_step,
+        steps=step,
+        losses=losses,
+        history=pd.DataFrame(history, columns=["epoch", "metric", "value"]),
+        layer_stats=pd.DataFrame(rows, columns=["phase", "step", "layer", "quantity", "value"]),
+        state_dict=net.engine_state_dict(),
+        probe_q_in=x_probe.double().pow(2).mean().item(),
     )
