@@ -207,7 +207,7 @@ for _activation in (
         _selu,
         _selu_grad,
         gain=3.0 / 4.0,
-        saturated=lambda h, a, out: torch.neg(h, out=out).gt_(4.6),  # e^h < 0.01
+        saturated=lambda h, a, out: torch.neg(h, out=out).gt_(4.6),  # e^h < 0.0101
         relu_like=True,
         paper="Klambauer et al. 2017",
     ),

@@ -177,11 +177,12 @@ def lsuv_rescale(
         seen: list[Tensor] = []
         handle = layer.register_forward_hook(lambda m, i, out: seen.append(out))
         try:
-            for _ in range(max_tries + 1):
+            for tries in range(max_tries + 1):  # the last pass measures the last rescaling
                 seen.clear()
                 forward(x)
                 var = seen[0].var().item()  # once per try: init only, never in training
-                if abs(var - 1.0) < tol or var == 0.0 or not math.isfinite(var):
+                done = abs(var - 1.0) < tol or var == 0.0 or not math.isfinite(var)
+                if done or tries == max_tries:
                     break
                 layer.weight.div_(math.sqrt(var))
         finally:
