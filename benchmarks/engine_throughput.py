@@ -25,7 +25,7 @@ batch 64; Xavier-uniform init, SGD lr 0.01; one torch thread, as every gradlab w
 
 The default activation is ReLU. Elementwise cost differs a lot on this CPU build: the header
 prints ns per element measured here (on a (16, 64, 64) stack: tanh ~2.0 ns, sigmoid ~0.21 ns,
-ReLU ~0.05 ns, so tanh ~10× sigmoid; the stack's tanh through expm1, ``models.stacked_tanh``,
+ReLU ~0.05 ns, so tanh ~10× sigmoid; the stack's tanh through expm1, ``activations.stacked_tanh``,
 ~1.0 ns). The engine cannot batch an elementwise cost away, so ``--activation tanh`` shows a
 smaller gain; on stacks of 16k elements or more its tanh's forward and backward take
 about 0.6× the one-model loop's.
@@ -47,8 +47,8 @@ import torch
 from torch import nn
 
 from _common import poly_task
+from gradlab.core.activations import stacked_tanh
 from gradlab.core.grid import RunSpec
-from gradlab.core.models import stacked_tanh
 from gradlab.core.train import RunOptions, TaskData, train_group
 
 BATCH, SAMPLES = 64, 2000
