@@ -1,6 +1,7 @@
 """``train.executor: dask`` for real: a LocalCluster of 2 worker processes, and a scheduler with
 workers started by the README's commands, train the smoke grid to the same bits as the local
-executor; a worker killed mid-grid loses nothing; Ctrl-C leaves no process behind."""
+executor (the session's smoke run); a worker killed mid-grid loses nothing (against a local run of
+the same longer grid); Ctrl-C leaves no process behind."""
 
 import os
 import signal
@@ -26,9 +27,10 @@ EXACT = ["final_train_loss", "final_val_loss", "final_val_metric", "init_grad_ra
 pytestmark = pytest.mark.slow  # every test trains the smoke grid on a Dask cluster
 
 
-def _params(executor: str) -> tuple[str, ...]:
-    params = f"{SLOW},train.workers=2,train.executor={executor}"
-    return ("run", "--env", "smoke", "--params", params)
+def _params(executor: str, slow: bool = True) -> tuple[str, ...]:
+    """A smoke run on ``executor`` with 2 workers; ``slow``: groups long enough to be hit."""
+    params = f"train.workers=2,train.executor={executor}"
+    return ("run", "--env", "smoke", "--params", f"{SLOW},{params}" if slow else params)
 
 
 def _children(project: Path) -> list:
@@ -58,16 +60,18 @@ def _assert_one_child_per_result(project: Path) -> None:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory) -> Path:
-    """The smoke grid trained by the local executor (2 processes): the reference numbers."""
+    """The slow smoke grid trained by the local executor (2 processes): the reference numbers of
+    a run that is hit mid-grid."""
     project = make_project(tmp_path_factory.mktemp("local") / "project")
     result = run_kedro(project, *_params("local"))
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return project
 
 
-def test_dask_local_cluster_trains_the_same_bits_and_mlflow_structure(local, tmp_path):
+def test_dask_local_cluster_trains_the_same_bits_and_mlflow_structure(smoke_project, tmp_path):
+    local = smoke_project  # the same grid trained by the local executor
     project = make_project(tmp_path / "project")
-    result = run_kedro(project, *_params("dask"))
+    result = run_kedro(project, *_params("dask", slow=False))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "with 2 worker(s)" in output, output[-4000:]
@@ -132,7 +136,7 @@ def test_ctrl_c_cancels_the_grid_and_leaves_no_process_behind(tmp_path):
     assert "KILLED" in statuses and "RUNNING" not in statuses, statuses
 
 
-def test_a_running_scheduler_started_as_the_readme_says(local, tmp_path):
+def test_a_running_scheduler_started_as_the_readme_says(smoke_project, tmp_path):
     dask = str(Path(sys.executable).with_name("dask"))
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -148,7 +152,7 @@ def test_a_running_scheduler_started_as_the_readme_says(local, tmp_path):
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
         project = make_project(tmp_path / "project")
-        params = _params("dask")[-1] + f",train.dask.address={address}"
+        params = _params("dask", slow=False)[-1] + f",train.dask.address={address}"
         result = run_kedro(project, "run", "--env", "smoke", "--params", params)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output[-4000:]
@@ -156,5 +160,5 @@ def test_a_running_scheduler_started_as_the_readme_says(local, tmp_path):
     finally:
         os.killpg(cluster.pid, signal.SIGTERM)
         cluster.wait(timeout=30)
-    _assert_same_numbers(project, local)
+    _assert_same_numbers(project, smoke_project)
     _assert_one_child_per_result(project)
