@@ -4,11 +4,13 @@ For each width × depth, K runs (seeds 0…K−1 of one spec) train once as one 
 (``train_group``, probes off: ``RunOptions(probe=False)``) and are compared with a one-model loop
 written in this script, ``one_model_loop``: the loop gradlab had before the engine reduced to its
 training (an ``nn.Sequential`` MLP, ``torch.nn.init``, ``torch.optim.SGD``, a shuffled batch
-order per epoch, the validation loss each epoch; nothing imported from the engine). This is
-training throughput; the engine's own one-run path (``train_run``, a stack of K = 1) is the K = 1
-row. The one-model loop's rate does not depend on K, so it is measured once per shape, in the same
-repeats as the engine's (one solo run, then the engine at each K, order alternating), and the
-median of ``--repeats`` is compared.
+order per epoch, the validation loss each epoch; nothing imported from the engine). It has no
+schedule, only a finiteness check at each epoch's end and no result tables, so it is a stricter
+baseline than the former loop (``solo_train`` of the tests, which this script used before). This
+is training throughput; the engine's own one-run path (``train_run``, a stack of K = 1) is the
+K = 1 row. The one-model loop's rate does not depend on K, so it is measured once per shape, in
+the same repeats as the engine's (one solo run, then the engine at each K, order alternating),
+and the median of ``--repeats`` is compared.
 
 A model-step is one optimizer step of one model. Its FLOPs are 6 · batch · Σ in·out over the
 layers (2 per multiply-add forward, 4 backward: input and weight gradients), biases and the
