@@ -38,7 +38,7 @@ from gradlab.core.models import MLP, StackedMLP
 from gradlab.core.recording import ProbeLog
 from gradlab.core.replica_optim import ReplicaOptimizer
 from gradlab.core.train import RunOptions, train_group
-from gradlab.tracking import Tracker
+from gradlab.tracking import Child, Tracker
 
 LAYER_EVERY = TrainConfig.model_fields["mlflow_layer_every"].default
 
@@ -114,7 +114,7 @@ def main() -> None:
                 start = time.perf_counter()
                 results = train_group(specs, data, probed)
                 run_ids = [
-                    tracker.log_run(spec, result, "benchmark", None)
+                    tracker.log_run(spec, result, Child("benchmark"))
                     for spec, result in zip(specs, results, strict=True)
                 ]
                 times["mlflow"].append(time.perf_counter() - start)

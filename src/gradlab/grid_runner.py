@@ -35,7 +35,7 @@ from gradlab.core.train import (
 )
 from gradlab.core.verdict import judge
 from gradlab.store import ResultStore
-from gradlab.tracking import Tracker
+from gradlab.tracking import Child, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class Job:
 
     spec: RunSpec
     reason: str  # new, forced, failed last time, damaged: …, stale: …
+    identity: dict[str, Any]  # what its result is made from (see ``ResultStore``)
 
 
 def train_grid(
@@ -160,7 +161,7 @@ def plan(
         if reason is None and force:
             reason = "forced"
         if reason is not None:
-            jobs.append(Job(spec, reason))
+            jobs.append(Job(spec, reason, identities[spec.run_id]))
     return jobs
 
 
@@ -197,7 +198,7 @@ def train_missing(
     training = {job.spec.run_id for job in jobs}
     reconcile([s for s in considered if s.run_id not in training], grid, store, tracker)
     start = time.perf_counter()
-    rows = _train(jobs, identities, grid, data, store, executor, tracker, options)
+    rows = _train(jobs, data, executor, _Keeper(grid, store, tracker), options)
     _log_outcome(rows, time.perf_counter() - start)
     return pd.DataFrame(rows, columns=TRAINED_COLUMNS)
 
@@ -217,18 +218,47 @@ def _log_plan(jobs: Sequence[Job], total: int, considered: int, selected: bool) 
             log.warning("retraining %s (%s): %s", job.spec.run_id, job.spec.label, job.reason)
 
 
+@dataclass(frozen=True)
+class _Keeper:
+    """Steps 4 and 5 for each result as it comes back: store it, then hand it to the tracker;
+    once the tracker is closed, the stored summaries get their child run ids."""
+
+    grid: GridRuns
+    store: ResultStore
+    tracker: Tracker
+
+    def keep(self, job: Job, result: RunResult) -> None:
+        spec, studies = job.spec, self.grid.studies[job.spec.run_id]
+        extra = {
+            "identity": job.identity,
+            "label": spec.label,
+            "studies": studies,
+            "name": self.grid.name(spec),
+        }
+        stored = _store(job, result, extra, self.store)
+        weights = None if stored is None else self.store.path(spec.run_id) / "weights.pt"
+        child = Child(studies, weights, stored, self.grid.name(spec), job.identity["data"])
+        self.tracker.submit(spec, result, child)
+
+    def close(self, interrupted: bool = False) -> None:
+        """Wait for the tracker (Ctrl-C: for the child it is logging only; the rest is logged
+        at the next start) and record the child run ids."""
+        if interrupted:
+            children = self.tracker.close(drain=False, timeout=30)
+        else:
+            children = self.tracker.close()
+        for run_id, mlflow_run_id in children.items():
+            self.store.update_summary(run_id, mlflow_run_id=mlflow_run_id)
+
+
 def _train(
     jobs: Sequence[Job],
-    identities: Mapping[str, dict[str, Any]],
-    grid: GridRuns,
     data: Mapping[tuple[str, str], TaskData],
-    store: ResultStore,
     executor: Executor,
-    tracker: Tracker,
+    keeper: _Keeper,
     options: TrainOptions,
 ) -> list[dict[str, Any]]:
-    """Train the jobs' groups; store each result as it comes back, then hand it to the
-    tracker; once the tracker is closed, the stored summaries get their child run ids."""
+    """Train the jobs' groups; keep each result as it comes back."""
     by_run = {job.spec.run_id: job for job in jobs}
     groups = group_runs([job.spec for job in jobs], options.max_replicas)
     if jobs:
@@ -241,23 +271,7 @@ def _train(
         for index, outcome in executor.map(train_group, tasks):
             for result in _group_results(groups[index], outcome):
                 job = by_run[result.run_id]
-                identity, studies = identities[job.spec.run_id], grid.studies[job.spec.run_id]
-                extra = {
-                    "identity": identity,
-                    "label": job.spec.label,
-                    "studies": studies,
-                    "name": grid.name(job.spec),
-                }
-                stored = _store(job, result, extra, store)
-                tracker.submit(
-                    job.spec,
-                    result,
-                    studies,
-                    None if stored is None else store.path(job.spec.run_id) / "weights.pt",
-                    stored,
-                    name=grid.name(job.spec),
-                    data_digest=identity["data"],
-                )
+                keeper.keep(job, result)
                 rows.append(_trained_row(job, result))
                 diverged += result.status == "diverged"
                 log.info(
@@ -271,11 +285,10 @@ def _train(
                     _eta(len(rows), len(jobs), time.perf_counter() - start),
                 )
     except BaseException:
-        # Ctrl-C: the rest is logged at the next start
-        _record_children(store, tracker.close(drain=False, timeout=30))
+        keeper.close(interrupted=True)
         raise
     # every finished run is in MLflow before the tables are collected
-    _record_children(store, tracker.close())
+    keeper.close()
     return rows
 
 
@@ -334,12 +347,6 @@ def _store(job: Job, result: RunResult, extra: dict[str, Any], store: ResultStor
     return store.summary(job.spec.run_id)["result_id"]
 
 
-def _record_children(store: ResultStore, children: Mapping[str, str]) -> None:
-    """Each stored result logged whole names its child run in its summary."""
-    for run_id, mlflow_run_id in children.items():
-        store.update_summary(run_id, mlflow_run_id=mlflow_run_id)
-
-
 def reconcile(
     specs: Sequence[RunSpec], grid: GridRuns, store: ResultStore, tracker: Tracker
 ) -> int:
@@ -369,15 +376,14 @@ def reconcile(
         mlflow_run_id = children.get(summary["result_id"])
         if mlflow_run_id is None:
             lost += bool(summary.get("mlflow_run_id"))
-            mlflow_run_id = tracker.log_run(
-                spec,
-                store.load(spec.run_id),
+            child = Child(
                 grid.studies[spec.run_id],
                 store.path(spec.run_id) / "weights.pt",
                 summary["result_id"],
-                name=grid.name(spec),
-                data_digest=summary.get("identity", {}).get("data"),
+                grid.name(spec),
+                summary.get("identity", {}).get("data"),
             )
+            mlflow_run_id = tracker.log_run(spec, store.load(spec.run_id), child)
             logged += 1
         if summary.get("mlflow_run_id") != mlflow_run_id:
             store.update_summary(spec.run_id, mlflow_run_id=mlflow_run_id)

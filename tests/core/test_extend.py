@@ -20,7 +20,7 @@ from gradlab.core.quantities import QUANTITIES, Quantity, register_quantity
 from gradlab.core.report.page import build_html
 from gradlab.core.theory import init_variances, predict_profile
 from gradlab.core.train import train_run
-from gradlab.tracking import Tracker
+from gradlab.tracking import Child, Tracker
 from tests.helpers.config import base_parameters
 from tests.helpers.training import SMALL, task
 
@@ -93,7 +93,7 @@ def test_a_registered_activation_and_quantity_reach_every_part(registered, tmp_p
     try:
         mlflow.set_experiment("extend")
         with mlflow.start_run():
-            child = Tracker().log_run(spec, result, "s", None)
+            child = Tracker().log_run(spec, result, Child("s"))
         keys = set(MlflowClient().get_run(child).data.metrics)
     finally:
         mlflow.set_tracking_uri(None)

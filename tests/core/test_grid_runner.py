@@ -11,7 +11,7 @@ from gradlab.core.grid import RunSpec
 from gradlab.core.train import RunOptions, TaskData, train_run
 from gradlab.grid_runner import GridRuns, collect, train_missing
 from gradlab.store import ResultStore
-from gradlab.tracking import Tracker, reap_stale_runs
+from gradlab.tracking import Child, Tracker, reap_stale_runs
 from tests.helpers.training import SMALL, broken, task, train_in_process
 
 EXPLODING = RunSpec(
@@ -173,7 +173,7 @@ def test_tracker_logs_failed_run_as_failed_and_reaps_dead_owners(poly, tmp_path)
         spec = HEALTHY[0]
         result = train_run(spec, broken(poly))
         with mlflow.start_run() as parent:
-            child_id = Tracker().log_run(spec, result, "s", None)
+            child_id = Tracker().log_run(spec, result, Child("s"))
         client = MlflowClient()
         child = client.get_run(child_id)
         assert child.info.status == "FAILED"
@@ -201,9 +201,9 @@ def test_tracker_logs_the_layers_asked_for(poly, tmp_path):
         mlflow.set_experiment("tracker-layers")
         with mlflow.start_run():
             quantities = ["grad_preact_rms", "act_std", "loss"]
-            ends = Tracker(layer_every=2, quantities=quantities).log_run(spec, result, "s", None)
-            every = Tracker(quantities=quantities, layers="all").log_run(spec, result, "s", None)
-            forward = Tracker(quantities=["act_std"]).log_run(spec, result, "s", None)
+            ends = Tracker(layer_every=2, quantities=quantities).log_run(spec, result, Child("s"))
+            every = Tracker(quantities=quantities, layers="all").log_run(spec, result, Child("s"))
+            forward = Tracker(quantities=["act_std"]).log_run(spec, result, Child("s"))
         client = MlflowClient()
         keys = set(client.get_run(ends).data.metrics)
         per_layer = {key for key in keys if "/" in key}
@@ -254,7 +254,7 @@ def test_logging_thread_logs_every_submitted_run_before_close_returns(poly, tmp_
         with mlflow.start_run():
             tracker = Tracker(queue_size=1)  # the second submit waits for the first to be taken
             for spec, result in results:
-                tracker.submit(spec, result, "s", None, spec.run_id)
+                tracker.submit(spec, result, Child("s", result_id=spec.run_id))
             logged = tracker.close()  # run id → child run id
         client = MlflowClient()
         assert list(logged) == [spec.run_id for spec, _ in results], logged

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from gradlab.core import probes
-from gradlab.core.inits import initialize
 from gradlab.core.activations import get_activation
+from gradlab.core.inits import initialize
 from gradlab.core.models import MLP
 
 

@@ -14,7 +14,7 @@ database pointing there when the project moves or switches mode. Pipeline nodes 
 this: the train node goes through ``gradlab.grid_runner``, the parent run through the hooks.
 """
 
-from gradlab.tracking.children import Tracker
+from gradlab.tracking.children import Child, Tracker
 from gradlab.tracking.maintenance import (
     ARTIFACTS_DIR,
     PROXIED_ARTIFACTS,
@@ -40,6 +40,7 @@ from gradlab.tracking.parent import (
 __all__ = [
     "ARTIFACTS_DIR",
     "PROXIED_ARTIFACTS",
+    "Child",
     "Tracker",
     "active",
     "claim_active_run",

@@ -19,6 +19,7 @@ start (``gradlab.grid_runner.reconcile``).
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +50,26 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
+@dataclass(frozen=True)
+class Child:
+    """What a child run is named, tagged and given besides its spec and result.
+
+    Attributes:
+        studies: Comma-separated studies the run belongs to.
+        weights: The stored ``weights.pt`` to attach, if any.
+        result_id: The stored result's id, tagged so that a later start can tell whether it was
+            logged (``logged_results``).
+        name: The child's short name (the label when None; the label is always a tag).
+        data_digest: The fingerprint of the data it trained on, for its dataset input.
+    """
+
+    studies: str
+    weights: Path | None = None
+    result_id: str | None = None
+    name: str | None = None
+    data_digest: str | None = None
+
+
 class Tracker:
     """Logs each finished run as a child of the active MLflow run (does nothing without one)."""
 
@@ -75,25 +96,16 @@ class Tracker:
     def enabled(self) -> bool:
         return self.client is not None
 
-    def submit(
-        self,
-        spec: RunSpec,
-        result: RunResult,
-        studies: str,
-        weights: Path | None,
-        result_id: str | None,
-        name: str | None = None,
-        data_digest: str | None = None,
-    ) -> None:
+    def submit(self, spec: RunSpec, result: RunResult, child: Child) -> None:
         """Log a finished run from the logging thread, off the training path (arguments as
         ``log_run``'s). A run whose logging fails or never starts keeps no child id, and
         ``reconcile`` logs it at the next start."""
         if self.client is None:
             return
         self._thread.submit(
-            spec.run_id if result_id is not None else None,
+            spec.run_id if child.result_id is not None else None,
             spec.label,
-            lambda: self.log_run(spec, result, studies, weights, result_id, name, data_digest),
+            lambda: self.log_run(spec, result, child),
         )
 
     def close(self, drain: bool = True, timeout: float | None = None) -> dict[str, str]:
@@ -106,38 +118,24 @@ class Tracker:
         """
         return self._thread.close(drain, timeout)
 
-    def log_run(
-        self,
-        spec: RunSpec,
-        result: RunResult,
-        studies: str,
-        weights: Path | None,
-        result_id: str | None = None,
-        name: str | None = None,
-        data_digest: str | None = None,
-    ) -> str | None:
+    def log_run(self, spec: RunSpec, result: RunResult, child: Child) -> str | None:
         """Create the child run, send everything in batches, close it as it ended.
 
         Args:
             spec: The run spec (params, tags).
             result: Its result (metrics; status and the verdicts of its summary as tags).
-            studies: Comma-separated studies the run belongs to.
-            weights: The stored ``weights.pt`` to attach, if any.
-            result_id: The stored result's id, tagged so that a later start can tell whether it
-                was logged (``logged_results``).
-            name: The child's short name (the label when None; the label is always a tag).
-            data_digest: The fingerprint of the data it trained on, for its dataset input.
+            child: Its studies, name, stored weights and ids.
         Returns:
             The child run's id, or None when no parent run is active.
         """
         if self.client is None:
             return None
         profile = layer_profile(result.layer_stats)
-        tags = self._tags(spec, result, studies, result_id, has_profile=not profile.empty)
+        tags = self._tags(spec, result, child, has_profile=not profile.empty)
         # the child spans the run's training, not its logging: start and end as it trained
         started, ended = training_span_ms(result.summary)
         run = self.client.create_run(
-            self.experiment_id, start_time=started, run_name=name or spec.label, tags=tags
+            self.experiment_id, start_time=started, run_name=child.name or spec.label, tags=tags
         )
         run_id = run.info.run_id
         try:
@@ -148,9 +146,10 @@ class Tracker:
             self.client.log_batch(run_id, metrics=metrics[:first], params=params)
             for chunk in _chunks(metrics[first:], BATCH):
                 self.client.log_batch(run_id, metrics=chunk)
-            if data_digest is not None:
-                self.client.log_inputs(run_id, datasets=[_dataset_input(spec, data_digest)])
-            self._log_files(run.info.artifact_uri, spec, result, weights, profile)
+            if child.data_digest is not None:
+                dataset = _dataset_input(spec, child.data_digest)
+                self.client.log_inputs(run_id, datasets=[dataset])
+            self._log_files(run.info.artifact_uri, spec, result, child.weights, profile)
         except BaseException:
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
             raise
@@ -158,19 +157,14 @@ class Tracker:
         return run_id
 
     def _tags(
-        self,
-        spec: RunSpec,
-        result: RunResult,
-        studies: str,
-        result_id: str | None,
-        has_profile: bool,
+        self, spec: RunSpec, result: RunResult, child: Child, has_profile: bool
     ) -> dict[str, str]:
         summary = result.summary
         tags = {
             "mlflow.parentRunId": self.parent_id,
             TAG_RUN_ID: spec.run_id,
             TAG_LABEL: spec.label,
-            "studies": studies,
+            "studies": child.studies,
             "status": result.status,
             # as the engine judged the run (a stored result's: under the current rule, as
             # ResultStore.load reads it); a run that raised has nothing to judge
@@ -183,8 +177,8 @@ class Tracker:
         }
         if summary.get("diverged_step") is not None:
             tags["diverged_step"] = str(summary["diverged_step"])
-        if result_id is not None:
-            tags[TAG_RESULT_ID] = result_id
+        if child.result_id is not None:
+            tags[TAG_RESULT_ID] = child.result_id
         if has_profile:  # the UI shows the artifact as a table (what log_table would tag)
             tags[MLFLOW_LOGGED_ARTIFACTS] = json.dumps([{"path": PROFILE_TABLE, "type": "table"}])
         return tags
