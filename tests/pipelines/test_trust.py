@@ -24,7 +24,7 @@ from tests.helpers.projects import (
 
 pytestmark = pytest.mark.slow  # every test runs kedro
 
-SLOW = "grid.baseline.epochs=400"  # a grid that trains long enough to be interrupted
+SLOW = "grid.baseline.epochs=150"  # each group trains for seconds: long enough to be hit
 STORE = Path("data/smoke/06_models/runs")
 
 
