@@ -129,9 +129,8 @@ def train_grid(specs: list[RunSpec], data: TaskData, root: Path, workers: int, o
             GridRuns(specs, {s.run_id: "benchmark" for s in specs}),
             {("poly", "zscore"): data},
             store,
-            executor,
             tracker,
-            TrainOptions(RunOptions(), force=True),
+            TrainOptions(RunOptions(), executor, force=True),
         )
         return time.perf_counter() - start
 

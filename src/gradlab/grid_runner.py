@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from gradlab.core.config import TrainConfig
-from gradlab.core.execute import Executor, TaskError, make_executor
+from gradlab.core.execute import Executor, SequentialExecutor, TaskError, make_executor
 from gradlab.core.grid import RunSpec, select, specs_from_table
 from gradlab.core.schema import SUMMARY_COLUMNS, TEXT_COLUMNS, empty_table
 from gradlab.core.train import (
@@ -77,6 +77,7 @@ class TrainOptions:
     """How the train stage trains, besides the grid and the data."""
 
     run: RunOptions = field(default_factory=RunOptions)  # device and probe options of each run
+    executor: Executor = field(default_factory=SequentialExecutor)  # runs the groups
     force: bool = False  # retrain runs whose results are current
     selected: frozenset[str] | None = None  # run ids to train (``train.only``); None: all
     max_replicas: int = 32  # most runs trained together as one stacked model
@@ -120,6 +121,7 @@ def train_grid(
             divergence_factor=config.divergence_factor,
             probe_batch_size=config.probe_batch_size,
         ),
+        make_executor(config.n_workers, config.executor, config.dask.address),
         force=config.force,
         selected=selected,
         max_replicas=config.max_replicas,
@@ -128,7 +130,6 @@ def train_grid(
         grid,
         {key: load(*key) for key in sorted(needed)},
         ResultStore(config.store),
-        make_executor(config.n_workers, config.executor, config.dask.address),
         Tracker(
             layer_every=config.mlflow_layer_every,
             quantities=config.mlflow_quantities,
@@ -169,7 +170,6 @@ def train_missing(
     grid: GridRuns,
     data: Mapping[tuple[str, str], TaskData],
     store: ResultStore,
-    executor: Executor,
     tracker: Tracker,
     options: TrainOptions = TrainOptions(),
 ) -> pd.DataFrame:
@@ -179,9 +179,9 @@ def train_missing(
         grid: The grid's run specs, with their studies and MLflow names.
         data: Train/val tensors by (dataset, input_norm).
         store: Where finished runs are kept.
-        executor: Runs ``train_group`` over the groups of runs.
         tracker: Logs each finished run as an MLflow child run.
-        options: Run options, ``force``, the runs selected, the largest stacked group.
+        options: Run options, the executor that runs ``train_group`` over the groups of runs,
+            ``force``, the runs selected, the largest stacked group.
     Returns:
         One row per run trained now: ``run_id``, ``label``, ``reason``, ``status``, ``verdict``,
         ``wall_s``, ``error``.
@@ -198,7 +198,7 @@ def train_missing(
     training = {job.spec.run_id for job in jobs}
     reconcile([s for s in considered if s.run_id not in training], grid, store, tracker)
     start = time.perf_counter()
-    rows = _train(jobs, data, executor, _Keeper(grid, store, tracker), options)
+    rows = _train(jobs, data, _Keeper(grid, store, tracker), options)
     _log_outcome(rows, time.perf_counter() - start)
     return pd.DataFrame(rows, columns=TRAINED_COLUMNS)
 
@@ -254,7 +254,6 @@ class _Keeper:
 def _train(
     jobs: Sequence[Job],
     data: Mapping[tuple[str, str], TaskData],
-    executor: Executor,
     keeper: _Keeper,
     options: TrainOptions,
 ) -> list[dict[str, Any]]:
@@ -268,7 +267,7 @@ def _train(
     diverged = 0
     start = time.perf_counter()
     try:
-        for index, outcome in executor.map(train_group, tasks):
+        for index, outcome in options.executor.map(train_group, tasks):
             for result in _group_results(groups[index], outcome):
                 job = by_run[result.run_id]
                 keeper.keep(job, result)

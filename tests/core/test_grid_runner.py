@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from gradlab.core.execute import ProcessPoolExecutor
 from gradlab.core.grid import RunSpec
 from gradlab.core.train import RunOptions, TaskData, train_run
-from gradlab.grid_runner import GridRuns, collect, train_missing
+from gradlab.grid_runner import GridRuns, TrainOptions, collect, train_missing
 from gradlab.store import ResultStore
 from gradlab.tracking import Child, Tracker, reap_stale_runs
 from tests.helpers.training import SMALL, broken, task, train_in_process
@@ -281,8 +281,10 @@ def test_a_group_that_cannot_reach_its_worker_fails_alone(poly, tmp_path):
     def train(raw_data: TaskData) -> pd.DataFrame:
         data = {("poly", "zscore"): poly, ("poly", "raw"): raw_data}
         studies = {s.run_id: "s" for s in specs}
-        return train_missing(GridRuns(specs, studies), data, store, ProcessPoolExecutor(2),
-                             Tracker()).set_index("run_id")  # fmt: skip
+        options = TrainOptions(executor=ProcessPoolExecutor(2))
+        return train_missing(GridRuns(specs, studies), data, store, Tracker(), options).set_index(
+            "run_id"
+        )
 
     trained = train(unsendable)
     assert list(trained.loc[[s.run_id for s in HEALTHY], "status"]) == ["finished"] * 2

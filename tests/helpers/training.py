@@ -26,7 +26,6 @@ def broken(data: TaskData) -> TaskData:
 
 def train_in_process(specs, store, data, options=None, tracker=None, **kwargs):
     """``train_missing`` in this process on ``data`` as (poly, zscore); the trained-runs table."""
-    from gradlab.core.execute import SequentialExecutor
     from gradlab.core.train import RunOptions
     from gradlab.grid_runner import GridRuns, TrainOptions, train_missing
     from gradlab.tracking import Tracker
@@ -35,7 +34,6 @@ def train_in_process(specs, store, data, options=None, tracker=None, **kwargs):
         GridRuns(specs, {s.run_id: "s" for s in specs}),
         {("poly", "zscore"): data},
         store,
-        SequentialExecutor(),
         tracker or Tracker(),  # no active MLflow run: tracks nothing
         TrainOptions(options or RunOptions(), **kwargs),
     )
