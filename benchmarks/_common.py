@@ -10,7 +10,8 @@ from gradlab.core import data as data_core
 from gradlab.core.train import TaskData
 
 
-def task_data(
+# noqa reason: each argument is one knob of the data stage a benchmark may vary
+def task_data(  # noqa: PLR0913, PLR0917
     dataset: str = "poly",
     norm: str = "zscore",
     seed: int = 0,

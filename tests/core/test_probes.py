@@ -10,7 +10,10 @@ from gradlab.core.inits import initialize
 from gradlab.core.models import MLP
 
 
-def _net(activation: str, init: str, depth: int, width: int, seed: int, std: float = 0.0):
+# noqa reason: a net's every knob, as the tests vary them
+def _net(  # noqa: PLR0913, PLR0917
+    activation: str, init: str, depth: int, width: int, seed: int, std: float = 0.0
+):
     generator = torch.Generator().manual_seed(seed)
     model = MLP(16, 1, depth=depth, width=width, activation=activation, norm_layer="none")
     initialize(model, init, activation, std, generator)

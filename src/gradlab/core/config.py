@@ -320,29 +320,47 @@ def _validate_grid(
         if key not in {"baseline", "studies", "seeds"}
     ]
     seeds = grid.get("seeds", _MISSING)
+    problems += _seed_problems(seeds)
+    baseline, baseline_problems = _validate_baseline(grid.get("baseline", _MISSING))
+    problems += baseline_problems
+    studies, study_problems = _validate_studies(grid.get("studies", _MISSING), baseline)
+    problems += study_problems
+
+    if data is not None and baseline is not None:
+        problems += _cross_check(baseline, studies, data)
+    if problems or baseline is None:
+        return None, problems
+    return GridConfig(baseline=baseline, studies=tuple(studies), seeds=tuple(seeds)), []
+
+
+def _seed_problems(seeds: Any) -> list[tuple[str, Any, str]]:
     if (
         not isinstance(seeds, list)
         or not seeds
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
     ):
-        problems.append(("grid.seeds", seeds, "expected a non-empty list of integers >= 0"))
-    elif len(set(seeds)) != len(seeds):
-        problems.append(("grid.seeds", seeds, "seeds must be distinct"))
+        return [("grid.seeds", seeds, "expected a non-empty list of integers >= 0")]
+    if len(set(seeds)) != len(seeds):
+        return [("grid.seeds", seeds, "seeds must be distinct")]
+    return []
 
-    raw_baseline = grid.get("baseline", _MISSING)
-    baseline = None
-    if not isinstance(raw_baseline, Mapping):
-        problems.append(("grid.baseline", raw_baseline, "expected a mapping of run-spec fields"))
-    elif "seed" in raw_baseline:
-        problems.append(("grid.baseline.seed", raw_baseline["seed"], "seeds come from grid.seeds"))
-    else:
-        try:
-            baseline = RunSpec(**raw_baseline)
-        except ValidationError as error:
-            problems += _problems("grid.baseline", error)
 
+def _validate_baseline(raw: Any) -> tuple[RunSpec | None, list[tuple[str, Any, str]]]:
+    if not isinstance(raw, Mapping):
+        return None, [("grid.baseline", raw, "expected a mapping of run-spec fields")]
+    if "seed" in raw:
+        return None, [("grid.baseline.seed", raw["seed"], "seeds come from grid.seeds")]
+    try:
+        return RunSpec(**raw), []
+    except ValidationError as error:
+        return None, _problems("grid.baseline", error)
+
+
+def _validate_studies(
+    raw_studies: Any, baseline: RunSpec | None
+) -> tuple[list[Study], list[tuple[str, Any, str]]]:
+    problems: list[tuple[str, Any, str]] = []
     studies: list[Study] = []
-    raw_studies = grid.get("studies", _MISSING)
     if not isinstance(raw_studies, Mapping) or not raw_studies:
         problems.append(("grid.studies", raw_studies, "expected a non-empty mapping of studies"))
         raw_studies = {}
@@ -357,12 +375,7 @@ def _validate_grid(
         problems += study_problems
         if study is not None:
             studies.append(study)
-
-    if data is not None and baseline is not None:
-        problems += _cross_check(baseline, studies, data)
-    if problems or baseline is None:
-        return None, problems
-    return GridConfig(baseline=baseline, studies=tuple(studies), seeds=tuple(seeds)), []
+    return studies, problems
 
 
 # Above this many runs before de-duplication the grid is not expanded just to be counted.
@@ -550,21 +563,8 @@ def validate_parameters(params: Mapping[str, Any]) -> Parameters:
         for key in params
         if key not in SECTIONS
     ]
-    sections: dict[str, Any] = {}
-    for key, model in (("data", DataConfig), ("train", TrainConfig), ("report", ReportConfig)):
-        try:
-            sections[key] = model.model_validate(params.get(key, {}))
-        except ValidationError as error:
-            problems += _problems(key, error)
-    try:
-        sections["claims"] = parse_claims(params.get("claims"))
-    except ConfigError as error:
-        problems += error.problems
-    if isinstance(params.get("claims"), Mapping):
-        for claim_id in params["claims"]:
-            problems += _name_problems(f"claims.{claim_id}", claim_id)
-    if isinstance(params.get("data"), Mapping):
-        problems += _validate_datasets(params["data"])
+    sections, section_problems = _validate_sections(params)
+    problems += section_problems
     grid, grid_problems = _validate_grid(params.get("grid", _MISSING), sections.get("data"))
     problems += grid_problems
     # expanded once, for the checks against the grid's runs (not at all past _COUNT_LIMIT)
@@ -583,6 +583,29 @@ def validate_parameters(params: Mapping[str, Any]) -> Parameters:
         _PARSED[key, repr(params.get(key, {} if key != "claims" else None))] = sections[key]
     _PARSED["grid", repr((params["grid"], sections["data"]))] = grid
     return parameters
+
+
+def _validate_sections(
+    params: Mapping[str, Any],
+) -> tuple[dict[str, Any], list[tuple[str, Any, str]]]:
+    """The data, train, report and claims sections, each validated (those that are valid)."""
+    problems: list[tuple[str, Any, str]] = []
+    sections: dict[str, Any] = {}
+    for key, model in (("data", DataConfig), ("train", TrainConfig), ("report", ReportConfig)):
+        try:
+            sections[key] = model.model_validate(params.get(key, {}))
+        except ValidationError as error:
+            problems += _problems(key, error)
+    try:
+        sections["claims"] = parse_claims(params.get("claims"))
+    except ConfigError as error:
+        problems += error.problems
+    if isinstance(params.get("claims"), Mapping):
+        for claim_id in params["claims"]:
+            problems += _name_problems(f"claims.{claim_id}", claim_id)
+    if isinstance(params.get("data"), Mapping):
+        problems += _validate_datasets(params["data"])
+    return sections, problems
 
 
 _T = TypeVar("_T")

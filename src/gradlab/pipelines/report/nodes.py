@@ -234,7 +234,8 @@ def draw_phase_diagram(runs: pd.DataFrame, report: dict[str, Any]) -> Figure:
     return plots.plot_phase_diagram(grid, points, core.PHASE_ACTIVATION)
 
 
-def build_report(
+# noqa reason: a Kedro node takes one argument per dataset it reads
+def build_report(  # noqa: PLR0913, PLR0917
     runs: pd.DataFrame,
     studies: pd.DataFrame,
     claims: pd.DataFrame,
