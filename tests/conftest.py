@@ -31,11 +31,10 @@ def smoke_copy(smoke_project: Path, tmp_path: Path) -> Path:
     return copy_project(smoke_project, tmp_path / "project")
 
 
-# Slow tests of modules that other work owns for now, marked here (a mark in the module itself
-# is better; move it there when editing one of them): nodeid prefix → why.
+# Slow tests of a module that other work owns for now, marked here (a mark in the module itself
+# is better; move it there when editing it): nodeid prefix → why.
 SLOW_ELSEWHERE = {
-    "tests/core/test_theory_vs_measurement.py::": "trains 9 deep networks",
-    "tests/core/test_probes.py::test_relu_he_init_keeps_backprop_gradient_level": "a wide net",
+    "tests/core/test_theory_vs_measurement.py::": "trains 9 deep networks: 2-10 s each here",
 }
 
 
