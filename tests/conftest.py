@@ -4,8 +4,13 @@ tests share (running ``kedro``, servers, small runs, hand-made results) are in t
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers.projects import SMOKE, copy_project, make_project, output, run_kedro
+
+# One torch thread, as every gradlab worker trains: for these small nets a second thread costs more
+# than it gives on a 2-core machine, and it spins against the subprocesses other tests start.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -29,16 +34,3 @@ def smoke_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def smoke_copy(smoke_project: Path, tmp_path: Path) -> Path:
     """This test's own copy of ``smoke_project``, MLflow store included."""
     return copy_project(smoke_project, tmp_path / "project")
-
-
-# Slow tests of a module that other work owns for now, marked here (a mark in the module itself
-# is better; move it there when editing it): nodeid prefix → why.
-SLOW_ELSEWHERE = {
-    "tests/core/test_theory_vs_measurement.py::": "trains 9 deep networks: 2-10 s each here",
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if any(item.nodeid.startswith(prefix) for prefix in SLOW_ELSEWHERE):
-            item.add_marker(pytest.mark.slow)

@@ -30,17 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 COUNTED = {"act_saturation", "act_dead_frac", "grad_weight_zero_frac"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tensors are tiny, and on a busy 2-core machine a second
-    thread's spin-waits cost more than its work (a 16-wide BatchNorm took 30× longer). Numbers
-    are compared to rounding, so the thread count does not matter to what is checked."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def relative_error(got, want, scale=None) -> float:
     """‖got − want‖ / ‖scale‖ (``scale``: ``want`` itself unless given) over the finite entries
     (NaN and ±inf must sit in the same places).

@@ -9,6 +9,8 @@ from gradlab.core.activations import get_activation
 from gradlab.core.inits import initialize
 from gradlab.core.models import MLP
 
+pytestmark = pytest.mark.slow  # trains 9 × 4 deep, wide networks: 20 s in all here
+
 WIDTH, DEPTH, D_IN, SEEDS = 256, 20, 16, 4
 
 
