@@ -110,5 +110,8 @@ def test_registering_needs_a_new_name_and_a_measure():
         register_activation(ACTIVATIONS["tanh"])
     with pytest.raises(ValueError, match="needs a measure"):
         register_quantity(Quantity("act_p99", "hidden", "units", "99 % quantile", "tail of φ(h)"))
+    expected = r"unknown quantity scope 'global'; expected one of \['hidden', 'weight'\]"
+    with pytest.raises(ValueError, match=expected):
+        register_quantity(Quantity("x", "global", "units", "max", "x", measure=torch.max))
     with pytest.raises(ValueError, match="unknown quantity scope 'layer'"):
         register_quantity(Quantity("x", "layer", "units", "max", "x", measure=torch.max))

@@ -54,12 +54,13 @@ class Quantity:
 
 
 def register_quantity(quantity: Quantity) -> Quantity:
-    """Add ``quantity`` to ``QUANTITIES``; a name can be registered once, and a new hidden or
-    weight quantity needs a ``measure`` (the probe computes only the built-in ones)."""
-    lookup(dict.fromkeys(SCOPES), quantity.scope, "quantity scope")
+    """Add ``quantity`` to ``QUANTITIES``: a new name, of scope hidden or weight (the global,
+    theory and distribution ones are what the loop, the theory and the samples produce), with a
+    ``measure`` (the probe computes only the built-in ones)."""
+    lookup(dict.fromkeys(("hidden", "weight")), quantity.scope, "quantity scope")
     if quantity.name in QUANTITIES:
         raise ValueError(f"quantity {quantity.name!r} is already registered")
-    if quantity.measure is None and quantity.scope in ("hidden", "weight"):
+    if quantity.measure is None:
         raise ValueError(f"quantity {quantity.name!r} needs a measure: the probe cannot compute it")
     QUANTITIES[quantity.name] = quantity
     return quantity
