@@ -1,11 +1,12 @@
 """The stacked engine gives every replica the numbers an independent one-run loop gets.
 
-The oracle is ``solo_reference.train_alone``: a plain ``torch.nn`` + ``torch.optim`` loop that
-imports nothing of the engine and computes each probe statistic as ``probes.py`` defines it. Per
-run, status, diverged step and steps taken must be equal; every history metric, every
-layer_stats quantity (phases init and train), and every final weight tensor must agree to 1e-4
-relative, in norm: float32 sums in another order differ in the last bits, not bitwise. The
-engine's phase ``theory`` rows must be the mean-field prediction of that run's own probe batch.
+The oracle is ``tests.helpers.solo_reference.train_alone``: a plain ``torch.nn`` +
+``torch.optim`` loop that imports nothing of the engine and computes each probe statistic as the
+quantity registry (``gradlab.core.quantities``) defines it. Per run, status, diverged step and
+steps taken must be equal; every history metric, every layer_stats quantity (phases init and
+train), and every final weight tensor must agree to 1e-4 relative, in norm: float32 sums in
+another order differ in the last bits, not bitwise. The engine's phase ``theory`` rows must be
+the mean-field prediction of that run's own probe batch.
 """
 
 import math
@@ -21,7 +22,7 @@ from gradlab.core import activations, theory
 from gradlab.core.config import parse_data, parse_grid
 from gradlab.core.grid import RunSpec, expand, specs_from_table
 from gradlab.core.train import GROUP_AXES, RunOptions, RunResult, group_runs, train_group
-from tests.core.solo_reference import SoloRun, train_alone
+from tests.helpers.solo_reference import SoloRun, train_alone
 from tests.helpers.training import SMALL, task
 
 REPO = Path(__file__).resolve().parents[2]
