@@ -1,12 +1,17 @@
 """The executors: same results everywhere, a raising task comes back as a TaskError, shared
 arguments reach each Dask worker once."""
 
+import multiprocessing
 import os
+import signal
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
+from gradlab.core import execute
 from gradlab.core.execute import DaskExecutor, ProcessPoolExecutor, SequentialExecutor, TaskError
 from gradlab.core.grid import RunSpec
 from gradlab.core.train import RunOptions, train_group
@@ -125,3 +130,20 @@ def test_dask_names_a_scheduler_that_does_not_answer():
         pytest.raises(ConnectionError, match=rf"no Dask scheduler answers at {address} "),
     ):
         list(DaskExecutor(address).map(_times_received, [(Shared(), 0)]))
+
+
+def test_a_ctrl_c_while_workers_start_interrupts_the_parent_and_never_reaches_them():
+    spawn = multiprocessing.get_context("spawn")
+    workers = []
+    with pytest.raises(KeyboardInterrupt), execute._sigint_blocked():
+        workers.append(spawn.Process(target=time.sleep, args=(60,)))
+        workers[0].start()
+        os.kill(os.getpid(), signal.SIGINT)  # pressed while the workers start: not lost
+        time.sleep(1.0)
+    try:
+        status = Path(f"/proc/{workers[0].pid}/status").read_text()
+        blocked = int(status.split("SigBlk:")[1].split()[0], 16)
+        assert blocked & (1 << (signal.SIGINT - 1)), status  # the worker never sees a Ctrl-C
+    finally:
+        workers[0].terminate()
+        workers[0].join()

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from typing import Any, Protocol, TypeVar
 
 import torch
@@ -105,18 +106,20 @@ def _init_worker(parent: int) -> None:
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore SIGINT in this process inside the block, so that the processes it starts ignore it
-    for life. Ctrl-C signals the whole process group: a worker interrupted while it starts or
-    unpickles its task prints a traceback; the parent stops the workers itself."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread inside the block, so that the processes it starts keep it
+    blocked for life (a spawned child inherits the signal mask). Ctrl-C signals the whole process
+    group: a worker interrupted while it starts or unpickles its task prints a traceback; the
+    parent stops the workers itself. Blocked, not ignored: a Ctrl-C pressed meanwhile still
+    interrupts this process, at once if another of its threads takes it, else when the block
+    ends (ignored, it was lost, and the grid trained on)."""
+    # multiprocessing's resource tracker unblocks SIGINT when it starts: have it started first
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 class ProcessPoolExecutor:
@@ -132,9 +135,9 @@ class ProcessPoolExecutor:
         pool = cf.ProcessPoolExecutor(
             self.workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
         )
-        with _sigint_ignored():  # the workers start (at the first submit) ignoring Ctrl-C
-            futures = {pool.submit(fn, *args): index for index, args in enumerate(tasks)}
         try:
+            with _sigint_blocked():  # the workers start (at the first submit) deaf to Ctrl-C
+                futures = {pool.submit(fn, *args): index for index, args in enumerate(tasks)}
             for future in cf.as_completed(futures):
                 error = future.exception()
                 yield futures[future], future.result() if error is None else _task_error(error)
