@@ -135,15 +135,19 @@ def test_dask_names_a_scheduler_that_does_not_answer():
 def test_a_ctrl_c_while_workers_start_interrupts_the_parent_and_never_reaches_them():
     spawn = multiprocessing.get_context("spawn")
     workers = []
-    with pytest.raises(KeyboardInterrupt), execute._sigint_blocked():
-        workers.append(spawn.Process(target=time.sleep, args=(60,)))
-        workers[0].start()
-        os.kill(os.getpid(), signal.SIGINT)  # pressed while the workers start: not lost
-        time.sleep(1.0)
+    # a shell starts background jobs with SIGINT ignored: make Ctrl-C interrupt, as in a terminal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        with pytest.raises(KeyboardInterrupt), execute._sigint_blocked():
+            workers.append(spawn.Process(target=time.sleep, args=(60,)))
+            workers[0].start()
+            os.kill(os.getpid(), signal.SIGINT)  # pressed while the workers start: not lost
+            time.sleep(1.0)
         status = Path(f"/proc/{workers[0].pid}/status").read_text()
         blocked = int(status.split("SigBlk:")[1].split()[0], 16)
         assert blocked & (1 << (signal.SIGINT - 1)), status  # the worker never sees a Ctrl-C
     finally:
-        workers[0].terminate()
-        workers[0].join()
+        signal.signal(signal.SIGINT, previous)
+        for worker in workers:
+            worker.terminate()
+            worker.join()
