@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from scipy import special
 from torch import Tensor, nn
 
-from gradlab.core.registry import lookup
+from gradlab.core.registry import lookup, register
 
 Array = NDArray[np.float64]
 
@@ -71,10 +71,7 @@ ACTIVATIONS: dict[str, Activation] = {}
 
 def register_activation(activation: Activation) -> Activation:
     """Add ``activation`` to ``ACTIVATIONS`` under its name; a name can be registered once."""
-    if activation.name in ACTIVATIONS:
-        raise ValueError(f"activation {activation.name!r} is already registered")
-    ACTIVATIONS[activation.name] = activation
-    return activation
+    return register(ACTIVATIONS, activation.name, activation, "activation")
 
 
 def get_activation(name: str) -> Activation:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from gradlab.core.activations import get_activation
 from gradlab.core.models import MLP
-from gradlab.core.registry import lookup
+from gradlab.core.registry import lookup, register
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,7 @@ INITS: dict[str, Init] = {}
 
 def register_init(init: Init) -> Init:
     """Add ``init`` to ``INITS`` under its name; a name can be registered once."""
-    if init.name in INITS:
-        raise ValueError(f"init {init.name!r} is already registered")
-    INITS[init.name] = init
-    return init
+    return register(INITS, init.name, init, "init")
 
 
 def _fans(weight: Tensor) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from gradlab.core.registry import lookup
+from gradlab.core.registry import lookup, register
 
 SCOPES = ("hidden", "weight", "global", "theory", "distribution")
 
@@ -58,12 +58,9 @@ def register_quantity(quantity: Quantity) -> Quantity:
     theory and distribution ones are what the loop, the theory and the samples produce), with a
     ``measure`` (the probe computes only the built-in ones)."""
     lookup(dict.fromkeys(("hidden", "weight")), quantity.scope, "quantity scope")
-    if quantity.name in QUANTITIES:
-        raise ValueError(f"quantity {quantity.name!r} is already registered")
     if quantity.measure is None:
         raise ValueError(f"quantity {quantity.name!r} needs a measure: the probe cannot compute it")
-    QUANTITIES[quantity.name] = quantity
-    return quantity
+    return register(QUANTITIES, quantity.name, quantity, "quantity")
 
 
 def names(*scopes: str) -> tuple[str, ...]:

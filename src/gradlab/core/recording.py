@@ -37,11 +37,13 @@ class ProbeLayout:
         names: The measured quantities, in the order of the ``layer_stats`` rows.
         layer: The layer of each value of a row (0: the whole net; depth + 1: the head).
         quantity: The position in ``names`` of each value of a row.
+        scoped: ``names`` by scope: hidden, weight, global (the row's three blocks).
     """
 
     names: tuple[str, ...]
     layer: np.ndarray
     quantity: np.ndarray
+    scoped: tuple[tuple[str, ...], ...]
 
     def positions(self, name: str) -> np.ndarray:
         """The positions of quantity ``name``'s values in a row, layer by layer."""
@@ -49,11 +51,10 @@ class ProbeLayout:
 
     def row(self, stats: dict[str, Tensor]) -> Tensor:
         """One (K, values) tensor of every replica's named statistics, in this layout's order."""
-        by_scope = [
-            torch.stack([stats[name] for name in quantities.names(scope)], -1).flatten(1)
-            for scope in ("hidden", "weight", "global")
+        blocks = [
+            torch.stack([stats[name] for name in block], -1).flatten(1) for block in self.scoped
         ]
-        return torch.cat(by_scope, 1)
+        return torch.cat(blocks, 1)
 
 
 @functools.cache
@@ -72,7 +73,7 @@ def probe_layout(depth: int, names: tuple[str, ...]) -> ProbeLayout:
     arrays = np.array(layer), np.array(quantity)
     for shared in arrays:
         shared.setflags(write=False)
-    return ProbeLayout(names, *arrays)
+    return ProbeLayout(names, *arrays, tuple(scoped.values()))
 
 
 @dataclass(frozen=True, eq=False)
