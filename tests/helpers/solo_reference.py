@@ -1,7 +1,8 @@
 """An independent oracle for the training engine: one run at a time, in plain PyTorch.
 
-``train_alone(spec, data)`` trains the MLP that ``spec`` describes the way a reader of the docs
-would write it: an ``nn.Module`` of ``nn.Sequential`` blocks initialized with ``torch.nn.init``,
+``train_alone(spec, data)`` trains the net that ``spec`` describes the way a reader of the docs
+would write it: an ``nn.Module`` of ``nn.Sequential`` blocks (for ``arch: resmlp`` the residual
+net of ``tests/helpers/residual_reference.py``) initialized with ``torch.nn.init``,
 ``torch.optim`` with a ``torch.optim.lr_scheduler``, ``nn.utils.clip_grad_norm_``, module hooks
 for the probes, and each statistic computed in float64 as its definition in
 ``gradlab/core/probes.py``'s docstring reads. It imports nothing of the engine (train, probes,
@@ -12,8 +13,9 @@ What it shares with the engine is only what defines a run's numbers:
 
 * the order of random draws from a generator seeded with the run's seed: the probe batch
   (``randperm`` of the train rows, the first ``probe_batch_size``), then each weight layer in
-  forward order (hidden layers, then the head): its bias (only under ``default``), then its
-  weight; then each epoch's batch order (``randperm``);
+  forward order (a residual net's stem, the hidden layers or blocks, then the head): its bias
+  (only under ``default``), then its weight (under ``fixup`` the stem's weight alone); then each
+  epoch's batch order (``randperm``);
 * the quantiles' fixed subset of each weight gradient (an implementation choice the docs leave
   open): ``QUANTILE_SAMPLE`` positions of the gradient laid out as (in, out), i.e. of
   ``W.grad.t().flatten()``, drawn by ``randperm`` on a generator seeded with the layer's size,
@@ -34,6 +36,12 @@ from scipy import integrate
 from torch import Tensor, nn
 
 from gradlab.core.grid import RunSpec
+from tests.helpers.residual_reference import (
+    ResidualNet,
+    StreamRecorder,
+    fixup,
+    stream_layer_stats,
+)
 
 QUANTILE_SAMPLE = 512
 QUANTILES = {"grad_weight_q05": 0.05, "grad_weight_q50": 0.5, "grad_weight_q95": 0.95}
@@ -150,7 +158,7 @@ class Net(nn.Module):
             x = block(x)
         return self.head(x)
 
-    def linears(self) -> list[nn.Linear]:
+    def all_linears(self) -> list[nn.Linear]:
         return [*(block.linear for block in self.blocks), self.head]
 
     def engine_state_dict(self) -> dict[str, Tensor]:
@@ -170,11 +178,11 @@ class Net(nn.Module):
 # noqa reason: the oracle reads top to bottom, in the order of its random draws
 @torch.no_grad()
 def initialize(  # noqa: C901
-    net: Net, spec: RunSpec, generator: torch.Generator, probe_x: Tensor
+    net: "Net | ResidualNet", spec: RunSpec, generator: torch.Generator, probe_x: Tensor
 ) -> None:
     """Each weight layer in forward order: its bias (U(±1/√fan_in) under default, else 0), then
     its weight; LSUV then rescales the layers to unit output variance on the probe batch."""
-    for linear in net.linears():
+    for linear in net.all_linears():
         fan_in = linear.in_features
         if spec.init == "default":  # nn.Linear's own: U(−1/√fan_in, 1/√fan_in) for both
             bound = 1.0 / math.sqrt(fan_in)
@@ -206,11 +214,11 @@ def initialize(  # noqa: C901
         _lsuv(net, probe_x)
 
 
-def _lsuv(net: Net, x: Tensor) -> None:
+def _lsuv(net: "Net | ResidualNet", x: Tensor) -> None:
     """Mishkin & Matas (2015): layer by layer, W ← W / sqrt(Var[W x + b]) until that variance is
     within ``LSUV_TOL`` of 1 (at most ``LSUV_MAX_TRIES`` times), normalization layers frozen."""
     net.eval()
-    for linear in net.linears():
+    for linear in net.all_linears():
         outputs = []
         handle = linear.register_forward_hook(lambda module, inputs, out: outputs.append(out))
         for tries in range(LSUV_MAX_TRIES + 1):
@@ -314,7 +322,7 @@ class SoloRun:
     losses: list[float]  # the training loss of each step taken
     history: pd.DataFrame  # epoch, metric, value
     layer_stats: pd.DataFrame  # phase ("init" or "train"), step, layer, quantity, value
-    state_dict: dict[str, Tensor]  # under gradlab's MLP names
+    state_dict: dict[str, Tensor]  # under gradlab's MLP / ResMLP names
     probe_q_in: float  # mean squared input coordinate of the probe batch
 
 
@@ -335,11 +343,31 @@ def train_alone(  # noqa: C901, PLR0912, PLR0915
     n_train, d_in = data.x_train.shape
     probe_rows = torch.randperm(n_train, generator=generator)[:probe_batch_size]
     x_probe, y_probe = data.x_train[probe_rows], data.y_train[probe_rows]
-    net = Net(spec, d_in, data.n_outputs)
-    initialize(net, spec, generator, x_probe)
+    has_stream = getattr(spec, "arch", "mlp") == "resmlp"
+    net: Net | ResidualNet
+    if has_stream:
+        net = ResidualNet(
+            d_in,
+            data.n_outputs,
+            spec.depth,
+            spec.width,
+            ACTIVATIONS[spec.activation],
+            spec.norm_layer,
+            spec.residual_branch,
+            spec.residual_scale,
+        )
+    else:
+        net = Net(spec, d_in, data.n_outputs)
+    if spec.init == "fixup":  # residual nets only: the stem's weight is all it draws
+        assert isinstance(net, ResidualNet)
+        fixup(net, gain(spec.activation), generator)
+    else:
+        initialize(net, spec, generator, x_probe)
     net.train()
     params = list(net.parameters())
-    recorder = Recorder(net)
+    recorder = StreamRecorder(net) if isinstance(net, ResidualNet) else Recorder(net)
+    # weight layers: the MLP's hidden layers 1 … L and head L + 1; a residual net's stem is 0
+    first_weight = 0 if has_stream else 1
     loss_fn = nn.MSELoss() if data.task == "regression" else nn.CrossEntropyLoss()
 
     def loss_of(x: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
@@ -355,7 +383,10 @@ def train_alone(  # noqa: C901, PLR0912, PLR0915
                 spec.activation, recorder.h[layer], recorder.a[layer], recorder.dh[layer]
             )
             rows.extend((phase, step, layer + 1, q, v) for q, v in stats.items())
-        for layer, linear in enumerate(net.linears(), 1):
+            if isinstance(recorder, StreamRecorder):  # stream layer l: x_{l-1}, block l's input
+                stats = stream_layer_stats(recorder.x[layer], recorder.dx[layer])
+                rows.extend((phase, step, layer + 1, q, v) for q, v in stats.items())
+        for layer, linear in enumerate(net.all_linears(), first_weight):
             stats = weight_grad_stats(linear.weight.grad)
             rows.extend((phase, step, layer, q, v) for q, v in stats.items())
         grad_norm = torch.cat([p.grad.double().flatten() for p in params]).norm().item()
@@ -370,7 +401,10 @@ def train_alone(  # noqa: C901, PLR0912, PLR0915
     loss.backward()
     record("init", 0, loss)
     recorder.on = False
-    rows.extend(("init", 0, layer, "update_ratio", math.nan) for layer in range(1, spec.depth + 2))
+    rows.extend(
+        ("init", 0, layer, "update_ratio", math.nan)
+        for layer in range(first_weight, spec.depth + 2)
+    )
     net.zero_grad(set_to_none=True)
     with torch.no_grad():
         for name, b in net.named_buffers():
@@ -402,14 +436,14 @@ def train_alone(  # noqa: C901, PLR0912, PLR0915
             losses.append(loss.item())
             if probing:
                 grad_norms.append(record("train", step, loss))
-                before = [linear.weight.detach().clone() for linear in net.linears()]
+                before = [linear.weight.detach().clone() for linear in net.all_linears()]
             if spec.clip is not None:
                 nn.utils.clip_grad_norm_(params, spec.clip)
             optimizer.step()
             scheduler.step()
             step += 1
             if probing:
-                for layer, (linear, old) in enumerate(zip(net.linears(), before), 1):
+                for layer, (linear, old) in enumerate(zip(net.all_linears(), before), first_weight):
                     ratio = ((linear.weight.detach() - old).norm() / old.norm()).item()
                     rows.append(("train", step - 1, layer, "update_ratio", ratio))
                 bad = first_bad()
