@@ -380,6 +380,9 @@ class ProfilePrediction:
         q_fixed_point: q* of the hidden layers' length map, iterated from ``q_1``.
         chi1_fixed_point: χ₁ at q* with the hidden layers' σ_w².
         depth_scale: ``−1 / ln chi1_fixed_point`` (see ``depth_scale``).
+        mean: The per-layer stream mean ``m_l`` (a shift common to all units) of a residual
+            net, whose arrays run over stream layers 1 … L (``gradlab.core.residual_theory``);
+            None for MLPs.
     """
 
     q: Array
@@ -390,6 +393,7 @@ class ProfilePrediction:
     q_fixed_point: float
     chi1_fixed_point: float
     depth_scale: float
+    mean: Array | None = None
 
 
 def predict_profile(
