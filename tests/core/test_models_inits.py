@@ -9,14 +9,18 @@ import torch
 from gradlab.core.activations import ACTIVATIONS, FAST_TANH_MIN, get_activation, stacked_tanh
 from gradlab.core.inits import INITS, initialize
 from gradlab.core.models import MLP, NORM_LAYERS
+from gradlab.core.residual import ResMLP
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("init", sorted(INITS))
-def test_every_activation_and_init_builds_and_steps(activation, init):
+@pytest.mark.parametrize("net", [MLP, ResMLP])
+def test_every_activation_and_init_builds_and_steps(activation, init, net):
+    if net is MLP and INITS[init].zero_init:
+        pytest.skip("fixup is for residual nets (test_fixup_refuses_an_mlp)")
     generator = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 5, generator=generator), torch.randn(32, generator=generator)
-    model = MLP(5, 1, depth=3, width=16, activation=activation, norm_layer="none")
+    model = net(5, 1, depth=3, width=16, activation=activation, norm_layer="none")
     initialize(model, init, activation, 0.1, generator, data_batch=x)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     before = [p.detach().clone() for p in model.parameters()]
@@ -26,6 +30,25 @@ def test_every_activation_and_init_builds_and_steps(activation, init):
     assert torch.isfinite(loss), f"{activation}/{init}: loss {loss}"
     moved = sum(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
     assert moved > 0, f"{activation}/{init}: no parameter moved"
+
+
+def test_fixup_refuses_an_mlp():
+    model = MLP(5, 1, depth=3, width=16, activation="relu", norm_layer="none")
+    with pytest.raises(ValueError, match="fixup.*ResMLP"):
+        initialize(model, "fixup", "relu", 0.0, torch.Generator().manual_seed(0))
+
+
+def test_fixup_zeroes_the_branches_and_the_head_and_draws_only_the_stem():
+    generator = torch.Generator().manual_seed(0)
+    model = ResMLP(5, 2, depth=3, width=16, activation="relu", norm_layer="none")
+    initialize(model, "fixup", "relu", 0.0, generator)
+    for layer in [*model.linears, model.head]:
+        assert not layer.weight.any() and not layer.bias.any()
+    # He's rule on the stem, N(0, 2 / fan_in), from the run's generator and nothing after it
+    want = torch.empty(16, 5)
+    torch.nn.init.normal_(want, 0.0, (2 / 5) ** 0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.inp.weight, want)
+    assert not model.inp.bias.any()
 
 
 @pytest.mark.parametrize("norm_layer", sorted(NORM_LAYERS))

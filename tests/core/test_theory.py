@@ -30,6 +30,7 @@ SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
 INIT_NAMES = [
     "default",
+    "fixup",
     "kaiming_normal",
     "kaiming_uniform",
     "lecun_normal",

@@ -9,6 +9,7 @@ import fnmatch
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,11 +17,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gradlab.core.activations import ACTIVATIONS
+from gradlab.core.architectures import ARCHITECTURES
 from gradlab.core.data import DATASETS, INPUT_NORMS
 from gradlab.core.inits import INITS
 from gradlab.core.models import NORM_LAYERS
 from gradlab.core.optim import OPTIMIZERS, SCHEDULES
 from gradlab.core.registry import lookup
+from gradlab.core.residual import BRANCHES, RESIDUAL_NORMS, residual_alpha
 
 # Which registry validates each named axis: the same tables the train stage builds from.
 REGISTRIES: dict[str, tuple[Mapping[str, Any], str]] = {
@@ -29,6 +32,7 @@ REGISTRIES: dict[str, tuple[Mapping[str, Any], str]] = {
     "activation": (ACTIVATIONS, "activation"),
     "init": (INITS, "init"),
     "norm_layer": (NORM_LAYERS, "norm_layer"),
+    "arch": (ARCHITECTURES, "arch"),
     "optimizer": (OPTIMIZERS, "optimizer"),
     "schedule": (SCHEDULES, "schedule"),
 }
@@ -46,6 +50,11 @@ class RunSpec(BaseModel):
     init: str = "default"
     init_std: float | None = Field(default=None, gt=0)  # used by init "normal" only
     norm_layer: str = "none"
+    arch: str = "mlp"
+    # the branch multiplier α of a residual net: a number (as text, "0.5") or a rule of
+    # gradlab.core.residual.RESIDUAL_SCALES; residual_branch: preact or postact (resmlp only)
+    residual_scale: str | None = None
+    residual_branch: str | None = None
     depth: int = Field(default=8, gt=0, le=256)
     width: int = Field(default=64, gt=0, le=8192)
     optimizer: str = "sgd"
@@ -65,19 +74,57 @@ class RunSpec(BaseModel):
         lookup(table, name, kind)
         return name
 
+    @field_validator("residual_scale")
+    @classmethod
+    def _scale(cls, scale: str | None) -> str | None:
+        if scale is not None:
+            residual_alpha(scale, 1)  # raises with the valid choices
+        return scale
+
+    @field_validator("residual_branch")
+    @classmethod
+    def _branch(cls, branch: str | None) -> str | None:
+        if branch is not None:
+            lookup(BRANCHES, branch, "residual_branch")
+        return branch
+
     @model_validator(mode="before")
     @classmethod
-    def _drop_unused_std(cls, data: Any) -> Any:
-        # init_std means nothing to other inits: dropping it keeps one id per distinct run
-        if isinstance(data, dict) and data.get("init", "default") != "normal":
-            return {k: v for k, v in data.items() if k != "init_std"}
+    def _drop_unused(cls, data: Any) -> Any:
+        # a field that means nothing to this run is dropped (init_std to inits but normal, the
+        # residual fields to an MLP), and a residual one left out gets its default: one id per
+        # distinct run
+        if not isinstance(data, dict):
+            return data
+        unused = set() if data.get("init", "default") == "normal" else {"init_std"}
+        if data.get("arch", "mlp") == "mlp":
+            unused |= set(RESIDUAL_FIELDS)
+        data = {k: v for k, v in data.items() if k not in unused}
+        if data.get("arch", "mlp") != "mlp":
+            for name, default in RESIDUAL_FIELDS.items():
+                data[name] = default if data.get(name) is None else data[name]
+            data["residual_scale"] = _scale_text(data["residual_scale"])
         return data
 
     @model_validator(mode="after")
-    def _std_for_normal(self) -> "RunSpec":
+    def _consistent(self) -> "RunSpec":
         if self.init == "normal" and self.init_std is None:
             raise ValueError("init 'normal' needs init_std > 0 (the weights' standard deviation)")
+        if self.arch == "mlp" and self.init == "fixup":
+            raise ValueError(
+                "init 'fixup' zero-initializes residual branches: it needs arch resmlp"
+            )
+        if self.arch != "mlp" and self.norm_layer not in RESIDUAL_NORMS:
+            raise ValueError(
+                f"norm_layer {self.norm_layer!r} has no place in a residual branch, which "
+                f"normalizes φ's input; expected one of {list(RESIDUAL_NORMS)}"
+            )
         return self
+
+    @property
+    def residual_learnable(self) -> bool:
+        """α is a trained parameter (a rule such as ``rezero``); False for an MLP."""
+        return self.residual_scale is not None and residual_alpha(self.residual_scale, 1)[1]
 
     @property
     def run_id(self) -> str:
@@ -85,8 +132,11 @@ class RunSpec(BaseModel):
         return hashlib.sha256(self.canonical().encode()).hexdigest()[:10]
 
     def canonical(self) -> str:
-        """Sorted-key compact JSON of every field: the spec's identity."""
-        return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+        """Sorted-key compact JSON of every field: the spec's identity. An MLP's leaves out the
+        residual fields, so its id is the one it had before they existed."""
+        exclude = {"arch", *RESIDUAL_FIELDS} if self.arch == "mlp" else set()
+        fields = self.model_dump(exclude=exclude)
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     @property
     def init_name(self) -> str:
@@ -100,7 +150,7 @@ class RunSpec(BaseModel):
         parts = [self.activation, self.init_name, self.optimizer, f"d{self.depth}", self.input_norm]
         for axis, prefix in _LABELLED_WHEN_SET.items():
             value = getattr(self, axis)
-            if value != RunSpec.model_fields[axis].default:
+            if value not in (RunSpec.model_fields[axis].default, _UNLABELLED.get(axis)):
                 parts.append(f"{prefix}{_number(value)}")
         parts += [f"lr{_number(self.lr)}", self.dataset, f"s{self.seed}"]
         return "·".join(parts)
@@ -129,6 +179,27 @@ class RunSpec(BaseModel):
         return tokens
 
 
+# A residual net's fields when left out (an MLP has none)
+RESIDUAL_FIELDS = {"residual_scale": "1", "residual_branch": "preact"}
+
+
+# values the label leaves out besides the defaults: a residual net's usual branch
+_UNLABELLED = {"residual_branch": "preact"}
+
+
+def _scale_text(scale: Any) -> Any:
+    """A number as ``residual_scale`` keeps it: its shortest text (``1`` and ``1.0`` → ``"1"``,
+    ``"0.50"`` → ``"0.5"``), so one α has one run id; a rule's name, or anything else for the
+    validator to refuse, as it is."""
+    if isinstance(scale, bool):
+        return scale
+    try:
+        number = float(scale)
+    except (TypeError, ValueError):
+        return scale
+    return _number(number) if math.isfinite(number) else scale
+
+
 def _number(value: Any) -> str:
     """Shortest exact form (``repr``): 0.05 → "0.05", 1.0 → "1"; distinct values stay distinct."""
     return repr(value).removesuffix(".0") if isinstance(value, float) else str(value)
@@ -137,6 +208,9 @@ def _number(value: Any) -> str:
 # Axes a label shows only when they differ from RunSpec's default, with their prefix; the names
 # of norm layers and schedules need none. With the always-shown axes this covers every field.
 _LABELLED_WHEN_SET = {
+    "arch": "",
+    "residual_scale": "α",
+    "residual_branch": "",
     "norm_layer": "",
     "schedule": "",
     "clip": "clip",

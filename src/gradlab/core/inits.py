@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from gradlab.core.activations import get_activation
 from gradlab.core.models import MLP
 from gradlab.core.registry import lookup, register
+from gradlab.core.residual import ResMLP
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Init:
         paper: Where the scheme comes from.
         torch_bias: Keep ``nn.Linear``'s own bias init (``default``); every other scheme starts
             the biases at zero.
+        zero_init: The layers a residual net names in ``zero_init_linears()`` (each branch's last
+            and the head) start at zero and draw nothing (Fixup); only residual nets have them.
     """
 
     name: str
@@ -38,6 +41,7 @@ class Init:
     variances: Callable[[int, int, float, float | None], tuple[float, float]]
     paper: str
     torch_bias: bool = False
+    zero_init: bool = False
 
 
 INITS: dict[str, Init] = {}
@@ -132,6 +136,18 @@ for _init in (
         lambda fan_in, fan_out, gain, std: (math.nan if std is None else std**2 * fan_in, 0.0),
         paper="Glorot & Bengio 2010, §4 (a fixed-scale Gaussian)",
     ),
+    # Fixup (Zhang et al. 2019, §3): each residual branch's last layer and the head start at 0,
+    # the others with He's rule. Its L^(−1/(2m−2)) rescaling of a branch's other layers has
+    # nothing to act on in gradlab's one-layer branches (m = 1). The variances are those of a
+    # drawn layer (the stem); the stream's gradient is zero at init (the head is), so theory
+    # predicts no profile for it.
+    Init(
+        "fixup",
+        lambda w, gain, std, gen: _gaussian(w, gain / math.sqrt(_fans(w)[0]), gen),
+        _gain_variances,
+        paper="Zhang, Dauphin & Ma 2019",
+        zero_init=True,
+    ),
     # LSUV's start is orthonormal; ``lsuv_rescale`` then fits each layer to the data
     Init(
         "lsuv",
@@ -190,7 +206,7 @@ def lsuv_rescale(
 
 # noqa reason: the scheme, the activation (its gain), std and seed are independent choices
 def initialize(  # noqa: PLR0913, PLR0917
-    model: MLP,
+    model: MLP | ResMLP,
     init: str,
     activation: str,
     std: float,
@@ -200,7 +216,8 @@ def initialize(  # noqa: PLR0913, PLR0917
     """Initialize every ``nn.Linear`` of ``model`` with the named scheme.
 
     Args:
-        model: An ``MLP`` (its ``all_linears()`` are initialized, in forward order).
+        model: An ``MLP`` or ``ResMLP`` (its ``all_linears()`` are initialized, in forward
+            order).
         init: A key of ``INITS``.
         activation: A registered activation, whose gain kaiming and orthogonal take.
         std: Standard deviation for ``normal``.
@@ -208,7 +225,16 @@ def initialize(  # noqa: PLR0913, PLR0917
         data_batch: Required by ``lsuv``; ignored otherwise.
     """
     scheme, gain = get_init(init), get_activation(activation).gain
+    zeroed: list[nn.Linear] = []
+    if scheme.zero_init:
+        if not isinstance(model, ResMLP):
+            raise ValueError(f"init {init!r} zero-initializes residual branches: a ResMLP only")
+        zeroed = model.zero_init_linears()
     for layer in model.all_linears():
+        if any(layer is z for z in zeroed):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+            continue
         if scheme.torch_bias:
             bound = 1.0 / math.sqrt(layer.in_features)
             nn.init.uniform_(layer.bias, -bound, bound, generator=generator)

@@ -1,7 +1,9 @@
-"""The MLP every run trains, its stacked form for many replicas, and the normalization-layer
-registry (activations: ``gradlab.core.activations``)."""
+"""The MLP, the stacked form that trains many replicas of a net as one, and the
+normalization-layer registry (activations: ``gradlab.core.activations``; residual nets:
+``gradlab.core.residual``)."""
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -68,24 +70,26 @@ class MLP(nn.Module):
         return [*self.linears, self.head]
 
 
-class StackedMLP:
-    """K same-shape ``MLP``s as one model: every tensor of their state dicts stacked on dim 0.
+class StackedNet(ABC):
+    """K same-shape models as one: every tensor of their state dicts stacked on dim 0.
 
-    ``tensors`` maps the ``MLP`` state-dict names to (K, …) tensors: biases and norm parameters
+    ``tensors`` maps the models' state-dict names to (K, …) tensors: biases and norm parameters
     (K, width), weights (K, in, out), i.e. ``nn.Linear``'s transposed, so that a layer is
     ``x @ W`` and autograd returns each weight gradient contiguous for the optimizer and the
-    probes. ``state_dict(k)`` is replica k's ``MLP`` state dict. A layer is one ``baddbmm`` for
-    all replicas: for small MLPs the time of a step goes to dispatching kernels, not to
-    arithmetic, so K models cost little more than one.
+    probes. ``state_dict(k)`` is replica k's state dict. A layer is one ``baddbmm`` for all
+    replicas: for small nets the time of a step goes to dispatching kernels, not to arithmetic,
+    so K models cost little more than one. Subclasses write ``forward`` for their architecture.
     """
 
-    def __init__(self, models: list[MLP], activation: str, norm_layer: str) -> None:
-        self.depth = len(models[0].linears)
+    def __init__(self, models: Sequence[nn.Module], activation: str, norm_layer: str) -> None:
+        prototype = models[0]
+        self.depth = len(cast(nn.ModuleList, prototype.linears))
         entry = get_activation(activation)
         self.activation = entry.stacked or entry.module()
         self.norm = lookup(NORM_LAYERS, norm_layer, "norm_layer")
-        names = {name for name, _ in models[0].named_parameters()}
-        self.weight_names = [f"linears.{i}.weight" for i in range(self.depth)] + ["head.weight"]
+        names = {name for name, _ in prototype.named_parameters()}
+        # in forward order: every nn.Linear's weight (MLP: the hidden layers, then the head)
+        self.weight_names = [f"{name}.weight" for name in _linear_order(prototype)]
         states = [model.state_dict() for model in models]
         self.tensors = {
             name: torch.stack([self._stored(name, state[name]) for state in states]).requires_grad_(
@@ -95,7 +99,7 @@ class StackedMLP:
         }
         self.param_names = [name for name in self.tensors if name in names]
         self.weight_positions = [self.param_names.index(name) for name in self.weight_names]
-        self._prototype = models[0]  # read for its BatchNorm / LayerNorm settings only
+        self._prototype = prototype  # read for its BatchNorm / LayerNorm settings only
 
     @property
     def replicas(self) -> int:
@@ -105,11 +109,11 @@ class StackedMLP:
         return [self.tensors[name] for name in self.param_names]
 
     def weights(self) -> list[Tensor]:
-        """Every weight stack in forward order: the hidden layers, then the head."""
+        """Every weight stack in forward order, the head last."""
         params = self.params()
         return [params[i] for i in self.weight_positions]
 
-    def to(self, device: torch.device) -> "StackedMLP":
+    def to(self, device: torch.device) -> "StackedNet":
         self._replace(lambda tensor: tensor.to(device))
         return self
 
@@ -124,11 +128,11 @@ class StackedMLP:
         }
 
     def _stored(self, name: str, tensor: Tensor) -> Tensor:
-        """An ``MLP`` state-dict tensor as the stack holds it (weights transposed), and back."""
+        """A state-dict tensor as the stack holds it (weights transposed), and back."""
         return tensor.t() if name in self.weight_names else tensor
 
     def state_dict(self, replica: int) -> dict[str, Tensor]:
-        """Replica ``replica``'s weights as an ``MLP`` state dict, on the CPU."""
+        """Replica ``replica``'s weights as its model's state dict, on the CPU."""
         return {
             name: self._stored(name, t[replica].detach().cpu()).clone(
                 memory_format=torch.contiguous_format
@@ -136,33 +140,15 @@ class StackedMLP:
             for name, t in self.tensors.items()
         }
 
+    @abstractmethod
     def forward(
         self,
         x: Tensor,
         training: bool,
         on_hidden: Callable[[Tensor, Tensor], None] | None = None,
+        on_stream: Callable[[Tensor], None] | None = None,
     ) -> Tensor:
-        """(K, B, d_in), or (B, d_in) shared by every replica, → (K, B, d_out).
-
-        Args:
-            x: The inputs.
-            training: BatchNorm normalizes by batch statistics and updates its running ones.
-            on_hidden: Called with (h_l, φ(h_l)) of each hidden layer in order, h_l being the
-                input of the activation (e.g. ``probes.Capture.add``, which reads ∂L/∂h_l too).
-        """
-        t = self.tensors
-        if x.dim() == 2:
-            x = x.expand(self.replicas, *x.shape)
-        for i in range(self.depth):
-            h = _linear(x, t[f"linears.{i}.weight"], t[f"linears.{i}.bias"])
-            if self.norm.position == "pre":
-                h = self._normalize(f"pre_norms.{i}", h, training)
-            x = self.activation(h)
-            if on_hidden is not None:
-                on_hidden(h, x)
-            if self.norm.position == "post":
-                x = self._normalize(f"post_norms.{i}", x, training)
-        return _linear(x, t["head.weight"], t["head.bias"])
+        """(K, B, d_in), or (B, d_in) shared by every replica, → (K, B, d_out)."""
 
     def _normalize(self, prefix: str, h: Tensor, training: bool) -> Tensor:
         if self.norm.factory is None:
@@ -190,6 +176,46 @@ class StackedMLP:
         return out.view(b, k, w).transpose(0, 1)
 
 
-def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+def _linear_order(model: nn.Module) -> list[str]:
+    """The names of ``model``'s ``nn.Linear`` layers in forward order (its ``all_linears``)."""
+    names = {id(module): name for name, module in model.named_modules()}
+    return [names[id(linear)] for linear in cast(MLP, model).all_linears()]
+
+
+class StackedMLP(StackedNet):
+    """K same-shape ``MLP``s as one model (``StackedNet``)."""
+
+    def forward(
+        self,
+        x: Tensor,
+        training: bool,
+        on_hidden: Callable[[Tensor, Tensor], None] | None = None,
+        on_stream: Callable[[Tensor], None] | None = None,
+    ) -> Tensor:
+        """(K, B, d_in), or (B, d_in) shared by every replica, → (K, B, d_out).
+
+        Args:
+            x: The inputs.
+            training: BatchNorm normalizes by batch statistics and updates its running ones.
+            on_hidden: Called with (h_l, φ(h_l)) of each hidden layer in order, h_l being the
+                input of the activation (e.g. ``probes.Capture.add``, which reads ∂L/∂h_l too).
+            on_stream: Unused: an MLP has no residual stream.
+        """
+        t = self.tensors
+        if x.dim() == 2:
+            x = x.expand(self.replicas, *x.shape)
+        for i in range(self.depth):
+            h = linear(x, t[f"linears.{i}.weight"], t[f"linears.{i}.bias"])
+            if self.norm.position == "pre":
+                h = self._normalize(f"pre_norms.{i}", h, training)
+            x = self.activation(h)
+            if on_hidden is not None:
+                on_hidden(h, x)
+            if self.norm.position == "post":
+                x = self._normalize(f"post_norms.{i}", x, training)
+        return linear(x, t["head.weight"], t["head.bias"])
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """x (K, B, in) · weight (K, in, out) + bias (K, out), per replica."""
     return torch.baddbmm(bias.unsqueeze(1), x, weight)

@@ -34,12 +34,15 @@ _QUANTILES = (0.05, 0.5, 0.95)
 class Capture:
     """Tensors a probed forward/backward pass leaves behind, one entry per hidden layer.
 
-    Every tensor is stacked over replicas: (K, B, width), K = 1 for a single ``MLP``.
+    Every tensor is stacked over replicas: (K, B, width), K = 1 for a single ``MLP``. A residual
+    net adds its stream entering each block, and the stream's gradient.
     """
 
     preacts: list[Tensor] = field(default_factory=list)
     acts: list[Tensor] = field(default_factory=list)
     grads: list[Tensor | None] = field(default_factory=list)
+    streams: list[Tensor] = field(default_factory=list)
+    stream_grads: list[Tensor | None] = field(default_factory=list)
 
     def add(self, h: Tensor, a: Tensor) -> None:
         """Keep h and φ(h) of the next hidden layer; ∂L/∂h arrives with the backward pass."""
@@ -49,6 +52,19 @@ class Capture:
         self.grads.append(None)
         if h.requires_grad:
             h.register_hook(lambda g: self.grads.__setitem__(layer, g.detach()))
+
+    def hooks(self) -> tuple[Callable[[Tensor, Tensor], None], Callable[[Tensor], None]]:
+        """``StackedNet.forward``'s ``on_hidden`` and ``on_stream``."""
+        return self.add, self.add_stream
+
+    def add_stream(self, x: Tensor) -> None:
+        """Keep the stream entering the next residual block; ∂L/∂x arrives with the backward
+        pass (the skip's share and the branch's together)."""
+        block = len(self.streams)
+        self.streams.append(x.detach())
+        self.stream_grads.append(None)
+        if x.requires_grad:
+            x.register_hook(lambda g: self.stream_grads.__setitem__(block, g.detach()))
 
 
 @contextmanager
@@ -161,6 +177,30 @@ def hidden_stats(cap: Capture, activation: Activation, workspace: Workspace) -> 
             [measure(h, a, g) for h, a, g in zip(cap.preacts, cap.acts, grads, strict=True)], 1
         )
     return stats
+
+
+def stream_stats(cap: Capture) -> dict[str, Tensor]:
+    """Every stream quantity of every block and replica, by name: (K, depth) each; reduced as
+    ``hidden_stats`` reduces h and ∂L/∂h."""
+    grads = cast(list[Tensor], cap.stream_grads)  # every one set by the backward pass
+    tensors = [*cap.streams, *grads]
+    depth, first = len(cap.streams), cap.streams[0]
+    replicas, dims = first.shape[0], tuple(range(1, first.dim()))
+
+    def per_layer(values: list[Tensor]) -> Tensor:  # (K,) each → (K, 2, depth)
+        return torch.stack(values, 1).view(replicas, 2, depth)
+
+    mean = per_layer([t.mean(dims) for t in tensors])
+    mean_sq = per_layer([torch.linalg.vector_norm(t, dim=dims) for t in tensors]).pow(2)
+    mean_sq /= first[0].numel()
+    std = _std(mean, mean_sq)
+    return {
+        "grad_stream_rms": mean_sq[:, 1].sqrt(),
+        "grad_stream_mean": mean[:, 1],
+        "grad_stream_std": std[:, 1],
+        "stream_mean": mean[:, 0],
+        "stream_std": std[:, 0],
+    }
 
 
 def weight_grad_stats(grads: list[Tensor]) -> dict[str, Tensor]:

@@ -6,9 +6,10 @@ meaning is the report's glossary entry. The probe layout, the tables' columns, t
 ``train.mlflow_quantities``' valid names all come from here, in registration order.
 
 Scopes: ``hidden`` (one value per hidden layer 1 … depth, h_l being the input of layer l's
-activation), ``weight`` (per weight layer 1 … depth + 1, the head last), ``global`` (the whole
-network, layer 0), ``theory`` (predicted only, per hidden layer) and ``distribution`` (raw values
-sampled at checkpoints into the ``distributions`` table).
+activation), ``weight`` (per weight layer 1 … depth + 1, the head last; a residual net's stem is
+weight layer 0), ``global`` (the whole network, layer 0), ``stream`` (a residual net's stream
+entering block l, per block 1 … depth), ``theory`` (predicted only, per hidden layer) and
+``distribution`` (raw values sampled at checkpoints into the ``distributions`` table).
 
 The built-in measured quantities are computed together by ``gradlab.core.probes`` (one fused pass
 per log step). A new one brings its own ``measure``::
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from gradlab.core.registry import lookup, register
 
-SCOPES = ("hidden", "weight", "global", "theory", "distribution")
+SCOPES = ("hidden", "weight", "global", "stream", "theory", "distribution")
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,16 @@ def names(*scopes: str) -> tuple[str, ...]:
     return tuple(q.name for scope in scopes for q in QUANTITIES.values() if q.scope == scope)
 
 
-def measured() -> tuple[str, ...]:
-    """Every quantity a probe step records, in the order of its ``layer_stats`` rows."""
-    return names("hidden", "weight", "global")
+def measured(stream: bool = False) -> tuple[str, ...]:
+    """Every quantity a probe step records, in the order of its ``layer_stats`` rows; with
+    ``stream``, a residual net's stream quantities too."""
+    return names("hidden", "weight", "global", *("stream",) * stream)
 
 
 def layer_quantities() -> tuple[str, ...]:
-    """Every value the ``layer_stats`` table's ``quantity`` column can hold."""
-    return names("hidden", "weight", "global", "theory")
+    """Every value the ``layer_stats`` table's ``quantity`` column can hold; the measured ones of
+    a residual net (``measured(stream=True)``) first."""
+    return names("hidden", "weight", "global", "stream", "theory")
 
 
 def custom(scope: str) -> list[Quantity]:
@@ -174,12 +177,34 @@ _BUILT_IN = (
         "what gradient clipping compares with its threshold",
     ),
     Quantity("loss", "global", _LOSS, "mean over the batch", "training loss at that step"),
+    # The residual stream x_{l−1} entering block l, and the whole gradient ∂L/∂x_{l−1} it
+    # carries back (the skip's and the branch's): what a residual net's grad_ratio reads
+    Quantity(
+        "grad_stream_rms",
+        "stream",
+        _LOSS,
+        "RMS over units and batch",
+        "size of the back-propagated gradient ∂L/∂x on the residual stream entering the block",
+    ),
+    Quantity("grad_stream_mean", "stream", _LOSS, "mean over units and batch", "mean of ∂L/∂x"),
+    Quantity("grad_stream_std", "stream", _LOSS, "std over units and batch", "spread of ∂L/∂x"),
+    Quantity(
+        "stream_mean", "stream", "stream units", "mean over units and batch", "mean of the stream x"
+    ),
+    Quantity(
+        "stream_std",
+        "stream",
+        "stream units",
+        "std over units and batch",
+        "spread of the stream x entering the block: a residual net's forward signal",
+    ),
     Quantity(
         "chi1",
         "theory",
         "ratio",
         "mean-field",
-        "χ₁ = σ_w² E[φ'(h)²]: how much one layer multiplies the mean squared ∂L/∂h",
+        "χ₁ = σ_w² E[φ'(h)²]: how much one layer multiplies the mean squared ∂L/∂h (a residual "
+        "block multiplies the stream's by 1 + α² χ₁)",
     ),
     Quantity("grad_preact", "distribution", _LOSS, "sampled values", "values of ∂L/∂h"),
     Quantity("preact", "distribution", "pre-activation units", "sampled values", "values of h"),

@@ -25,19 +25,23 @@ from gradlab.core.schema import empty_table, text_column
 # a layer_stats row's phase: a probe at init, one during training, the mean-field prediction
 PHASES = ("init", "train", "theory")
 # what phase theory predicts per hidden layer: grad_preact_rms (last hidden layer = 1),
-# preact_std and the gradient map chi1
+# preact_std and the gradient map chi1; for a residual net the stream's gradient and spread in
+# place of the first two (``Architecture.profile``, ``.signal``)
 THEORY_QUANTITIES = ("grad_preact_rms", "preact_std", "chi1")
+STREAM_THEORY_QUANTITIES = ("grad_stream_rms", "stream_std", "chi1")
 
 
 @dataclass(frozen=True, eq=False)
 class ProbeLayout:
-    """Where each quantity's values sit in a probe step's row, for nets of one depth.
+    """Where each quantity's values sit in a probe step's row, for nets of one depth and kind.
 
     Attributes:
         names: The measured quantities, in the order of the ``layer_stats`` rows.
-        layer: The layer of each value of a row (0: the whole net; depth + 1: the head).
+        layer: The layer of each value of a row (0: the whole net, or a residual net's stem for
+            a weight quantity; depth + 1: the head).
         quantity: The position in ``names`` of each value of a row.
-        scoped: ``names`` by scope: hidden, weight, global (the row's three blocks).
+        scoped: ``names`` by scope: hidden, weight, global and, for a residual net, stream (the
+            row's blocks).
     """
 
     names: tuple[str, ...]
@@ -58,13 +62,20 @@ class ProbeLayout:
 
 
 @functools.cache
-def probe_layout(depth: int, names: tuple[str, ...]) -> ProbeLayout:
-    """The layout of a probe step of a ``depth``-layer net measuring ``names`` (one per depth and
-    registry state: every run of that depth shares it)."""
-    scoped = {scope: quantities.names(scope) for scope in ("hidden", "weight", "global")}
+def probe_layout(depth: int, names: tuple[str, ...], stream: bool = False) -> ProbeLayout:
+    """The layout of a probe step of a ``depth``-layer net measuring ``names`` (one per depth,
+    kind and registry state: every run of that shape shares it). ``stream``: a residual net, with
+    a stream entering each block and a stem (weight layer 0)."""
+    scopes = ("hidden", "weight", "global", *("stream",) * stream)
+    scoped = {scope: quantities.names(scope) for scope in scopes}
     if names != sum(scoped.values(), ()):
         raise ValueError(f"{names} are not the registry's measured quantities in order")
-    layers_of = {"hidden": range(1, depth + 1), "weight": range(1, depth + 2), "global": [0]}
+    layers_of = {
+        "hidden": range(1, depth + 1),
+        "weight": range(0 if stream else 1, depth + 2),
+        "global": [0],
+        "stream": range(1, depth + 1),
+    }
     layer, quantity = [], []
     for scope, members in scoped.items():
         for at in layers_of[scope]:
@@ -88,20 +99,23 @@ class Probe:
     ) -> dict[str, Tensor]:
         """Every quantity available after backward, before clipping and the optimizer step, by
         name: (K, layers) per hidden and weight quantity, (K,) per global one."""
-        return {
+        stats = {
             **probes.hidden_stats(cap, self.activation, self.workspace),
             **probes.weight_grad_stats(weight_grads),
             "grad_global_norm": probes.global_grad_norm(grads),
             "loss": loss.detach(),
         }
+        if cap.streams:
+            stats.update(probes.stream_stats(cap))
+        return stats
 
 
 class ProbeLog:
     """One run's probe steps and distribution samples; builds its long tables once, at the end."""
 
-    def __init__(self, depth: int, sample_size: int, seed: int):
-        self.depth, self.sample_size = depth, sample_size
-        self.layout = probe_layout(depth, quantities.measured())
+    def __init__(self, depth: int, sample_size: int, seed: int, stream: bool = False):
+        self.depth, self.sample_size, self.stream = depth, sample_size, stream
+        self.layout = probe_layout(depth, quantities.measured(stream), stream)
         self.steps: list[tuple[str, int, list[float]]] = []  # phase, step, row of ``layout``
         # per call of keep_samples: phase, step, quantity (codes) and layer of each row, rows
         self.samples: list[tuple[str, int, list[int], list[int], Tensor]] = []
@@ -121,7 +135,7 @@ class ProbeLog:
     def layer_stats(self, prediction: theory.ProfilePrediction | None = None) -> pd.DataFrame:
         """Every probe step's values, then phase ``theory``: the mean-field prediction's
         ``THEORY_QUANTITIES`` per hidden layer."""
-        parts = [self._probe_rows(), _theory_rows(prediction)]
+        parts = [self._probe_rows(), _theory_rows(prediction, self.stream)]
         if not any(len(part[-1]) for part in parts):
             return empty_table("layer_stats")
         phase, step, layer, quantity, value = (np.concatenate(c) for c in zip(*parts, strict=True))
@@ -215,19 +229,24 @@ def sample_tensors(cap: probes.Capture, weight_grads: list[Tensor]) -> tuple[lis
     return grads, cap.preacts, cap.acts, weight_grads
 
 
-def _theory_rows(prediction: theory.ProfilePrediction | None) -> tuple[np.ndarray, ...]:
+def _theory_rows(
+    prediction: theory.ProfilePrediction | None, stream: bool
+) -> tuple[np.ndarray, ...]:
     """``ProbeLog._probe_rows``' columns for phase ``theory``: ``THEORY_QUANTITIES`` per hidden
-    layer."""
+    layer, or ``STREAM_THEORY_QUANTITIES`` per block of a residual net."""
     if prediction is None:
         return _no_rows()
-    depth, n = len(prediction.q), len(THEORY_QUANTITIES)
-    codes = [quantities.layer_quantities().index(q) for q in THEORY_QUANTITIES]
+    names = STREAM_THEORY_QUANTITIES if stream else THEORY_QUANTITIES
+    depth, n = len(prediction.q), len(names)
+    codes = [quantities.layer_quantities().index(q) for q in names]
+    # the spread around a mean (a residual stream's shift, common to its units), as measured
+    mean_sq = 0.0 if prediction.mean is None else prediction.mean**2
     return (
         np.full(depth * n, PHASES.index("theory")),
         np.zeros(depth * n, dtype=np.int64),
         np.tile(np.arange(1, depth + 1), n),
         np.repeat(codes, depth),
-        np.concatenate([prediction.grad_rms, np.sqrt(prediction.q), prediction.chi1]),
+        np.concatenate([prediction.grad_rms, np.sqrt(prediction.q - mean_sq), prediction.chi1]),
     )
 
 
@@ -236,6 +255,6 @@ def _no_rows() -> tuple[np.ndarray, ...]:
     return integers, integers, integers, integers, np.zeros(0)
 
 
-def nan_updates(replicas: int, depth: int, device: torch.device) -> Tensor:
+def nan_updates(replicas: int, weight_layers: int, device: torch.device) -> Tensor:
     """``update_ratio`` at init, where no step has been taken: NaN for every weight layer."""
-    return torch.full((replicas, depth + 1), math.nan, device=device)
+    return torch.full((replicas, weight_layers), math.nan, device=device)

@@ -11,6 +11,7 @@ import pandas as pd
 from torch import Tensor
 
 from gradlab.core import theory
+from gradlab.core.architectures import get_architecture
 from gradlab.core.grid import RunSpec
 from gradlab.core.recording import ProbeLog
 from gradlab.core.schema import HISTORY_COLUMNS, empty_table
@@ -57,12 +58,13 @@ def run_result(  # noqa: PLR0913, PLR0917
 ) -> RunResult:
     """The result of a run that trained to its end or diverged."""
     status = "diverged" if ending.diverged_step is not None else "finished"
+    profile = get_architecture(spec.arch).profile
     summary = {
-        **_summary(task, history, probe_log, status, ending),
+        **_summary(task, history, probe_log, ending, profile),
         "replicas": ending.replicas,
         "epoch_ended_at": ending.epoch_ended_at,
         "steps_per_epoch": ending.steps_per_epoch,
-        **_theory_summary(spec, prediction, probe_log.last("init", "grad_preact_rms")),
+        **_theory_summary(spec, prediction, probe_log.last("init", profile)),
     }
     return RunResult(
         spec.run_id,
@@ -88,17 +90,18 @@ def _summary(
     task: str,
     history: list[tuple[int, str, float]],
     probe_log: ProbeLog,
-    status: str,
     ending: Ending,
+    profile: str,
 ) -> dict[str, Any]:
-    """Status, final metrics, gradient ratios and the verdicts: the one place they are judged."""
+    """Status, final metrics, gradient ratios (of ``profile``, the architecture's per-layer
+    gradient) and the verdicts: the one place they are judged."""
     last = {name: value for _, name, value in history}  # the last epoch wins
     wall = time.perf_counter() - ending.start
     at = probe_log.last
     saturation = at("train", "act_saturation")
     dead = at("train", "act_dead_frac")
     summary = {
-        "status": status,
+        "status": "diverged" if ending.diverged_step is not None else "finished",
         "diverged_step": ending.diverged_step,
         "metric_name": METRIC_NAMES[task],
         "final_train_loss": last.get("train_loss", math.nan),
@@ -109,8 +112,8 @@ def _summary(
         "wall_s": wall,
         "ended_at": time.time(),  # unix seconds: with wall_s, when the run trained
         "steps_per_s": ending.steps / wall if wall > 0 else math.nan,
-        "init_grad_ratio": first_last_ratio(at("init", "grad_preact_rms")),
-        "end_grad_ratio": first_last_ratio(at("train", "grad_preact_rms")),
+        "init_grad_ratio": first_last_ratio(at("init", profile)),
+        "end_grad_ratio": first_last_ratio(at("train", profile)),
         "end_saturation": float(np.mean(saturation)) if len(saturation) else math.nan,
         "end_dead_frac": float(np.mean(dead)) if len(dead) else math.nan,
         "error": None,
@@ -121,7 +124,8 @@ def _summary(
 def _theory_summary(
     spec: RunSpec, prediction: theory.ProfilePrediction | None, rms: np.ndarray
 ) -> dict[str, Any]:
-    """Measured (from ``rms``, ∂L/∂h RMS per hidden layer at init) beside predicted profile."""
+    """Measured (from ``rms``, the RMS gradient per layer at init: ∂L/∂h, or a residual
+    stream's ∂L/∂x) beside predicted profile."""
     with np.errstate(divide="ignore", invalid="ignore"):
         measured = theory.log_slope(rms) if len(rms) >= 2 and (rms > 0).all() else math.nan
     if prediction is None:

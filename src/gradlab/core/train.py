@@ -25,12 +25,14 @@ from torch import Tensor, nn
 
 from gradlab.core import probes, recording, theory
 from gradlab.core.activations import get_activation
+from gradlab.core.architectures import get_architecture
 from gradlab.core.divergence import DivergenceMonitor
 from gradlab.core.grid import RunSpec
 from gradlab.core.inits import initialize
-from gradlab.core.models import MLP, StackedMLP
+from gradlab.core.models import MLP, StackedNet
 from gradlab.core.recording import ProbeLog
 from gradlab.core.replica_optim import ReplicaOptimizer, schedule_table
+from gradlab.core.residual import ResMLP
 from gradlab.core.results import Ending, RunResult, failed_result, run_result
 from gradlab.core.task import RunOptions, TaskData, resolve_device
 
@@ -48,12 +50,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Runs that agree on these train together as one stacked model (see ``train_group``); the
-# others (init, init_std, lr, weight_decay, schedule, clip, epochs, seed) may differ per replica.
+# others (init, init_std, residual_scale, lr, weight_decay, schedule, clip, epochs, seed) may
+# differ per replica.
 GROUP_AXES = (
     "dataset",
     "input_norm",
     "activation",
     "norm_layer",
+    "arch",
+    "residual_branch",
+    "residual_learnable",  # a fixed α may differ per replica, a learned one is a parameter
     "depth",
     "width",
     "batch_size",
@@ -85,7 +91,7 @@ def _group_work(group: list[RunSpec]) -> float:
 
 
 def train_run(spec: RunSpec, data: TaskData, options: RunOptions = RunOptions()) -> RunResult:
-    """Train one MLP as ``spec`` says: ``train_group`` with one replica."""
+    """Train one net as ``spec`` says: ``train_group`` with one replica."""
     return train_group([spec], data, options)[0]
 
 
@@ -165,7 +171,7 @@ def _train_stack(
         probing = options.probe and step % spec.log_every == 0
         cap = probes.Capture() if probing else None
 
-        out = model.forward(x, True, cap.add if cap else None)  # forward
+        out = model.forward(x, True, *cap.hooks() if cap else ())  # forward
         loss = _replica_losses(out, y, data.task)
         grads = list(torch.autograd.grad(loss.sum(), model.params()))  # backward
         stack.losses[:, step] = loss.detach()
@@ -276,11 +282,12 @@ def _probe_at_init(stack: "_Stack", data: TaskData, x_train: Tensor, y_train: Te
     rows = torch.stack([r.probe_rows for r in stack.replicas]).to(x_train.device)
     x_probe, y_probe = x_train[rows], y_train[rows]
     cap = probes.Capture()
-    loss = _replica_losses(model.forward(x_probe, True, cap.add), y_probe, data.task)
+    loss = _replica_losses(model.forward(x_probe, True, *cap.hooks()), y_probe, data.task)
     grads = list(torch.autograd.grad(loss.sum(), model.params()))
     weight_grads = [grads[i] for i in model.weight_positions]
     stats = stack.probe.measure(cap, grads, weight_grads, loss)
-    stats["update_ratio"] = recording.nan_updates(len(stack.replicas), model.depth, stack.device)
+    weight_layers = len(model.weight_names)
+    stats["update_ratio"] = recording.nan_updates(len(stack.replicas), weight_layers, stack.device)
     q_in = x_probe.pow(2).mean((1, 2))  # mean squared input coordinate, for the theory
     values = torch.cat([stack.layout.row(stats), q_in[:, None]], 1).tolist()
     for replica, row in zip(stack.replicas, values, strict=True):
@@ -334,21 +341,11 @@ def _retire(
 
 
 def _set_predictions(replicas: list["_Replica"], data: TaskData, q_ins: list[float]) -> None:
-    """Each replica's mean-field prediction at init, where it applies: no normalization layer,
-    an a-priori init. One vectorised solve for the group: its runs share activation, depth and
-    width (``GROUP_AXES``), the shape the prediction needs besides init and input."""
-    applies = [
-        (replica, q_in)
-        for replica, q_in in zip(replicas, q_ins, strict=True)
-        if replica.spec.norm_layer == "none" and replica.spec.init != "lsuv"
-    ]
-    if not applies:
-        return
-    spec = applies[0][0].spec
-    widths = [data.x_train.shape[1], *[spec.width] * spec.depth, data.n_outputs]
-    nets = [(r.spec.init, r.spec.init_std, q_in) for r, q_in in applies]
-    predictions = theory.predict_profiles(spec.activation, widths, nets)
-    for (replica, _), prediction in zip(applies, predictions, strict=True):
+    """Each replica's mean-field prediction at init, where its architecture has one."""
+    specs = [replica.spec for replica in replicas]
+    predict = get_architecture(specs[0].arch).predict
+    predictions = predict(specs, q_ins, data.x_train.shape[1], data.n_outputs)
+    for replica, prediction in zip(replicas, predictions, strict=True):
         replica.prediction = prediction
 
 
@@ -380,13 +377,14 @@ class _Replica:
     grad_norms: list[float] = field(default_factory=list)
 
 
-def _setup(spec: RunSpec, data: TaskData, options: RunOptions) -> tuple[_Replica, MLP]:
+def _setup(spec: RunSpec, data: TaskData, options: RunOptions) -> tuple[_Replica, MLP | ResMLP]:
     """One replica's model, initialized exactly as a lone run of ``spec`` would be."""
     seed_everything(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
     n_train, d_in = data.x_train.shape
     probe_rows = torch.randperm(n_train, generator=generator)[: options.probe_batch_size]
-    model = MLP(d_in, data.n_outputs, spec.depth, spec.width, spec.activation, spec.norm_layer)
+    arch = get_architecture(spec.arch)
+    model = arch.build(d_in, data.n_outputs, spec)
     initialize(
         model,
         spec.init,
@@ -403,7 +401,7 @@ def _setup(spec: RunSpec, data: TaskData, options: RunOptions) -> tuple[_Replica
         spec=spec,
         generator=generator,
         probe_rows=probe_rows,
-        probe_log=ProbeLog(spec.depth, options.distribution_size, spec.seed),
+        probe_log=ProbeLog(spec.depth, options.distribution_size, spec.seed, arch.stream),
         total_steps=total,
         lrs=lrs,
         momenta=momenta,
@@ -422,7 +420,7 @@ def _replica_losses(out: Tensor, y: Tensor, task: str) -> Tensor:
 
 
 @torch.no_grad()
-def _evaluate(model: StackedMLP, task: str, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+def _evaluate(model: StackedNet, task: str, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Each replica's validation loss and metric (R² or accuracy), (K,) each, on the device."""
     out = model.forward(x, training=False)
     y = y.expand(out.shape[0], *y.shape)
@@ -439,13 +437,18 @@ class _Stack:
     """The replicas still training, in order, with their stacked model, optimizer and tables."""
 
     def __init__(
-        self, replicas: list[_Replica], models: list[MLP], n_train: int, options: RunOptions
+        self,
+        replicas: list[_Replica],
+        models: list[MLP | ResMLP],
+        n_train: int,
+        options: RunOptions,
     ):
         first = replicas[0].spec
         self.n_train = n_train
         self.device = device = resolve_device(options.device)
         self.replicas = replicas
-        self.model = StackedMLP(models, first.activation, first.norm_layer).to(device)
+        stacked = get_architecture(first.arch).stacked
+        self.model = stacked(models, first.activation, first.norm_layer).to(device)
         self.probe = recording.Probe(get_activation(first.activation), probes.Workspace())
         self.layout = replicas[0].probe_log.layout
         self.size = len(replicas)  # at the start: the runs that shared each step's time

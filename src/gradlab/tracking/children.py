@@ -30,6 +30,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
+from gradlab.core.architectures import get_architecture
 from gradlab.core.grid import RunSpec
 from gradlab.core.plots.profile import profile_png
 from gradlab.core.train import RunResult
@@ -199,7 +200,10 @@ class Tracker:
             if not profile.empty:  # as log_table writes it, without its 3 extra round trips
                 (files / PROFILE_TABLE).write_text(profile.to_json(orient="split", index=False))
             if not result.layer_stats.empty:
-                (files / PROFILE_FIGURE).write_bytes(profile_png(result.layer_stats, spec.label))
+                figure = profile_png(
+                    result.layer_stats, spec.label, get_architecture(spec.arch).profile
+                )
+                (files / PROFILE_FIGURE).write_bytes(figure)
             if weights is not None and weights.exists():
                 (files / weights.name).symlink_to(weights.resolve())  # copied, not moved
             if any(files.iterdir()):

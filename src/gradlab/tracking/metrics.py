@@ -4,7 +4,9 @@ Per epoch (step = epoch) ``train_loss``, ``val_loss``, ``val_r2``/``val_accuracy
 ``grad_norm``; at every ``layer_every``-th probe step (step = optimizer step)
 ``<quantity>/first`` and ``<quantity>/last`` (the first and last layer that has the quantity, see
 ``gradlab.core.probes``; ``<quantity>/layer_NN`` for every layer with ``layers="all"``),
-``grad_ratio`` (∂L/∂h RMS, first hidden layer over last), ``step_loss``, ``grad_global_norm``.
+``grad_ratio`` (∂L/∂h RMS, first hidden layer over last; a residual net's stream ∂L/∂x, first
+block over last), ``step_loss``, ``grad_global_norm``. A residual net's stem is weight layer 0,
+its ``<quantity>/first`` for a weight quantity.
 Each point carries the time the run got there: an epoch's end, a step's interpolated between
 epoch ends. The statistics at init and the mean-field prediction, one value per layer, are one
 table (``layer_profile``), not a one-point chart per layer and quantity.
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Metric
 
+from gradlab.core import quantities
 from gradlab.core.train import RunResult
 
 GRAD_RATIO = "grad_ratio"  # first/last ∂L/∂h RMS at each logged probe step
@@ -156,8 +159,8 @@ def _layer_points(stats: _LongColumns, layers: str) -> tuple[np.ndarray, _LongCo
     ``grad_global_norm`` for the whole network; per layer ``<quantity>/first`` and
     ``<quantity>/last`` (``layers="ends"``: one key at every depth, so runs of different depths
     share a chart) or ``<quantity>/layer_NN`` (``"all"``)."""
-    whole = stats.where(stats.layer == 0)
-    hidden = stats.where(stats.layer > 0)
+    is_whole = np.isin(stats.quantity, quantities.names("global"))
+    whole, hidden = stats.where(is_whole), stats.where(~is_whole)
     parts = [(np.where(whole.quantity == "loss", "step_loss", whole.quantity), whole)]
     if layers == "all":
         number = np.array([f"/layer_{layer:02d}" for layer in hidden.layer], dtype=object)
@@ -172,10 +175,12 @@ def _layer_points(stats: _LongColumns, layers: str) -> tuple[np.ndarray, _LongCo
 
 
 def _grad_ratio(stats: _LongColumns) -> tuple[np.ndarray, np.ndarray]:
-    """The probe steps and, at each, ∂L/∂h RMS of the first hidden layer over the last's (empty
-    when the probes did not measure it, or the net has one hidden layer): below 1 the gradient
-    vanishes on its way down, above 1 it explodes."""
-    rms = stats.where(stats.quantity == "grad_preact_rms")
+    """The probe steps and, at each, ∂L/∂h RMS of the first hidden layer over the last's (a
+    residual net's: ∂L/∂x on the stream, first block over last; empty when the probes did not
+    measure it, or the net has one hidden layer): below 1 the gradient vanishes on its way down,
+    above 1 it explodes."""
+    stream = bool(np.any(stats.quantity == "grad_stream_rms"))
+    rms = stats.where(stats.quantity == ("grad_stream_rms" if stream else "grad_preact_rms"))
     if rms.empty or rms.layer.min() == rms.layer.max():
         return np.array([], dtype=np.int64), np.array([])
     # a probe step's rows hold every layer: both ends have the same steps, in the same order

@@ -1,7 +1,8 @@
 """One run's layer profile as a small PNG: the picture each MLflow child run carries.
 
-Two panels: RMS ∂L/∂h per hidden layer and ‖∂L/∂W‖ per layer (the last is the head), each at
-init (grey) and at the last probe step of training (blue), on log axes; the first panel adds the
+Two panels: RMS ∂L/∂h per hidden layer (a residual net: ∂L/∂x on its stream) and ‖∂L/∂W‖ per
+layer (the last is the head), each at init (grey) and at the last probe step of training (blue),
+on log axes; the first panel adds the
 mean-field prediction at init (dashed orange, scaled to the measured last hidden layer). A line
 that falls towards layer 1 is a vanishing gradient, one that rises an exploding one.
 
@@ -136,12 +137,16 @@ def _draw_line(
         segment = []
 
 
-def profile_png(layer_stats: pd.DataFrame, title: str = "") -> bytes:
+def profile_png(
+    layer_stats: pd.DataFrame, title: str = "", profile: str = "grad_preact_rms"
+) -> bytes:
     """The run's layer profile (see the module docstring) as PNG bytes.
 
     Args:
         layer_stats: One run's long per-layer statistics (phases ``init``, ``train``, ``theory``).
         title: A heading above the panels, e.g. the run's label.
+        profile: The gradient drawn in the first panel: ∂L/∂h, or ``grad_stream_rms``, a
+            residual net's stream (its architecture's ``profile``).
     Returns:
         The PNG file's bytes.
     """
@@ -157,8 +162,12 @@ def profile_png(layer_stats: pd.DataFrame, title: str = "") -> bytes:
         (_MARGIN["left"], top, _MARGIN["left"] + panel, bottom),
         (_MARGIN["left"] + panel + _GAP, top, _MARGIN["left"] + 2 * panel + _GAP, bottom),
     ]
+    headings = {
+        "grad_preact_rms": "RMS ∂L/∂h per hidden layer",
+        "grad_stream_rms": "RMS ∂L/∂x on the stream into each block",
+    }
     panels = [
-        ("RMS ∂L/∂h per hidden layer", "grad_preact_rms"),
+        (headings[profile], profile),
         ("‖∂L/∂W‖ per layer (the last is the head)", "grad_weight_norm"),
     ]
     drawn = [_lines(layer_stats, quantity) for _, quantity in panels]

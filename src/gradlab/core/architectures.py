@@ -1,0 +1,139 @@
+"""The architecture registry: which net a run builds, its stacked form, and which quantity
+reads its gradient profile.
+
+Adding an architecture is one ``register_architecture`` call with a builder of its ``nn.Module``
+(from the run spec), the ``StackedNet`` that trains its replicas together and what it measures.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gradlab.core import residual_theory, theory
+from gradlab.core.models import MLP, StackedMLP, StackedNet
+from gradlab.core.registry import lookup, register
+from gradlab.core.residual import ResMLP, StackedResMLP, residual_alpha
+
+# predict(specs, q_ins, d_in, d_out): the mean-field profile at init of each of a stack's runs
+# (same shape, each with its mean squared input coordinate), None where no prediction applies
+Predict = Callable[
+    [Sequence[Any], Sequence[float], int, int], list[theory.ProfilePrediction | None]
+]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One architecture as the engine, the probes and the theory use it.
+
+    Attributes:
+        name: The value of the grid's ``arch`` axis.
+        build: ``build(d_in, d_out, spec)``: the ``nn.Module`` of one run (its ``all_linears()``
+            in forward order, ``acts`` the hidden layers' activations, ``linears`` one per block).
+        stacked: Trains K same-shape models of this architecture as one.
+        stream: It has a residual stream: the probes measure the ``stream`` quantities too, and
+            its weight layer 0 is the stem.
+        profile: The per-layer quantity of the gradient profile: its first/last ratio is the
+            run's ``grad_ratio``, and theory predicts it.
+        signal: The per-layer quantity of the forward signal's scale that theory predicts.
+        predict: The mean-field profiles at init of a stack's runs (``Predict``).
+        paper: Where it comes from.
+    """
+
+    name: str
+    build: Callable[[int, int, Any], MLP | ResMLP]
+    stacked: type[StackedNet]
+    stream: bool
+    profile: str
+    signal: str
+    predict: Predict
+    paper: str
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(architecture: Architecture) -> Architecture:
+    """Add ``architecture`` to ``ARCHITECTURES`` under its name; a name can be registered once."""
+    return register(ARCHITECTURES, architecture.name, architecture, "arch")
+
+
+def get_architecture(name: str) -> Architecture:
+    """The registered architecture ``name``; a ``ValueError`` listing the valid names otherwise."""
+    return lookup(ARCHITECTURES, name, "arch")
+
+
+def _predict_mlp(
+    specs: Sequence[Any], q_ins: Sequence[float], d_in: int, d_out: int
+) -> list[theory.ProfilePrediction | None]:
+    """``theory.predict_profiles`` where it applies: no normalization layer, an a-priori init.
+    One vectorised solve for the stack: its runs share activation, depth and width."""
+    applies = [
+        k for k, spec in enumerate(specs) if spec.norm_layer == "none" and spec.init != "lsuv"
+    ]
+    predictions: list[theory.ProfilePrediction | None] = [None] * len(specs)
+    if not applies:
+        return predictions
+    first = specs[applies[0]]
+    widths = [d_in, *[first.width] * first.depth, d_out]
+    nets = [(specs[k].init, specs[k].init_std, q_ins[k]) for k in applies]
+    for k, prediction in zip(applies, theory.predict_profiles(first.activation, widths, nets)):
+        predictions[k] = prediction
+    return predictions
+
+
+def _predict_resmlp(
+    specs: Sequence[Any], q_ins: Sequence[float], d_in: int, d_out: int
+) -> list[theory.ProfilePrediction | None]:
+    """``residual_theory.predict_residual_profiles`` for a stack of residual nets."""
+    first = specs[0]
+    nets = [
+        (spec.init, spec.init_std, q_in, residual_alpha(spec.residual_scale, spec.depth)[0])
+        for spec, q_in in zip(specs, q_ins, strict=True)
+    ]
+    return residual_theory.predict_residual_profiles(
+        first.activation,
+        first.residual_branch,
+        first.norm_layer,
+        d_in,
+        first.width,
+        first.depth,
+        d_out,
+        nets,
+    )
+
+
+register_architecture(
+    Architecture(
+        "mlp",
+        lambda d_in, d_out, spec: MLP(
+            d_in, d_out, spec.depth, spec.width, spec.activation, spec.norm_layer
+        ),
+        StackedMLP,
+        stream=False,
+        profile="grad_preact_rms",
+        signal="preact_std",
+        predict=_predict_mlp,
+        paper="Glorot & Bengio 2010",
+    )
+)
+register_architecture(
+    Architecture(
+        "resmlp",
+        lambda d_in, d_out, spec: ResMLP(
+            d_in,
+            d_out,
+            spec.depth,
+            spec.width,
+            spec.activation,
+            spec.norm_layer,
+            spec.residual_branch,
+            spec.residual_scale,
+        ),
+        StackedResMLP,
+        stream=True,
+        profile="grad_stream_rms",
+        signal="stream_std",
+        predict=_predict_resmlp,
+        paper="He et al. 2016",
+    )
+)
