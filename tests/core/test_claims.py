@@ -20,6 +20,7 @@ from gradlab.core.claims import (
     init_grad_ratio,
     init_spread,
     select,
+    theory_gap,
     val_error_pct,
 )
 from gradlab.core.config import ConfigError, parse_claims, validate_parameters
@@ -105,6 +106,15 @@ def test_final_val_metric_and_init_grad_ratio_read_the_runs_table():
     ids = ids_by(runs, "depth")
     assert final_val_metric(inputs(runs)).to_dict() == {ids[2]: 0.7, ids[4]: 0.9}
     assert init_grad_ratio(inputs(runs)).to_dict() == {ids[2]: 0.5, ids[4]: 2.0}
+
+
+def test_theory_gap_is_the_decades_between_measured_and_predicted_ratio():
+    runs = make_runs(study(depth=[2, 4, 8]))
+    runs = runs.assign(init_grad_ratio=[200.0, 0.5, 1.0], theory_first_last_ratio=[2.0, 5.0, NAN])
+    gap = theory_gap(inputs(runs))
+    ids = ids_by(runs, "depth")
+    assert gap[ids[2]] == pytest.approx(2.0) and gap[ids[4]] == pytest.approx(1.0)
+    assert math.isnan(gap[ids[8]])  # no prediction: no gap
 
 
 def test_val_error_pct_is_nan_for_regression_runs():

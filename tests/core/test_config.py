@@ -154,6 +154,38 @@ def test_study_normal_init_without_std_is_rejected():
         validate_parameters(params)
 
 
+def _study_problems(**axes) -> str:
+    params = base_parameters()
+    params["grid"]["studies"]["res"] = {"question": "Do skips help?", **axes}
+    with pytest.raises(ConfigError) as caught:
+        validate_parameters(params)
+    return str(caught.value)
+
+
+def test_bad_residual_values_are_refused_naming_key_value_and_choices():
+    # checked on a residual net even though the baseline is an MLP (which would drop them)
+    message = _study_problems(
+        residual_scale=["foo", 0.5, -1], residual_branch=["mid"], arch=["mlp", "resnet"]
+    )
+    assert (
+        "grid.studies.res.residual_scale[0] = 'foo': residual_scale 'foo': expected a number "
+        ">= 0 or one of ['1/sqrt(depth)', 'rezero']"
+    ) in message
+    assert "grid.studies.res.residual_scale[2] = -1:" in message
+    assert "residual_scale[1]" not in message  # 0.5 is a fixed α
+    assert "residual_branch[0] = 'mid': unknown residual_branch 'mid'; expected one of " in message
+    assert "arch[1] = 'resnet': unknown arch 'resnet'; expected one of ['mlp', 'resmlp']" in message
+
+
+def test_residual_combinations_that_cannot_be_built_are_refused():
+    message = _study_problems(arch=["resmlp"], norm_layer=["batchnorm_post"])
+    assert "norm_layer 'batchnorm_post' has no place in a residual branch" in message
+    assert "['none', 'batchnorm_pre', 'layernorm']" in message
+    assert "init 'fixup' zero-initializes residual branches: it needs arch resmlp" in (
+        _study_problems(init=["fixup"])
+    )
+
+
 def test_dataset_not_produced_by_data_stage_is_rejected():
     params = base_parameters()
     params["data"]["datasets"].pop("digits")

@@ -160,3 +160,26 @@ def test_specs_from_table_round_trips(tmp_path):
 
     specs = specs_from_table(pd.read_parquet(tmp_path / "t.parquet"))
     assert [s.run_id for s in specs] == table["run_id"].tolist()
+
+
+def test_an_mlp_keeps_its_run_id_and_drops_the_residual_fields():
+    # the id every MLP had before residual nets existed (its canonical form has no arch)
+    assert RunSpec().run_id == "8af07615cf"
+    mlp = RunSpec(arch="mlp", residual_scale="0.5", residual_branch="postact")
+    assert mlp == RunSpec() and mlp.residual_scale is None and not mlp.residual_learnable
+
+
+def test_a_residual_net_gets_its_defaults_and_one_id_per_alpha():
+    spec = RunSpec(arch="resmlp")
+    assert (spec.residual_scale, spec.residual_branch) == ("1", "preact")
+    same = [RunSpec(arch="resmlp", residual_scale=v) for v in (1, 1.0, "1", "1.0", None)]
+    assert {s.run_id for s in same} == {spec.run_id}
+    assert RunSpec(arch="resmlp", residual_scale=0.25).residual_scale == "0.25"
+    assert RunSpec(arch="resmlp", residual_scale="rezero").residual_learnable
+    assert not RunSpec(arch="resmlp", residual_scale="1/sqrt(depth)").residual_learnable
+
+
+def test_a_residual_label_names_arch_and_alpha_and_a_postact_branch():
+    label = RunSpec(arch="resmlp", residual_scale="1/sqrt(depth)").label
+    assert "·resmlp·α1/sqrt(depth)·" in label and "preact" not in label
+    assert "·postact·" in RunSpec(arch="resmlp", residual_branch="postact").label

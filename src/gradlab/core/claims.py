@@ -80,6 +80,16 @@ def init_grad_ratio(inputs: ClaimInputs) -> pd.Series:
     return inputs.runs.set_index("run_id")["init_grad_ratio"]
 
 
+def theory_gap(inputs: ClaimInputs) -> pd.Series:
+    """How far the measured first/last gradient ratio at init lies from the mean-field
+    prediction, in decades: |log₁₀(measured / predicted)| (0: on the theory line; NaN where
+    theory predicts nothing)."""
+    runs = inputs.runs.set_index("run_id")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = np.abs(np.log10(runs["init_grad_ratio"] / runs["theory_first_last_ratio"]))
+    return gap.astype(float)
+
+
 def _at_init(inputs: ClaimInputs, quantity: str) -> pd.DataFrame:
     stats = inputs.layer_stats
     rows = stats[(stats["phase"] == "init") & (stats["quantity"] == quantity)]
@@ -125,6 +135,7 @@ MEASURES: dict[str, Callable[..., pd.Series]] = {
     "final_val_metric": final_val_metric,
     "val_error_pct": val_error_pct,
     "init_grad_ratio": init_grad_ratio,
+    "theory_gap": theory_gap,
     "first_layer_grad_weight": first_layer_grad_weight,
     "init_spread": init_spread,
     "epochs_to": epochs_to,

@@ -26,7 +26,7 @@ from gradlab.core import quantities
 from gradlab.core.claims import CHECKS, Claim
 from gradlab.core.claims import select as select_claim_runs
 from gradlab.core.data import DATASETS, INPUT_NORMS, split_sizes
-from gradlab.core.grid import AXES, RunSpec, Study, expand, select
+from gradlab.core.grid import AXES, RESIDUAL_FIELDS, RunSpec, Study, expand, select
 from gradlab.core.registry import lookup
 from gradlab.core.task import available_devices
 
@@ -481,9 +481,12 @@ def _validate_study(
         elif not isinstance(values, list) or not values:
             problems.append((f"{prefix}.{axis}", values, "expected a non-empty list of values"))
         else:
+            # a value is checked where it applies: init_std under init normal, a residual
+            # field on a residual net (elsewhere each is dropped, unchecked)
+            applies = {"init_std": 1.0, **({"arch": "resmlp"} if axis in RESIDUAL_FIELDS else {})}
             for i, value in enumerate(values):
                 try:
-                    RunSpec(**{**baseline.model_dump(), axis: value, "init_std": 1.0})
+                    RunSpec(**{**baseline.model_dump(), axis: value, **applies})
                 except ValidationError as error:
                     problems += [
                         (f"{prefix}.{axis}[{i}]", value, reason)
