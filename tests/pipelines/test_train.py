@@ -20,7 +20,7 @@ from tests.helpers.projects import KEDRO, make_project, run_kedro
 
 pytestmark = pytest.mark.slow  # every test reads or makes a real kedro run
 
-SMOKE_RUNS = 6
+SMOKE_RUNS = 7
 STORE = Path("data/smoke/06_models/runs")
 
 
@@ -182,6 +182,40 @@ def test_mlflow_reads_well_for_a_newcomer(smoke, tmp_path):
     png = Path(mlflow.download_artifacts(row["mlflow_run_id"], "layer_profile.png", str(tmp_path)))
     header = png.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n" and header[16:24] == struct.pack(">II", 720, 270)
+
+
+def test_a_residual_child_carries_its_arch_and_alpha_and_profiles_the_stream(smoke, tmp_path):
+    mlflow = client(smoke)
+    runs = runs_table(smoke)
+    (row,) = runs[runs["arch"] == "resmlp"].to_dict("records")
+    assert row["residual_scale"] == "1/sqrt(depth)" and row["residual_branch"] == "preact"
+    child = mlflow.get_run(row["mlflow_run_id"])
+    for given in (child.data.tags, child.data.params):
+        assert given["arch"] == "resmlp" and given["residual_scale"] == "1/sqrt(depth)"
+    # an MLP's child says it has no residual scale
+    (mlp,) = (
+        runs[(runs["arch"] == "mlp") & (runs["studies"] == "optimizer")].head(1).to_dict("records")
+    )
+    assert mlflow.get_run(mlp["mlflow_run_id"]).data.params["arch"] == "mlp"
+
+    # layer_profile.json: the stream entering each block, measured and predicted
+    path = mlflow.download_artifacts(row["mlflow_run_id"], "layer_profile.json", str(tmp_path))
+    profile = pd.DataFrame(**json.loads(Path(path).read_text()))
+    stream = profile[profile["quantity"] == "grad_stream_rms"].set_index("layer")
+    assert list(stream.index) == list(range(1, int(row["depth"]) + 1))
+    assert (stream["init"] > 0).all() and (stream["theory"] > 0).all()
+    assert row["init_grad_ratio"] == pytest.approx(stream["init"].iloc[0] / stream["init"].iloc[-1])
+
+    # grad_ratio in MLflow reads the stream, first block over last, at every probe step
+    stats = pd.read_parquet(smoke / "data/smoke/07_model_output/layer_stats.parquet")
+    train = stats[(stats["run_id"] == row["run_id"]) & (stats["phase"] == "train")]
+    rms = train[train["quantity"] == "grad_stream_rms"].pivot(
+        index="step", columns="layer", values="value"
+    )
+    points = mlflow.get_metric_history(row["mlflow_run_id"], "grad_ratio")
+    logged = pd.Series({m.step: m.value for m in points}).sort_index()
+    ratio = rms[1] / rms[int(row["depth"])]
+    pd.testing.assert_series_equal(logged, ratio, check_names=False, rtol=1e-6)
 
 
 def test_mlflow_child_weights_load_with_weights_only(smoke, tmp_path):
