@@ -101,14 +101,14 @@ def test_a_worker_killed_mid_grid_loses_nothing(local, tmp_path):
     log = tmp_path / "run.log"
     process = start_kedro(project, *_params("dask"), log=log)
     try:
-        wait_for_text(log, "[1/6]")  # one group back, the others in the workers' hands
+        wait_for_text(log, "[1/7]")  # one group back, the others in the workers' hands
         victim = max(_dask_workers(process.pid), key=lambda p: p.cpu_times().user)
         victim.send_signal(signal.SIGKILL)
         assert process.wait(timeout=300) == 0, log.read_text()[-4000:]
     finally:
         stop_kedro(process)
     output = log.read_text()
-    assert "[6/6]" in output and "failed" not in output.split("[1/6]")[1], output[-4000:]
+    assert "[7/7]" in output and "failed" not in output.split("[1/7]")[1], output[-4000:]
     assert "Restarting worker" in output, output[-4000:]  # its nanny saw it die mid-grid
     _assert_same_numbers(project, local)
     _assert_one_child_per_result(project)
@@ -119,7 +119,7 @@ def test_ctrl_c_cancels_the_grid_and_leaves_no_process_behind(tmp_path):
     log = tmp_path / "run.log"
     process = start_kedro(project, *_params("dask"), log=log)
     try:
-        wait_for_text(log, "Dask: 6 task(s)")
+        wait_for_text(log, "Dask: 7 task(s)")
         time.sleep(1.0)
         spawned = psutil.Process(process.pid).children(recursive=True)
         assert len(_dask_workers(process.pid)) == 2, [p.cmdline() for p in spawned]
@@ -129,7 +129,7 @@ def test_ctrl_c_cancels_the_grid_and_leaves_no_process_behind(tmp_path):
         stop_kedro(process)
     _, alive = psutil.wait_procs(spawned, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
-    assert "[6/6]" not in log.read_text()
+    assert "[7/7]" not in log.read_text()
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("gradlab").experiment_id
     statuses = [r.info.status for r in client.search_runs([experiment])]

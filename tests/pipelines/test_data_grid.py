@@ -49,10 +49,10 @@ def test_grid_pipeline_in_memory_expands_the_smoke_grid():
         **{"params:grid": smoke_parameters("grid"), "params:data": smoke_parameters("data")},
     )
     specs = outputs["run_specs"]
-    # activation_depth: 2 × 2; optimizer: sgd and adam on blobs → 6 runs, one seed
-    assert len(specs) == 6, specs[["label", "studies"]]
+    # activation_depth: 2 × 2; optimizer: sgd and adam on blobs; residual: one → 7 runs, one seed
+    assert len(specs) == 7, specs[["label", "studies"]]
     assert specs["run_id"].is_unique
-    assert set(outputs["studies"]["study"]) == {"activation_depth", "optimizer"}
+    assert set(outputs["studies"]["study"]) == {"activation_depth", "optimizer", "residual"}
 
 
 def _digests(folder: Path) -> dict[str, str]:

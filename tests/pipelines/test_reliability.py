@@ -177,10 +177,10 @@ def test_a_deleted_or_other_store_gets_every_stored_result_again(smoke_copy, tmp
     shutil.rmtree(project / "mlruns")
     again = run_kedro(project, *SMOKE, "--pipelines", "train")
     assert again.returncode == 0, _output(again)[-3000:]
-    assert "0 to train, 6 reused" in _output(again)
-    assert "logged 6 stored result(s) that had no MLflow child run" in _output(again)
+    assert "0 to train, 7 reused" in _output(again)
+    assert "logged 7 stored result(s) that had no MLflow child run" in _output(again)
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    assert len(_children(client, _last_parent(client).info.run_id)) == 6
+    assert len(_children(client, _last_parent(client).info.run_id)) == 7
     assert_each_result_logged_once(project, client)
     # a fresh server with a store of its own: the same results, logged there once
     elsewhere = tmp_path / "server"
@@ -192,7 +192,7 @@ def test_a_deleted_or_other_store_gets_every_stored_result_again(smoke_copy, tmp
         )
         assert served.returncode == 0, _output(served)[-3000:]
         client = MlflowClient(url)
-        assert len(_children(client, _last_parent(client).info.run_id)) == 6
+        assert len(_children(client, _last_parent(client).info.run_id)) == 7
         assert_each_result_logged_once(project, client)
     finally:
         stop_group(server)
@@ -208,10 +208,10 @@ def test_a_dead_server_ends_the_run_at_once_and_the_next_start_logs_the_rest(tmp
             project, *SMOKE, "--params", SLOW, log=log, env={"MLFLOW_TRACKING_URI": url}
         )
         try:
-            wait_for_text(log, "[1/6]")
+            wait_for_text(log, "[1/7]")
             os.killpg(server.pid, signal.SIGKILL)  # the server dies while the grid trains
             server.wait()
-            wait_for_text(log, "trained 6 runs in")
+            wait_for_text(log, "trained 7 runs in")
             trained = time.monotonic()
             returncode = process.wait(timeout=60)
             exited = time.monotonic() - trained
@@ -232,7 +232,7 @@ def test_a_dead_server_ends_the_run_at_once_and_the_next_start_logs_the_rest(tmp
             env={"MLFLOW_TRACKING_URI": url},
         )
         assert again.returncode == 0, _output(again)[-3000:]
-        assert "0 to train, 6 reused" in _output(again)
+        assert "0 to train, 7 reused" in _output(again)
         assert_each_result_logged_once(project, MlflowClient(url))
     finally:
         if server.poll() is None:
