@@ -41,8 +41,8 @@ def test_notebook_runs_against_the_smoke_outputs(smoke_copy, monkeypatch):
     errors = [out for out in outputs if out.output_type == "error"]
     assert not errors, errors
     text = "\n".join(out.get("text", "") for out in outputs if out.output_type == "stream")
-    assert "6 runs in 2 studies" in text, text
-    assert "6 child runs" in text, text
+    assert "7 runs in 3 studies" in text, text
+    assert "7 child runs" in text, text
     images = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(images) == 1, [out.output_type for out in outputs]
     # pandas tables (Kedro's rich log lines are HTML too)
