@@ -32,10 +32,15 @@ ReLU ~0.05 ns, so tanh ~10× sigmoid; the stack's tanh through expm1, ``activati
 smaller gain; on stacks of 16k elements or more its tanh's forward and backward take
 about 0.6× the one-model loop's.
 
+``--arch resmlp`` times residual nets instead (a stem, ``depth`` preact blocks
+``x + α W φ(x)`` with α = 1/√depth, a head; the one-model loop's is a plain ``nn.Module`` of
+that form).
+
 Targets (issue): ≥ 3× at width ≤ 64 and K ≥ 16; ≥ 1.0× at K = 1. The last line is
 ``min speedup (width <= 64, K >= 16): N.NN×``.
 
-    .venv/bin/python benchmarks/engine_throughput.py [--quick] [--activation relu] [--repeats 3]
+    .venv/bin/python benchmarks/engine_throughput.py [--quick] [--activation relu]
+        [--arch mlp|resmlp] [--repeats 3]
 """
 
 import argparse
@@ -96,17 +101,24 @@ def elementwise_ns(shape: tuple[int, ...] = (16, 64, 64)) -> dict[str, float]:
     return ns
 
 
-def step_flops(d_in: int, d_out: int, width: int, depth: int) -> float:
-    """FLOPs of one model-step: 6 · batch · Σ in·out (forward + backward)."""
-    fan = d_in * width + (depth - 1) * width * width + width * d_out
+def step_flops(d_in: int, d_out: int, width: int, depth: int, arch: str) -> float:
+    """FLOPs of one model-step: 6 · batch · Σ in·out (forward + backward); a residual net has a
+    stem and ``depth`` square layers."""
+    square = depth if arch == "resmlp" else depth - 1
+    fan = d_in * width + square * width * width + width * d_out
     return 6.0 * BATCH * fan
 
 
-def _specs(activation: str, width: int, depth: int, epochs: int, k: int) -> list[RunSpec]:
+# noqa reason: the grid's axes of a benchmark row, each a choice of its own
+def _specs(  # noqa: PLR0913, PLR0917
+    activation: str, width: int, depth: int, epochs: int, k: int, arch: str = "mlp"
+) -> list[RunSpec]:
     """K seeds of one spec. Xavier init: with lr 0.01, He init diverges in up to all 64 seeds of
     these shapes (a diverged replica leaves the stack, which would falsify K)."""
+    residual = {"arch": arch, "residual_scale": "1/sqrt(depth)"} if arch == "resmlp" else {}
     return [
         RunSpec(
+            **residual,
             activation=activation,
             init="xavier_uniform",
             depth=depth,
@@ -120,16 +132,40 @@ def _specs(activation: str, width: int, depth: int, epochs: int, k: int) -> list
     ]
 
 
+class Residual(nn.Module):
+    """A stem, ``depth`` preact blocks ``x + α W φ(x)`` (α = 1/√depth) and a head."""
+
+    def __init__(self, d_in: int, d_out: int, spec: RunSpec) -> None:
+        super().__init__()
+        self.alpha = 1.0 / math.sqrt(spec.depth)
+        self.stem = nn.Linear(d_in, spec.width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(ACTIVATIONS[spec.activation](), nn.Linear(spec.width, spec.width))
+            for _ in range(spec.depth)
+        )
+        self.head = nn.Linear(spec.width, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = x + self.alpha * block(x)
+        return self.head(x)
+
+
 def one_model_loop(spec: RunSpec, data: TaskData) -> str:
     """Train one regression run alone in plain PyTorch, as the one-model loop did (probes off);
     its status, ``finished`` or ``diverged`` (a loss that is not finite at an epoch's end)."""
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
-    sizes = [data.x_train.shape[1], *[spec.width] * spec.depth]
-    layers: list[nn.Module] = []
-    for fan_in, fan_out in itertools.pairwise(sizes):
-        layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[spec.activation]()]
-    model = nn.Sequential(*layers, nn.Linear(spec.width, data.n_outputs))
+    model: nn.Module
+    if spec.arch == "resmlp":
+        model = Residual(data.x_train.shape[1], data.n_outputs, spec)
+    else:
+        sizes = [data.x_train.shape[1], *[spec.width] * spec.depth]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[spec.activation]()]
+        model = nn.Sequential(*layers, nn.Linear(spec.width, data.n_outputs))
     for linear in model.modules():
         if isinstance(linear, nn.Linear):
             nn.init.xavier_uniform_(linear.weight)
@@ -188,6 +224,7 @@ def calibrate(train: Callable[[int], list[str]], target_s: float) -> tuple[int, 
 def main() -> None:  # noqa: PLR0915
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--activation", default="relu")
+    parser.add_argument("--arch", default="mlp", choices=["mlp", "resmlp"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--target-s", type=float, default=0.5, help="seconds of a timed run")
     parser.add_argument("--quick", action="store_true", help="fewer shapes, shorter runs (~1 min)")
@@ -202,10 +239,12 @@ def main() -> None:  # noqa: PLR0915
         widths, ks, target_s = (32, 64, 128), (1, 16), min(target_s, 0.25)
     peak = roofline_gflops()
     ns = elementwise_ns()
-    one_model_loop(_specs(args.activation, 32, 2, 1, 1)[0], data)  # first-call costs
-    train_group(_specs(args.activation, 32, 2, 1, 2), data, BARE)
+    arch = args.arch
+    one_model_loop(_specs(args.activation, 32, 2, 1, 1, arch)[0], data)  # first-call costs
+    train_group(_specs(args.activation, 32, 2, 1, 2, arch), data, BARE)
     print(
-        f"torch {torch.__version__}, 1 thread, {args.activation}, batch {BATCH}, SGD, probes off, "
+        f"torch {torch.__version__}, 1 thread, {arch}, {args.activation}, batch {BATCH}, SGD, "
+        "probes off, "
         f"median of {args.repeats}; sgemm roofline {peak:.1f} GFLOP/s"
     )
     print(
@@ -222,13 +261,14 @@ def main() -> None:  # noqa: PLR0915
     speedups: dict[tuple[int, int, int], float] = {}
     for width in widths:
         for depth in depths:
-            flops = step_flops(d_in, d_out, width, depth)
+            flops = step_flops(d_in, d_out, width, depth, arch)
 
             def solo(epochs: int, width: int = width, depth: int = depth) -> list[str]:
-                return [one_model_loop(_specs(args.activation, width, depth, epochs, 1)[0], data)]
+                spec = _specs(args.activation, width, depth, epochs, 1, arch)[0]
+                return [one_model_loop(spec, data)]
 
             def engine(epochs: int, k: int, width: int = width, depth: int = depth) -> list[str]:
-                specs = _specs(args.activation, width, depth, epochs, k)
+                specs = _specs(args.activation, width, depth, epochs, k, arch)
                 return [result.status for result in train_group(specs, data, BARE)]
 
             calibrated = {0: calibrate(solo, target_s)}  # key 0: the one-model loop

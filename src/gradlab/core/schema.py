@@ -17,7 +17,8 @@ from numpy.typing import ArrayLike
 # A run's history, one row per epoch and metric (train_loss, val_loss, val_metric, lr, grad_norm).
 HISTORY_COLUMNS = {"epoch": np.int64, "metric": str, "value": np.float64}
 # layer_stats and distributions: one row per probe phase (init, train, theory), step, layer and
-# quantity (layer 0: the whole network; depth + 1: the output head).
+# quantity (layer 0: the whole network, or a residual net's stem for a weight quantity; depth + 1:
+# the output head).
 LONG_COLUMNS = {
     "phase": str,
     "step": np.int64,
