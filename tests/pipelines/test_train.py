@@ -216,6 +216,8 @@ def test_a_residual_child_carries_its_arch_and_alpha_and_profiles_the_stream(smo
     logged = pd.Series({m.step: m.value for m in points}).sort_index()
     ratio = rms[1] / rms[int(row["depth"])]
     pd.testing.assert_series_equal(logged, ratio, check_names=False, rtol=1e-6)
+    points = mlflow.get_metric_history(row["mlflow_run_id"], "grad_stream_rms/first")
+    assert [m.value for m in sorted(points, key=lambda m: m.step)] == pytest.approx(list(rms[1]))
 
 
 def test_mlflow_child_weights_load_with_weights_only(smoke, tmp_path):

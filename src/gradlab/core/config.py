@@ -118,6 +118,7 @@ class DataConfig(_Strict):
 # Each metric point costs ~0.1 ms in the sqlite store, so the default is the headline few.
 DEFAULT_MLFLOW_QUANTITIES = (
     "grad_preact_rms",
+    "grad_stream_rms",  # residual nets only
     "grad_weight_norm",
     "act_std",
     "act_saturation",
@@ -129,7 +130,7 @@ DEFAULT_MLFLOW_QUANTITIES = (
 
 
 def _quantity(name: str) -> str:
-    lookup(dict.fromkeys(quantities.measured()), name, "probe quantity")
+    lookup(dict.fromkeys(quantities.measured(stream=True)), name, "probe quantity")
     return name
 
 
