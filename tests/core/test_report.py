@@ -9,12 +9,18 @@ import pytest
 
 from gradlab.core import report
 from gradlab.core.verdict import init_verdict
+from tests.helpers import architecture_results as arch
 from tests.helpers.results import DECAY, DEPTH, INIT_SCALE, make_results
 
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, pd.DataFrame]:
     return make_results()
+
+
+@pytest.fixture(scope="module")
+def residual() -> dict[str, pd.DataFrame]:
+    return arch.make_architecture_results()
 
 
 def test_study_axes_reads_init_as_init_name_and_drops_constant_axes(results):
@@ -288,3 +294,55 @@ def test_verdict_finding_counts_only_the_runs_a_verdict_judges():
         "not: the verdict over training is right for 75 %, the verdict at init for 67 % of the 3 "
         "it judges."
     )
+
+
+def test_display_axes_shows_a_value_that_does_not_apply_as_a_dash():
+    runs = pd.DataFrame(
+        {
+            "arch": ["mlp", "resmlp", "resmlp"],
+            "residual_scale": [None, "1", "rezero"],
+            "norm_layer": ["none", "none", "layernorm"],
+        }
+    )
+    folded, axes = report.display_axes(runs, ["arch", "residual_scale", "norm_layer"])
+    assert axes == ["arch", "residual_scale · norm_layer"], axes
+    assert folded[axes[1]].tolist() == ["– · none", "1 · none", "rezero · layernorm"], folded
+    assert folded["residual_scale"].tolist() == ["–", "1", "rezero"], folded
+    assert runs["residual_scale"].isna().sum() == 1, "the input is left as it was"
+
+
+def test_summarize_studies_keeps_the_runs_an_axis_does_not_apply_to(residual):
+    summary = report.summarize_studies(residual["runs"], residual["studies"])
+    # mlp (α does not apply) and resmlp × 3 α, each without and with LayerNorm
+    assert len(summary) == 8, summary["setting"].tolist()
+    plain = summary[summary["arch"] == "mlp"]
+    assert plain["setting"].tolist() == [
+        "arch=mlp, residual_scale=–, norm_layer=layernorm",
+        "arch=mlp, residual_scale=–, norm_layer=none",
+    ], plain["setting"].tolist()
+    assert plain["n_runs"].tolist() == [2, 2], plain
+    assert plain["residual_scale"].isna().all(), plain["residual_scale"]  # "–" in the page
+    assert summary["n_runs"].sum() == len(residual["runs"]), summary["n_runs"]
+
+
+def test_study_frames_keep_the_plain_runs_of_a_residual_study(residual):
+    runs, curves, axes = report.study_frames(
+        residual["runs"],
+        residual["history"],
+        "residual",
+        residual["studies"]["axes"][0],
+        "val_loss",
+    )
+    assert axes == ["arch", "residual_scale · norm_layer"], axes
+    assert len(runs) == 16 and runs[axes].notna().all().all(), runs[axes]
+    assert set(curves.loc[curves["arch"] == "mlp", axes[1]]) == {"– · none", "– · layernorm"}
+
+
+def test_gradient_flow_table_reads_a_residual_net_on_its_stream(residual):
+    flow = report.gradient_flow_table(residual["runs"], residual["layer_stats"])
+    rows = flow[(flow["residual_scale"] == "1") & (flow["norm_layer"] == "none")]
+    # the stream grows 1.6× per block towards the input; the branch's ∂L/∂h shrinks 0.5×
+    expected = arch.MEASURED_FACTORS["1"] ** (arch.DEPTH - 1)
+    assert np.allclose(rows["init_grad_ratio"], expected), rows["init_grad_ratio"]
+    runs = residual["runs"].set_index("run_id")
+    assert np.allclose(flow["init_grad_ratio"], runs.loc[flow["run_id"], "init_grad_ratio"])

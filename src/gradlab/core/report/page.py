@@ -78,9 +78,10 @@ GLOSSARY = {
     "regression datasets, accuracy for classification ones",
     "final_val_metric_sd": "its standard deviation over finished seeds",
     "final_val_loss_mean": "mean final validation loss over finished seeds",
-    "init_grad_ratio": "first/last RMS ∂L/∂h at init (on the fixed probe batch)",
+    "init_grad_ratio": "first/last RMS ∂L/∂h at init (on the fixed probe batch); for a residual "
+    "net, RMS ∂L/∂x of the stream entering the first and the last block",
     "init_grad_ratio_median": "median over seeds of init_grad_ratio",
-    "end_grad_ratio": "first/last RMS ∂L/∂h at the last probe step of training",
+    "end_grad_ratio": "the same ratio at the last probe step of training",
     "end_grad_ratio_median": "median over seeds of end_grad_ratio",
     "init_log_slope": "slope of ln RMS ∂L/∂h against layer index at init (negative: shrinks "
     "towards the input)",

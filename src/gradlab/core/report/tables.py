@@ -8,11 +8,15 @@ import numpy as np
 import pandas as pd
 
 from gradlab.core import theory
+from gradlab.core.architectures import get_architecture
 from gradlab.core.schema import LONG_COLUMNS, THEORY_COLUMNS
 from gradlab.core.verdict import VERDICTS, first_last_ratio, init_verdict
 
 METRIC_LABELS = {"val_r2": "val R²", "val_accuracy": "val accuracy"}
 LOSS_LABELS = {"val_loss": "validation loss", "train_loss": "training loss"}
+# How a study axis reads where it does not apply to a run (a plain MLP's residual_scale): its
+# runs keep their own setting, which pandas would drop as a NaN group key.
+NOT_APPLICABLE = "–"
 
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -48,26 +52,38 @@ def study_axes(runs: pd.DataFrame, axes: str) -> list[str]:
         dict.fromkeys("init_name" if a in ("init", "init_std") else a for a in axes.split(","))
     )
     columns = [c for c in columns if c in runs.columns]
-    varied = [c for c in columns if runs[c].astype(str).nunique() > 1]
+    # a value that does not apply (NaN) counts as one more: mlp vs resmlp varies residual_scale
+    varied = [c for c in columns if runs[c].nunique(dropna=False) > 1]
     return varied or columns[:1]
 
 
+def _shown(value: object) -> str:
+    return NOT_APPLICABLE if pd.isna(value) else str(value)
+
+
 def display_axes(runs: pd.DataFrame, axes: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
-    """At most two axes to draw: a third and further axis are folded into the second one.
+    """The axes to draw: at most two, a third and further axis folded into the second one, and
+    a value that does not apply to a run (NaN) shown as ``NOT_APPLICABLE``, so that its runs
+    keep a setting of their own in every group, legend and heatmap.
 
     Returns:
-        ``runs`` with the folded column added (if any), and the one or two column names.
+        ``runs`` with the drawn columns filled (and the folded column added, if any), and the one
+        or two column names.
     """
+    filled = runs.assign(
+        **{a: runs[a].map(_shown) for a in axes if runs[a].isna().any()},
+    )
     if len(axes) <= 2:
-        return runs, list(axes)
+        return filled, list(axes)
     name = " · ".join(axes[1:])
-    folded = runs[list(axes[1:])].astype(str).agg(" · ".join, axis=1)
-    return runs.assign(**{name: folded}), [axes[0], name]
+    folded = filled[list(axes[1:])].map(str).agg(" · ".join, axis=1)
+    return filled.assign(**{name: folded}), [axes[0], name]
 
 
 def setting_label(row: pd.Series, axes: Sequence[str]) -> str:
-    """``activation=sigmoid, depth=16``: one setting of a study (``init_name`` reads ``init``)."""
-    return ", ".join(f"{'init' if a == 'init_name' else a}={row[a]}" for a in axes)
+    """``activation=sigmoid, depth=16``: one setting of a study (``init_name`` reads ``init``,
+    a value that does not apply ``NOT_APPLICABLE``)."""
+    return ", ".join(f"{'init' if a == 'init_name' else a}={_shown(row[a])}" for a in axes)
 
 
 def summarize_studies(runs: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFrame:
@@ -138,15 +154,28 @@ def _profile_slopes(stats: pd.DataFrame) -> pd.DataFrame:
     return stats.groupby(["run_id", "when"]).apply(fit, include_groups=False).reset_index()
 
 
+def profile_quantities(runs: pd.DataFrame) -> pd.Series:
+    """Per run id, the quantity of its gradient profile (``Architecture.profile``): RMS ∂L/∂h
+    of the hidden layers for an MLP, RMS ∂L/∂x of the stream for a residual net. A runs table
+    without ``arch`` (from before residual nets) holds MLPs."""
+    arch = runs["arch"] if "arch" in runs else pd.Series("mlp", index=runs.index)
+    profiles = {name: get_architecture(name).profile for name in arch.dropna().unique()}
+    return pd.Series(arch.map(profiles).to_numpy(), index=runs["run_id"].to_numpy())
+
+
 def gradient_flow_table(runs: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.DataFrame:
     """Per run: how the back-propagated gradient changes across layers at init and at the end.
+
+    The gradient is each run's profile quantity (``profile_quantities``): ∂L/∂h of the hidden
+    layers, or ∂L/∂x of a residual net's stream entering blocks 1 … depth, the gradient its
+    ``init_grad_ratio`` and theory read.
 
     Args:
         runs: The runs table.
         layer_stats: The long per-layer statistics.
     Returns:
         One row per run: identity and axes, ``status``, ``verdict``, and for ``init`` and ``end``
-        (the last probe step of training) the first/last hidden-layer ∂L/∂h RMS ratio
+        (the last probe step of training) the first/last layer's RMS gradient ratio
         (``*_grad_ratio``) and log-slope (``*_log_slope``); ``init_weight_ratio``, the same ratio
         of ‖∂L/∂W‖, which Glorot & Bengio's eq. 14 predicts stays near 1; ``init_act_ratio``,
         the same ratio of the activations' std (the forward signal); ``end_step``.
@@ -156,7 +185,7 @@ def gradient_flow_table(runs: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.Dat
     # float: an empty map keeps the run_id's text dtype (pandas 3), which `between` refuses
     depth = runs.set_index("run_id")["depth"].astype(float)
     rms = layer_stats[
-        (layer_stats["quantity"] == "grad_preact_rms")
+        (layer_stats["quantity"] == layer_stats["run_id"].map(profile_quantities(runs)))
         & layer_stats["phase"].isin(["init", "train"])
     ]
     rms = rms[rms["layer"].between(1, rms["run_id"].map(depth).astype(float))]
@@ -179,6 +208,7 @@ def gradient_flow_table(runs: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.Dat
             return (ends["first"] / ends["last"]).rename(name)
 
     columns = ["run_id", "label", "studies", "activation", "init_name", "depth", "norm_layer"]
+    columns += ["arch", "residual_scale"]
     table = runs[[c for c in [*columns, "status", "verdict"] if c in runs.columns]].set_index(
         "run_id"
     )
