@@ -16,6 +16,7 @@ from PIL import Image
 
 from gradlab.core import plots, report
 from gradlab.core.plots.profile import _COLORS, HEIGHT, WIDTH, profile_png
+from tests.helpers import architecture_results as arch
 from tests.helpers.results import DEPTH, make_results
 
 matplotlib.use("Agg")
@@ -278,3 +279,53 @@ def test_profile_png_leaves_values_a_log_axis_cannot_show_out():
     assert _COLORS["init"] in _colors(png)
     empty = pd.DataFrame(columns=["phase", "step", "layer", "quantity", "value"])
     assert profile_png(empty).startswith(b"\x89PNG")
+
+
+def _architecture_figure(tables: dict[str, pd.DataFrame]) -> Figure:
+    profiles, outcomes, nets = report.architecture_frames(
+        tables["runs"], tables["layer_stats"], arch.STUDY.name, tables["studies"]["axes"].iloc[0]
+    )
+    return plots.plot_architecture_study(profiles, outcomes, nets, arch.STUDY.question, "val R²")
+
+
+@pytest.mark.parametrize("seeds", [(0, 1), (0,)], ids=["two_seeds", "one_seed"])
+def test_plot_architecture_study_draws_plain_and_residual_nets_with_theory_lines(seeds):
+    fig = _architecture_figure(arch.make_architecture_results(seeds=seeds))
+    _check(fig, arch.STUDY.question)
+    profiles, outcomes = fig.axes[:2], fig.axes[2:]
+    assert [ax.get_title() for ax in profiles] == ["norm_layer=none", "norm_layer=layernorm"]
+    assert all(ax.get_yscale() == "log" for ax in profiles)
+    legend = _legend_labels(fig)
+    nets = ["plain MLP", "resmlp α = 1", "resmlp α = 1/√L", "resmlp ReZero (α = 0, learned)"]
+    assert legend[: len(nets)] == nets, legend
+    colors = {net: handle.get_color() for net, handle in zip(legend, fig.legends[0].legend_handles)}
+    for ax, theory_nets in zip(profiles, (nets, nets[1:]), strict=True):
+        lines = ax.get_lines()
+        # a thin solid line per run (four nets × seeds), a dashed one per net with a prediction
+        solid = [line for line in lines if line.get_linestyle() == "-"]
+        dashed = [line for line in lines if line.get_linestyle() != "-"]
+        assert len(solid) == len(nets) * len(seeds), [line.get_color() for line in solid]
+        assert sorted(map(str, (line.get_color() for line in dashed))) == sorted(
+            str(colors[net]) for net in theory_nets
+        ), ax.get_title()
+    # a row per net, labelled once for the shared axis; α = 1 diverged in both settings
+    labels = [t.get_text() for t in outcomes[0].get_yticklabels()]
+    assert labels == nets, labels
+    for ax in outcomes:
+        dots = sum(len(points.get_offsets()) for points in ax.collections)
+        assert dots == (len(nets) - 1) * len(seeds), dots  # each finished run's final metric
+        status = [t.get_text() for t in ax.texts]
+        assert status == [f"{len(seeds)} of {len(seeds)} diverged"], status
+    notes = " ".join(" ".join(t.get_text().split()) for t in fig.texts)
+    assert "no mean-field prediction for plain MLP (norm_layer=layernorm)" in notes, notes
+
+
+def test_plot_architecture_study_names_missing_columns():
+    with pytest.raises(ValueError, match=r"profiles lacks columns \['net'"):
+        plots.plot_architecture_study(
+            pd.DataFrame(columns=["run_id", "setting", "layer", "source", "value"]),
+            pd.DataFrame(),
+            [],
+            "q?",
+            "val R²",
+        )

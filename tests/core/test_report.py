@@ -23,6 +23,12 @@ def residual() -> dict[str, pd.DataFrame]:
     return arch.make_architecture_results()
 
 
+def _architecture_frames(tables: dict[str, pd.DataFrame]):
+    return report.architecture_frames(
+        tables["runs"], tables["layer_stats"], arch.STUDY.name, tables["studies"]["axes"].iloc[0]
+    )
+
+
 def test_study_axes_reads_init_as_init_name_and_drops_constant_axes(results):
     runs = report.runs_in_study(results["runs"], "act_init")
     assert report.study_axes(runs, "activation,init,init_std,depth") == ["activation", "init_name"]
@@ -346,3 +352,83 @@ def test_gradient_flow_table_reads_a_residual_net_on_its_stream(residual):
     assert np.allclose(rows["init_grad_ratio"], expected), rows["init_grad_ratio"]
     runs = residual["runs"].set_index("run_id")
     assert np.allclose(flow["init_grad_ratio"], runs.loc[flow["run_id"], "init_grad_ratio"])
+
+
+def test_varies_architecture_only_for_a_study_over_arch_or_residual_scale(residual, results):
+    assert report.varies_architecture(residual["runs"], "residual", "arch,residual_scale")
+    # one value is enough: a plain MLP set against a residual baseline
+    assert report.varies_architecture(residual["runs"], "residual", "arch")
+    assert not report.varies_architecture(residual["runs"], "residual", "norm_layer")
+    assert not report.varies_architecture(residual["runs"], "nosuch", "arch")
+    for study in results["studies"].itertuples():
+        assert not report.varies_architecture(results["runs"], study.study, study.axes), study
+
+
+def test_architecture_frames_draw_every_net_and_scale_theory_to_the_last_layer(residual):
+    profiles, outcomes, nets = _architecture_frames(residual)
+    assert nets == [
+        "plain MLP",
+        "resmlp α = 1",
+        "resmlp α = 1/√L",
+        "resmlp ReZero (α = 0, learned)",
+    ]
+    assert set(profiles["setting"]) == {"norm_layer=none", "norm_layer=layernorm"}
+    assert len(outcomes) == 16, outcomes
+    measured = profiles[profiles["source"] == "measured"]
+    assert len(measured) == 16 * arch.DEPTH, len(measured)  # every run, the plain ones too
+    theory = profiles[profiles["source"] == "theory"].set_index(["setting", "net", "layer"])
+    # a line per setting and net, but none for the plain net with LayerNorm
+    assert len(theory) == 7 * arch.DEPTH, theory.index.droplevel("layer").unique()
+    assert ("norm_layer=layernorm", "plain MLP", 1) not in theory.index
+    # at the last layer theory meets the mean measured value (TOP × 1, 1.1 over the seeds)
+    last = theory.xs(arch.DEPTH, level="layer")["value"]
+    assert np.allclose(last, arch.TOP * 1.05), last
+    # below, it follows its own factor: THEORY_FACTORS, not the measured one
+    alpha1 = theory.loc[("norm_layer=none", "resmlp α = 1", 1), "value"]
+    expected = arch.TOP * 1.05 * arch.THEORY_FACTORS["1"] ** (arch.DEPTH - 1)
+    assert alpha1 == pytest.approx(expected), alpha1
+
+
+def test_architecture_finding_gives_ratio_theory_and_outcome_per_setting(residual):
+    text = report.architecture_finding(*_architecture_frames(residual))
+    # 0.1³ measured, 0.2³ predicted; 1.6³ = 4.1 against 1.5³ = 3.4; 1.1³ = 1.3 against 1.125³
+    assert "norm_layer=none: plain MLP 1e-03× (theory 8e-03×), does not train (val R² 0.00)" in (
+        text
+    ), text
+    assert "resmlp α = 1 4.1× (theory 3.4×), 2 of 2 diverged" in text, text
+    assert "resmlp α = 1/√L 1.3× (theory 1.4×), trains (val R² 0.94)" in text, text
+    assert "resmlp ReZero (α = 0, learned) 1× (theory 1×), trains (val R² 0.96)" in text, text
+    assert "norm_layer=layernorm: plain MLP 1e-03× (no theory)" in text, text
+
+
+@pytest.mark.parametrize(
+    ("measured", "expected"),
+    [
+        ({"1": 3.0}, "resmlp α = 1 27× (theory 3.4×)"),
+        ({"mlp": 0.5}, "plain MLP 0.12× (theory 8e-03×)"),
+        ({"1/sqrt(depth)": 0.9}, "resmlp α = 1/√L 0.73× (theory 1.4×)"),
+    ],
+    ids=["alpha_1", "plain", "alpha_inv_sqrt_depth"],
+)
+def test_architecture_finding_follows_the_measured_numbers(measured, expected):
+    tables = arch.make_architecture_results(measured=measured)
+    text = report.architecture_finding(*_architecture_frames(tables))
+    assert expected in text, text
+
+
+def test_build_report_shows_the_architecture_figure_and_finding_in_its_study(residual):
+    runs, studies = residual["runs"], residual["studies"]
+    flow = report.gradient_flow_table(runs, residual["layer_stats"])
+    summary = report.summarize_studies(runs, studies)
+    png = b"\x89PNG\r\n\x1a\n"
+    figures = {"residual": png, report.ARCHITECTURE_FIGURE.format(study="residual"): png}
+    args = (runs, studies, summary, flow, report.theory_table(runs, flow), {}, figures)
+    page = report.build_report(*args, layer_stats=residual["layer_stats"])
+    section = page[page.index("Study: residual</h2>") :]
+    assert section.count("data:image/png;base64,") == 2, section[:2000]
+    assert section.index("gradient profile at init") < section.index("study residual")
+    assert "resmlp α = 1 4.1× (theory 3.4×), 2 of 2 diverged" in section, section[:2000]
+    assert "arch=mlp, residual_scale=–, norm_layer=none" in section, section
+    # without the layer statistics the study keeps the general finding
+    plain = report.build_report(*args)
+    assert "4.1× (theory" not in plain and "best val R² 0.96" in plain, plain[-3000:]

@@ -21,15 +21,19 @@ from gradlab.core.report import FLOW_FIGURES, THEORY_FIGURES, TRAINING_FIGURES
 from gradlab.grid_runner import collect
 from gradlab.pipelines.report import create_pipeline
 from gradlab.store import ResultStore
+from tests.helpers.architecture_results import make_architecture_results
 from tests.helpers.projects import copy_project, run_kedro
 from tests.helpers.results import make_results
 from tests.helpers.servers import chromium
 from tests.helpers.training import SMALL, broken, task, train_in_process
 
 STORED = {"runs", "history", "layer_stats", "distributions", "studies"}
-SMOKE_STUDIES = ("activation_depth", "optimizer")
+SMOKE_STUDIES = ("activation_depth", "optimizer", "residual")
 FIGURES = [f"figures/{key}.png" for key in (*FLOW_FIGURES, *TRAINING_FIGURES, *THEORY_FIGURES)]
-STUDY_FIGURES = [f"figures/studies/{study}.png" for study in SMOKE_STUDIES]
+# the residual study is over the architecture: its gradient profiles at init are a second figure
+STUDY_FIGURES = [f"figures/studies/{study}.png" for study in SMOKE_STUDIES] + [
+    "figures/studies/residual.profiles.png"
+]
 TABLES = [
     "claims.parquet",
     "study_summary.parquet",
@@ -122,6 +126,15 @@ def test_report_pipeline_runs_on_hand_made_tables(tmp_path):
     assert written == sorted(expected), written
     assert page.count("data:image/png;base64,") == len(expected), page.count("data:image")
     assert "22 runs (20 finished, 1 diverged, 1 failed) in 3 studies" in page, page[:3000]
+
+
+def test_report_pipeline_draws_the_profiles_of_a_study_of_architectures(tmp_path):
+    """Plain against residual nets: a second study figure, and the finding it computes."""
+    page, written = _run_report(make_architecture_results(), tmp_path)
+    studies = ["figures/studies/residual.png", "figures/studies/residual.profiles.png"]
+    assert written == sorted(FIGURES + studies), written
+    assert page.count("data:image/png;base64,") == len(FIGURES) + 2, page.count("data:image")
+    assert "resmlp α = 1 4.1× (theory 3.4×), 2 of 2 diverged" in html.unescape(page), page[:3000]
 
 
 @pytest.mark.parametrize("outcome", ["failed", "diverged"])

@@ -3,8 +3,9 @@
 Submodules: ``_style`` (what every figure shares: palettes, axis labels, the canvas laid out in
 inches, log axes, notes, ``plot_message``), ``flow`` (figures at init and during training:
 gradient flow, weight-gradient violins, activation histograms, saturation), ``studies``
-(``plot_study``, one figure per study) and ``theory`` (theory against measurement: slopes,
-profiles, the phase diagram).
+(``plot_study``, one figure per study), ``architecture`` (``plot_architecture_study``: plain
+against residual nets, their gradient profiles at init and how they ended) and ``theory``
+(theory against measurement: slopes, profiles, the phase diagram).
 
 Every function checks the columns it needs and names those missing; none saves, shows or sets a
 global style (the catalog's ``matplotlib.MatplotlibDataset`` saves and closes). Values a log axis
@@ -31,6 +32,7 @@ from gradlab.core.plots._style import (
     category_order,
     plot_message,
 )
+from gradlab.core.plots.architecture import plot_architecture_study
 from gradlab.core.plots.flow import (
     pick_layers,
     plot_activation_histograms,
@@ -48,6 +50,7 @@ __all__ = [
     "axis_label",
     "category_order",
     "pick_layers",
+    "plot_architecture_study",
     "plot_activation_histograms",
     "plot_gradient_flow",
     "plot_message",

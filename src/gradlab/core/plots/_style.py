@@ -113,6 +113,7 @@ def _canvas(  # noqa: PLR0913
     bottom: float = 0.6,
     gaps: tuple[float, float] = (0.45, 0.65),
     widths: Sequence[float] | None = None,
+    heights: Sequence[float] | None = None,
     **subplot_kw,
 ) -> _Canvas:
     """Panels laid out in inches, title and notes placed, nothing left to a layout engine.
@@ -130,12 +131,14 @@ def _canvas(  # noqa: PLR0913
         bottom: Inches under the last row (x tick labels and label).
         gaps: (horizontal, vertical) inches between panels.
         widths: Relative widths of the columns.
+        heights: Relative heights of the rows: a row is ``panel``'s height times its ratio.
         **subplot_kw: Passed to ``plt.subplots`` (``sharey``, ...).
     Returns:
         The canvas.
     """
     rows, cols = shape
     ratios = list(widths or [1.0] * cols)
+    row_ratios = list(heights or [1.0] * rows)
     plot_w = panel[0] * sum(ratios) + gaps[0] * (cols - 1)
     width = left + plot_w + 0.3 + legend
     heading = textwrap.fill(title, max(int(width * _TITLE_CHARS_PER_INCH), 30))
@@ -143,7 +146,7 @@ def _canvas(  # noqa: PLR0913
     small = textwrap.fill(note, int(width * _NOTE_CHARS_PER_INCH)) if note else ""
     top = 0.5 + 0.2 * (heading.count("\n") + 1)  # the title, then room for panel titles
     foot = bottom + (0.12 * (small.count("\n") + 1) + 0.1 if small else 0.0)
-    height = top + rows * panel[1] + gaps[1] * (rows - 1) + foot
+    height = top + panel[1] * sum(row_ratios) + gaps[1] * (rows - 1) + foot
     fig, axes = plt.subplots(
         rows,
         cols,
@@ -155,8 +158,9 @@ def _canvas(  # noqa: PLR0913
             "top": 1 - top / height,
             "bottom": foot / height,
             "wspace": gaps[0] / (panel[0] * sum(ratios) / cols),
-            "hspace": gaps[1] / panel[1],
+            "hspace": gaps[1] / (panel[1] * sum(row_ratios) / rows),
             "width_ratios": ratios,
+            "height_ratios": row_ratios,
         },
         **subplot_kw,
     )

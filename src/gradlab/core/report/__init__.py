@@ -3,8 +3,8 @@ figures draw, and a self-contained HTML page.
 
 Submodules: ``tables`` (the study summary, gradient-flow and theory tables, and the study
 helpers they share), ``frames`` (the runs the figures at init compare and the rows each figure
-draws), ``findings`` (every ``*_finding`` one-liner) and ``page`` (``Section``, the figure
-captions, ``build_html`` and ``build_report``).
+draws, the profiles of a study of architectures among them), ``findings`` (every ``*_finding``
+one-liner) and ``page`` (``Section``, the figure captions, ``build_html`` and ``build_report``).
 
 Everything here reads the stored result tables (``runs``, ``history``, ``layer_stats``,
 ``distributions``, ``studies``; see ``gradlab.core.quantities`` for the quantities) and trains
@@ -18,6 +18,7 @@ of ``ln RMS(∂L/∂h_l)`` against the layer l, positive when the gradient shrin
 from gradlab.core.report.findings import (
     INIT_AXES,
     activation_finding,
+    architecture_finding,
     claims_finding,
     flow_finding,
     phase_finding,
@@ -28,10 +29,13 @@ from gradlab.core.report.findings import (
     violin_finding,
 )
 from gradlab.core.report.frames import (
+    ALPHA_LABELS,
+    ARCH_AXES,
     PHASE_ACTIVATION,
     PHASE_SIGMA_B2_MAX,
     PHASE_SIGMA_W2,
     REFERENCE_INIT,
+    architecture_frames,
     distribution_samples,
     flow_stats,
     init_selection,
@@ -41,8 +45,11 @@ from gradlab.core.report.frames import (
     saturation_stats,
     study_frames,
     theory_profiles,
+    varies_architecture,
 )
 from gradlab.core.report.page import (
+    ARCHITECTURE_CAPTION,
+    ARCHITECTURE_FIGURE,
     CLAIMS_VIEW,
     FLOW_FIGURES,
     GLOSSARY,
@@ -71,6 +78,10 @@ from gradlab.core.report.tables import (
 )
 
 __all__ = [
+    "ALPHA_LABELS",
+    "ARCHITECTURE_CAPTION",
+    "ARCHITECTURE_FIGURE",
+    "ARCH_AXES",
     "CLAIMS_VIEW",
     "FLOW_FIGURES",
     "GLOSSARY",
@@ -88,6 +99,8 @@ __all__ = [
     "TRAINING_FIGURES",
     "Section",
     "activation_finding",
+    "architecture_finding",
+    "architecture_frames",
     "build_html",
     "build_report",
     "claims_finding",
@@ -115,6 +128,7 @@ __all__ = [
     "theory_finding",
     "theory_profiles",
     "theory_table",
+    "varies_architecture",
     "verdict_finding",
     "violin_finding",
 ]

@@ -1,13 +1,14 @@
 """One-line findings, each computed from a table of the report."""
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from gradlab.core.report.frames import reference_runs
 from gradlab.core.report.tables import metric_label
-from gradlab.core.verdict import agreement
+from gradlab.core.verdict import TRAINED_AT, agreement
 
 # Axes that change the network at init (the others act only once training starts).
 INIT_AXES = {"activation", "init_name", "depth", "width", "input_norm", "norm_layer", "dataset"}
@@ -69,6 +70,91 @@ def study_finding(summary: pd.DataFrame) -> str:
         where = "; ".join(diverged["setting"])
         parts.append(f"{int(diverged['n_diverged'].sum())} of {total} runs diverged ({where})")
     return "; ".join(parts) + "."
+
+
+def _times(ratio: float) -> str:
+    """A first/last ratio for a sentence: ``536×``, ``1.3×``, ``0.77×``, ``2e-05×``."""
+    if not math.isfinite(ratio):
+        return "n/a"
+    if ratio == 0:
+        return "0× (underflow)"
+    if 10 <= ratio < 1e4:
+        return f"{ratio:.0f}×"
+    return f"{ratio:.2g}×" if 1e-2 <= ratio < 10 else f"{ratio:.0e}×"
+
+
+def _first_last(line: pd.DataFrame) -> float:
+    """The value at the lowest layer of ``line`` over the value at its highest."""
+    ordered = line.sort_values("layer")["value"].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(ordered[0] / ordered[-1]) if len(ordered) > 1 else math.nan
+
+
+def _outcome(runs: pd.DataFrame) -> str:
+    """``trains (val R² 0.98)``, ``does not train (val R² 0.00)``, ``2 of 2 diverged``, …"""
+    parts = [
+        f"{n} of {len(runs)} {status}"
+        for status, n in runs["status"].value_counts().items()
+        if status != "finished"
+    ]
+    finished = runs[(runs["status"] == "finished") & np.isfinite(runs["final_val_metric"])]
+    if not finished.empty:
+        trained = int((finished["final_val_metric"] >= TRAINED_AT).sum())
+        verb = (
+            "trains"
+            if trained == len(finished)
+            else "does not train"
+            if trained == 0
+            else f"{trained} of {len(finished)} finished train"
+        )
+        # two decimals, as the metric is read: R² −2e-04 of a net that learned nothing is 0.00
+        score = f"{finished['final_val_metric'].median():.2f}".replace("-0.00", "0.00")
+        parts.insert(0, f"{verb} ({metric_label(finished['metric_name'])} {score})")
+    return ", ".join(parts) or "no run"
+
+
+def architecture_finding(
+    profiles: pd.DataFrame, outcomes: pd.DataFrame, nets: Sequence[str]
+) -> str:
+    """One line on a study of architectures: per setting and net, how much larger the gradient
+    is at layer 1 than at the last layer at init (median over seeds; the mean-field prediction
+    beside it) and how the runs ended.
+
+    Args:
+        profiles: ``architecture_frames``' profiles (``net``, ``setting``, ``run_id``,
+            ``layer``, ``source``, ``value``).
+        outcomes: Its outcomes (``net``, ``setting``, ``status``, ``final_val_metric``,
+            ``metric_name``).
+        nets: The net labels in order.
+    Returns:
+        The sentence, e.g. ``… norm_layer=none: plain MLP 1e-05× (theory 2e-05×), does not train
+        (val R² 0.00); resmlp α = 1 4.8e+02× (theory 5.4e+02×), 2 of 2 diverged; …``.
+    """
+    if outcomes.empty:
+        return "No run of this study has a result."
+    measured = profiles[profiles["source"] == "measured"]
+    predicted = profiles[profiles["source"] == "theory"]
+    groups = []
+    for setting in dict.fromkeys(outcomes["setting"]):
+        entries = []
+        for net in nets:
+            runs = outcomes[(outcomes["net"] == net) & (outcomes["setting"] == setting)]
+            if runs.empty:
+                continue
+            mine = measured[(measured["net"] == net) & (measured["setting"] == setting)]
+            ratios = [_first_last(line) for _, line in mine.groupby("run_id")]
+            ratio = float(np.median(ratios)) if ratios else math.nan
+            theory = predicted[(predicted["net"] == net) & (predicted["setting"] == setting)]
+            expected = f"theory {_times(_first_last(theory))}" if not theory.empty else "no theory"
+            entries.append(f"{net} {_times(ratio)} ({expected}), {_outcome(runs)}")
+        groups.append((f"{setting}: " if setting else "") + "; ".join(entries) + ".")
+    return " ".join(
+        [
+            "At init, layer 1's gradient over the last layer's (∂L/∂h of a plain net, ∂L/∂x "
+            "on a residual stream; median over seeds), and how the runs ended.",
+            *groups,
+        ]
+    )
 
 
 def saturation_finding(runs: pd.DataFrame) -> str:

@@ -1,11 +1,21 @@
 """The frames the figures draw: which runs the figures at init compare, and the rows each figure
 reads from the stored tables."""
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from gradlab.core import theory
-from gradlab.core.report.tables import display_axes, runs_in_study, study_axes
+from gradlab.core.architectures import ARCHITECTURES
+from gradlab.core.report.tables import (
+    display_axes,
+    profile_quantities,
+    runs_in_study,
+    setting_label,
+    study_axes,
+)
+from gradlab.core.residual import residual_alpha
 
 # The init a "reference" view shows when a study compares several: PyTorch's own nn.Linear init.
 REFERENCE_INIT = "default"
@@ -15,6 +25,11 @@ PHASE_ACTIVATION = "tanh"
 # Where the phase diagram's axes end, beyond the runs placed on it.
 PHASE_SIGMA_W2 = (1e-2, 10.0)
 PHASE_SIGMA_B2_MAX = 0.5
+# Study axes that change the network's architecture: a study over one of them gets a figure of
+# its gradient profiles at init (``architecture_frames``, ``plot_architecture_study``).
+ARCH_AXES = ("arch", "residual_scale", "residual_branch")
+# How a residual_scale rule reads in a legend or a finding (a number reads as itself).
+ALPHA_LABELS = {"1/sqrt(depth)": "α = 1/√L", "rezero": "ReZero (α = 0, learned)"}
 
 
 def init_selection(runs: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFrame:
@@ -180,3 +195,97 @@ def study_frames(
     curves = history[(history["metric"] == loss) & history["run_id"].isin(members["run_id"])]
     curves = curves.merge(members[["run_id", *drawn]], on="run_id")
     return members, curves, drawn
+
+
+def varies_architecture(runs: pd.DataFrame, study: str, axes: str) -> bool:
+    """Whether ``study`` is about the architecture: its axes name one of ``ARCH_AXES`` (also
+    with one value, e.g. a plain MLP of a residual baseline's depth) and it has runs."""
+    return bool(set(axes.split(",")) & set(ARCH_AXES)) and not runs_in_study(runs, study).empty
+
+
+def _net_labels(members: pd.DataFrame) -> pd.Series:
+    """``plain MLP``, ``resmlp α = 1``, ``resmlp α = 1/√L``, … per run (the branch only where
+    it varies): the network a line of the profile figure draws."""
+    arch = members["arch"] if "arch" in members else pd.Series("mlp", index=members.index)
+    scale = members.get("residual_scale", pd.Series(None, index=members.index))
+    branch = members.get("residual_branch", pd.Series(None, index=members.index))
+    several = branch.nunique() > 1
+
+    def label(name: str, alpha: object, form: object) -> str:
+        if name == "mlp":
+            return "plain MLP"
+        text = name
+        if not pd.isna(alpha):
+            text += f" {ALPHA_LABELS.get(str(alpha), f'α = {alpha}')}"
+        return text + (f" {form}" if several and not pd.isna(form) else "")
+
+    return pd.Series(
+        [label(*values) for values in zip(arch, scale, branch, strict=True)], index=members.index
+    )
+
+
+def _net_order(members: pd.DataFrame) -> list[str]:
+    """Net labels in the registry's order of architectures, then by α at init, largest first."""
+    archs = list(ARCHITECTURES)
+
+    def key(row: pd.Series) -> tuple:
+        arch = row.get("arch", "mlp")
+        scale = row.get("residual_scale")
+        alpha = math.nan if pd.isna(scale) else residual_alpha(str(scale), int(row["depth"]))[0]
+        rank = archs.index(arch) if arch in archs else len(archs)
+        return (rank, -alpha if math.isfinite(alpha) else 0.0, str(row["net"]))
+
+    ordered = members.assign(_key=members.apply(key, axis=1)).sort_values("_key")
+    return list(dict.fromkeys(ordered["net"]))
+
+
+def architecture_frames(
+    runs: pd.DataFrame, layer_stats: pd.DataFrame, study: str, axes: str
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """What ``plot_architecture_study`` draws for a study over the architecture: each
+    run's gradient profile at init and the mean-field prediction, and how each run ended.
+
+    The profile is each run's ``Architecture.profile`` (``profile_quantities``): RMS ∂L/∂h of
+    hidden layers 1 … depth for an MLP, RMS ∂L/∂x of the stream entering blocks 1 … depth for a
+    residual net. The theory rows of ``layer_stats`` are normalized to 1 at the last layer;
+    here each run's are scaled to its measured last layer and averaged over seeds, so the line
+    starts where the measurement ends (as in ``theory_profiles``, which divides instead).
+
+    Args:
+        runs: The runs table.
+        layer_stats: The long per-layer statistics (phases ``init`` and ``theory``).
+        study: The study's name.
+        axes: Its comma-separated axes.
+    Returns:
+        ``profiles``: ``run_id`` (empty for theory), ``net`` (the line: ``plain MLP``,
+        ``resmlp α = 1``, …), ``setting`` (the panel: the study's other varied axes, e.g.
+        ``norm_layer=none``; empty when there are none), ``seed`` (−1 for theory), ``layer``,
+        ``source`` (``measured``/``theory``), ``value``; ``outcomes``: one row per run with
+        ``net``, ``setting``, ``seed``, ``status``, ``final_val_metric``, ``metric_name``; and
+        the net labels in drawing order (the plain net first, then α from the largest).
+    """
+    members = runs_in_study(runs, study)
+    others = [a for a in study_axes(members, axes) if a not in ARCH_AXES]
+    members = members.assign(
+        net=_net_labels(members),
+        setting=members.apply(lambda row: setting_label(row, others), axis=1) if others else "",
+    )
+    quantity = layer_stats["run_id"].map(profile_quantities(members))
+    stats = layer_stats[
+        layer_stats["phase"].isin(["init", "theory"]) & (layer_stats["quantity"] == quantity)
+    ].merge(members[["run_id", "net", "setting", "seed", "depth"]], on="run_id")
+    stats = stats[stats["layer"].between(1, stats["depth"])]
+    measured = stats[stats["phase"] == "init"].assign(source="measured")
+    last = measured[measured["layer"] == measured["depth"]].set_index("run_id")["value"]
+    predicted = stats[stats["phase"] == "theory"]
+    predicted = (
+        predicted.assign(value=predicted["value"] * predicted["run_id"].map(last).astype(float))
+        .groupby(["net", "setting", "layer"], as_index=False, sort=False)["value"]
+        .mean()
+        .assign(run_id="", seed=-1, source="theory")
+    )
+    columns = ["run_id", "net", "setting", "seed", "layer", "source", "value"]
+    profiles = pd.concat([measured[columns], predicted[columns]], ignore_index=True)
+    outcome_columns = ["run_id", "net", "setting", "seed", "status", "final_val_metric"]
+    outcomes = members[[*outcome_columns, "metric_name"]].reset_index(drop=True)
+    return profiles, outcomes, _net_order(members)

@@ -10,6 +10,7 @@ import pandas as pd
 from gradlab.core import quantities
 from gradlab.core.report.findings import (
     activation_finding,
+    architecture_finding,
     claims_finding,
     flow_finding,
     phase_finding,
@@ -19,7 +20,12 @@ from gradlab.core.report.findings import (
     verdict_finding,
     violin_finding,
 )
-from gradlab.core.report.frames import PHASE_ACTIVATION, init_selection
+from gradlab.core.report.frames import (
+    PHASE_ACTIVATION,
+    architecture_frames,
+    init_selection,
+    varies_architecture,
+)
 from gradlab.core.verdict import TRAINED_AT, VERDICTS, verdict_confusion
 
 
@@ -239,6 +245,17 @@ THEORY_FIGURES = {
 
 CLAIMS_VIEW = ["claim_id", "claim", "source", "paper", "measured", "rule", "result"]
 
+# A study over the architecture (``varies_architecture``) has a second figure,
+# ``<study>.profiles`` among the study figures (``figures/studies/<study>.profiles.png``): a
+# study's name has no dot, so the key is no other study's.
+ARCHITECTURE_FIGURE = "{study}.profiles"
+ARCHITECTURE_CAPTION = (
+    "gradient profile at init per setting: RMS ∂L/∂h of a plain net's hidden layers, RMS ∂L/∂x "
+    "of a residual net's stream entering each block, a thin line per seed, mean-field theory "
+    "dashed (scaled to the measured last layer); below, each finished seed's final metric and "
+    "the runs that diverged"
+)
+
 
 # What each theory figure shows in this grid (the section's finding covers slopes and profiles).
 THEORY_FIGURE_FINDINGS: dict[str, Callable[[pd.DataFrame], str]] = {
@@ -270,9 +287,14 @@ def build_report(  # noqa: PLR0913, PLR0917
     figures: dict[str, bytes],
     study_figures: dict[str, bytes],
     claims: pd.DataFrame | None = None,
+    layer_stats: pd.DataFrame | None = None,
 ) -> str:
     """The HTML report: the claims a reproduction checks (if any), gradient flow at init,
     saturation during training, one section per study, theory against measurement.
+
+    A study over the architecture (``arch``, ``residual_scale``) shows its gradient
+    profiles at init (``ARCHITECTURE_FIGURE``) above its study figure, and its finding is
+    ``architecture_finding``'s, computed from ``layer_stats``.
 
     Args:
         runs: The runs table.
@@ -282,8 +304,9 @@ def build_report(  # noqa: PLR0913, PLR0917
         theory_rows: ``theory_table``' output.
         figures: PNGs of the fixed figures, by the keys of ``FLOW_FIGURES``,
             ``TRAINING_FIGURES`` and ``THEORY_FIGURES`` (a missing key is skipped).
-        study_figures: One PNG per study name.
+        study_figures: One PNG per study name, and per ``ARCHITECTURE_FIGURE`` key.
         claims: ``gradlab.core.claims.check_claims``' table; none or empty: no claims section.
+        layer_stats: The long per-layer statistics; none: every study gets ``study_finding``.
     Returns:
         The self-contained page.
     """
@@ -335,14 +358,21 @@ def build_report(  # noqa: PLR0913, PLR0917
         rows = summary[summary["study"] == study.study] if not summary.empty else summary
         if rows.empty:
             continue
+        finding = study_finding(rows)
+        if layer_stats is not None and varies_architecture(runs, study.study, study.axes):
+            finding = architecture_finding(
+                *architecture_frames(runs, layer_stats, study.study, study.axes)
+            )
+        captions = {
+            ARCHITECTURE_FIGURE.format(study=study.study): ARCHITECTURE_CAPTION,
+            study.study: f"study {study.study}",
+        }
         sections.append(
             Section(
                 f"Study: {study.study}",
                 study.question,
-                study_finding(rows),
-                [(f"study {study.study}", study_figures[study.study])]
-                if study.study in study_figures
-                else [],
+                finding,
+                [(text, study_figures[k]) for k, text in captions.items() if k in study_figures],
                 [(f"{study.study}: per setting", rows[[c for c in STUDY_VIEW if c in rows]])],
             )
         )

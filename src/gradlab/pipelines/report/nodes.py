@@ -160,17 +160,25 @@ def draw_saturation(
 
 
 def draw_studies(
-    runs: pd.DataFrame, studies: pd.DataFrame, history: pd.DataFrame, report: dict[str, Any]
+    runs: pd.DataFrame,
+    studies: pd.DataFrame,
+    history: pd.DataFrame,
+    layer_stats: pd.DataFrame,
+    report: dict[str, Any],
 ) -> dict[str, Figure]:
-    """One figure per study: loss curves, final metric over seeds, heatmap for two axes.
+    """One figure per study: loss curves, final metric over seeds, heatmap for two axes; and for
+    a study over the architecture (``arch``, ``residual_scale``), a second one: its gradient
+    profiles at init against the mean-field theory, over how its runs ended.
 
     Args:
         runs: One row per run.
         studies: One row per study.
         history: The long per-epoch history.
+        layer_stats: The long per-layer statistics (phases ``init`` and ``theory``).
         report: ``params:report`` (``loss_curve``).
     Returns:
-        Figures keyed ``<study>.png``, the file names the catalog writes.
+        Figures keyed ``<study>.png`` and ``<study>.profiles.png``
+        (``core.ARCHITECTURE_FIGURE``), the file names the catalog writes.
     """
     config = parse_report(report)
     figures = {}
@@ -180,15 +188,23 @@ def draw_studies(
         )
         if members.empty:
             continue
-        fig = plots.plot_study(
+        metric = core.metric_label(members["metric_name"])
+        figures[f"{study.study}.png"] = plots.plot_study(
             members,
             curves,
             axes,
             study.question,
-            core.metric_label(members["metric_name"]),
+            metric,
             core.LOSS_LABELS[config.loss_curve],
         )
-        figures[f"{study.study}.png"] = fig
+        if core.varies_architecture(runs, study.study, study.axes):
+            profiles, outcomes, nets = core.architecture_frames(
+                runs, layer_stats, study.study, study.axes
+            )
+            key = core.ARCHITECTURE_FIGURE.format(study=study.study)
+            figures[f"{key}.png"] = plots.plot_architecture_study(
+                profiles, outcomes, nets, study.question, metric
+            )
     return figures
 
 
@@ -242,6 +258,7 @@ def build_report(  # noqa: PLR0913, PLR0917
     study_summary: pd.DataFrame,
     gradient_flow: pd.DataFrame,
     theory: pd.DataFrame,
+    layer_stats: pd.DataFrame,
     study_pngs: Mapping[str, Callable[[], bytes]],
     **figure_pngs: bytes,
 ) -> str:
@@ -254,7 +271,9 @@ def build_report(  # noqa: PLR0913, PLR0917
         study_summary: The per-study table.
         gradient_flow: The gradient-flow table.
         theory: The theory-vs-measurement table.
-        study_pngs: The saved study figures, a loader per study name (a partitioned dataset).
+        layer_stats: The long per-layer statistics (a study of architectures' finding).
+        study_pngs: The saved study figures, a loader per file name without ``.png`` (a
+            partitioned dataset): the study's, and ``<study>.profiles`` where it has one.
         **figure_pngs: The saved fixed figures' PNG bytes, by ``core.FLOW_FIGURES``,
             ``core.TRAINING_FIGURES`` and ``core.THEORY_FIGURES`` key.
     Returns:
@@ -262,5 +281,13 @@ def build_report(  # noqa: PLR0913, PLR0917
     """
     studies_png = {name: load() for name, load in study_pngs.items()}
     return core.build_report(
-        runs, studies, study_summary, gradient_flow, theory, figure_pngs, studies_png, claims
+        runs,
+        studies,
+        study_summary,
+        gradient_flow,
+        theory,
+        figure_pngs,
+        studies_png,
+        claims,
+        layer_stats,
     )

@@ -79,6 +79,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "runs": "judged_runs",
                 "studies": "studies",
                 "history": "history",
+                "layer_stats": "layer_stats",
                 "report": "params:report",
             },
             outputs="study_plots@figure",
@@ -94,6 +95,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             "study_summary": "study_summary",
             "gradient_flow": "gradient_flow_table",
             "theory": "theory_table",
+            "layer_stats": "layer_stats",
             # the saved files read back (transcoding): the runner orders this node after them
             "study_pngs": "study_plots@png",
             **{key: f"{key}_plot@png" for key in _FIGURES},
