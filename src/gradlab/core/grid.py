@@ -252,8 +252,8 @@ def expand(baseline: RunSpec, studies: Sequence[Study], seeds: Sequence[int]) ->
         for combo in itertools.product(*study.axes.values()):
             for seed in seeds:
                 overrides = dict(zip(study.axes, combo, strict=True), seed=seed)
-                spec = baseline.model_copy(update=overrides)
-                spec = RunSpec(**spec.model_dump())  # re-validate and re-canonicalize
+                # validated from the merged fields: a YAML number becomes residual_scale's text
+                spec = RunSpec(**{**baseline.model_dump(), **overrides})
                 row = rows.setdefault(
                     spec.run_id,
                     {
