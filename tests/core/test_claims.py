@@ -17,6 +17,7 @@ from gradlab.core.claims import (
     epochs_to,
     final_val_metric,
     first_layer_grad_weight,
+    grad_growth,
     init_grad_ratio,
     init_spread,
     select,
@@ -138,6 +139,27 @@ def test_first_layer_grad_weight_is_layer_one_at_init():
         (rid, "init", 0, 1, "grad_preact_rms", 8.0),
     ]
     assert first_layer_grad_weight(inputs(runs, layer_stats=stats)).to_dict() == {rid: 0.3}
+
+
+def test_grad_growth_fits_the_middle_layers_of_each_runs_profile():
+    runs = make_runs(study(depth=[12], arch=["mlp", "resmlp"]))
+    ids = ids_by(runs, "arch")
+    stats = []
+    for layer in range(1, 13):
+        # ∂L/∂h grows 1.2× per layer towards the input in the middle, with transients at the ends
+        middle = 1.2 ** (12 - layer)
+        edge = 50.0 if layer in (1, 12) else 1.0
+        stats += [
+            (ids["mlp"], "init", 0, layer, "grad_preact_rms", middle * edge),
+            (ids["mlp"], "theory", 0, layer, "grad_preact_rms", 1.1 ** (12 - layer)),
+            (ids["resmlp"], "init", 0, layer, "grad_preact_rms", 7.0),  # the branch: not read
+            (ids["resmlp"], "init", 0, layer, "grad_stream_rms", 0.9 ** (12 - layer)),
+        ]
+    measured = grad_growth(inputs(runs, layer_stats=stats))
+    assert measured[ids["mlp"]] == pytest.approx(1.2**2)  # the squared norm's factor
+    assert measured[ids["resmlp"]] == pytest.approx(0.81)
+    theory = grad_growth(inputs(runs, layer_stats=stats), phase="theory")
+    assert theory[ids["mlp"]] == pytest.approx(1.21) and math.isnan(theory[ids["resmlp"]])
 
 
 def test_init_spread_counts_hidden_layers_only():

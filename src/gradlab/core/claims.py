@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from gradlab.core import quantities
+from gradlab.core.architectures import get_architecture
 from gradlab.core.grid import AXES
 from gradlab.core.registry import lookup
 
@@ -90,6 +91,31 @@ def theory_gap(inputs: ClaimInputs) -> pd.Series:
     return gap.astype(float)
 
 
+def grad_growth(inputs: ClaimInputs, *, phase: str = "init", skip: int = 3) -> pd.Series:
+    """Per-layer growth of the mean squared back-propagated gradient towards the input,
+    exp(−2 × slope of ln RMS over layers), fitted over the hidden layers but the first and last
+    ``skip`` (where the input's and the head's transients live): 1 is level, above 1 it grows
+    towards the input (BatchNorm's explosion, Yang et al. 2019). ``phase`` ``theory`` reads the
+    mean-field prediction instead of the measurement at init. The RMS read is each run's
+    architecture's profile (∂L/∂h, or a residual net's ∂L/∂x)."""
+    stats = inputs.layer_stats
+    runs = inputs.runs.set_index("run_id")
+    profile = runs["arch"].map(lambda arch: get_architecture(arch).profile)
+    rows = stats[(stats["phase"] == phase) & stats["quantity"].isin(set(profile))]
+    rows = rows[rows["quantity"].to_numpy() == profile.reindex(rows["run_id"]).to_numpy()]
+    growth = {}
+    for run_id, run in rows.groupby("run_id"):
+        depth = int(runs.at[run_id, "depth"])
+        kept = run[(run["layer"] > skip) & (run["layer"] <= depth - skip)]
+        values = kept["value"].to_numpy(dtype=float)
+        if len(kept) < 2 or not (np.isfinite(values).all() and (values > 0).all()):
+            growth[run_id] = math.nan
+            continue
+        slope = np.polyfit(kept["layer"].to_numpy(dtype=float), np.log(values), 1)[0]
+        growth[run_id] = math.exp(-2.0 * slope)
+    return pd.Series(growth, dtype=float).reindex(runs.index)  # NaN: nothing to fit
+
+
 def _at_init(inputs: ClaimInputs, quantity: str) -> pd.DataFrame:
     stats = inputs.layer_stats
     rows = stats[(stats["phase"] == "init") & (stats["quantity"] == quantity)]
@@ -136,6 +162,7 @@ MEASURES: dict[str, Callable[..., pd.Series]] = {
     "val_error_pct": val_error_pct,
     "init_grad_ratio": init_grad_ratio,
     "theory_gap": theory_gap,
+    "grad_growth": grad_growth,
     "first_layer_grad_weight": first_layer_grad_weight,
     "init_spread": init_spread,
     "epochs_to": epochs_to,
@@ -158,6 +185,8 @@ _ARGUMENTS: dict[str, tuple[Callable[[Any], bool], Callable[[], str]]] = {
     ),
     "layer": (lambda layer: layer != 0, lambda: "a hidden layer: 1 is the first, −1 the top"),
     "fraction": (lambda f: 0 < f <= 1, lambda: "a share of training in (0, 1]"),
+    "phase": (lambda p: p in ("init", "theory"), lambda: "init (measured) or theory"),
+    "skip": (lambda n: n >= 0, lambda: "a number of layers >= 0"),
 }
 
 
