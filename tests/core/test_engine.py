@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from gradlab.core import activations, theory
+from gradlab.core import activations, bn_theory, theory
 from gradlab.core.config import parse_data, parse_grid
 from gradlab.core.grid import RunSpec, expand, specs_from_table
 from gradlab.core.train import GROUP_AXES, RunOptions, RunResult, group_runs, train_group
@@ -31,11 +31,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 def theory_rows(spec: RunSpec, data, q_in: float) -> pd.DataFrame:
     """The mean-field prediction of one run from its probe batch's mean squared input, as the
-    rows of phase ``theory`` (none with a normalization layer or LSUV: no a-priori profile)."""
+    rows of phase ``theory`` (BatchNorm before φ: Yang et al.'s growth; none with another
+    normalization layer or LSUV: no a-priori profile)."""
     rows = []
-    if spec.norm_layer == "none" and spec.init != "lsuv":
+    p = None
+    if spec.norm_layer == "batchnorm_pre":  # BatchNorm's growth at the probe batch's size
+        p = bn_theory.predict_bn_profile(spec.activation, spec.depth, min(256, len(data.x_train)))
+    elif spec.norm_layer == "none" and spec.init != "lsuv":
         widths = [data.x_train.shape[1], *[spec.width] * spec.depth, data.n_outputs]
         p = theory.predict_profile(spec.activation, spec.init, widths, q_in, std=spec.init_std)
+    if p is not None:
         for quantity, values in [
             ("grad_preact_rms", p.grad_rms),
             ("preact_std", np.sqrt(p.q)),
@@ -79,6 +84,10 @@ def smoke_specs() -> tuple[list[RunSpec], dict]:
 
 def test_every_smoke_group_matches_its_solo_runs():
     specs, datasets = smoke_specs()
+    # the smoke grid's residual net: tests/core/test_residual_engine.py compares every residual
+    # variant with the oracle, its stream and theory rows included
+    specs = [spec for spec in specs if spec.arch == "mlp"]
+    assert len(specs) >= 6
     tasks = {}
     for group in group_runs(specs, max_replicas=16):
         key = group[0].dataset, group[0].input_norm
@@ -138,7 +147,12 @@ def test_mixed_group_matches_solo_runs(shape):
         ),
         (
             {"activation": "softsign", "optimizer": "sgd", "dataset": "blobs"},
-            [{"init": "xavier_normal"}, {"init": "kaiming_uniform", "seed": 4, "clip": 1.0}],
+            [
+                {"init": "xavier_normal"},
+                {"init": "kaiming_uniform", "seed": 4, "clip": 1.0},
+                {"init": "normal", "init_std": 0.15, "bias_std": 0.22, "seed": 2},
+                {"init": "default", "bias_std": 0.1, "seed": 3},
+            ],
         ),
         (
             {"activation": "leaky_relu", "optimizer": "momentum", "norm_layer": "batchnorm_post"},

@@ -177,19 +177,24 @@ class Net(nn.Module):
 
 # noqa reason: the oracle reads top to bottom, in the order of its random draws
 @torch.no_grad()
-def initialize(  # noqa: C901
+def initialize(  # noqa: C901, PLR0912
     net: "Net | ResidualNet", spec: RunSpec, generator: torch.Generator, probe_x: Tensor
 ) -> None:
-    """Each weight layer in forward order: its bias (U(±1/√fan_in) under default, else 0), then
-    its weight; LSUV then rescales the layers to unit output variance on the probe batch."""
+    """Each weight layer in forward order: its bias (N(0, bias_std²) when the spec sets it, else
+    U(±1/√fan_in) under default, else 0), then its weight; LSUV then rescales the layers to unit
+    output variance on the probe batch."""
     for linear in net.all_linears():
         fan_in = linear.in_features
+        if spec.bias_std is not None:  # N(0, bias_std²) whatever the init, drawn first
+            nn.init.normal_(linear.bias, 0.0, spec.bias_std, generator=generator)
         if spec.init == "default":  # nn.Linear's own: U(−1/√fan_in, 1/√fan_in) for both
             bound = 1.0 / math.sqrt(fan_in)
-            nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
+            if spec.bias_std is None:
+                nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
             nn.init.uniform_(linear.weight, -bound, bound, generator=generator)
             continue
-        nn.init.zeros_(linear.bias)
+        if spec.bias_std is None:
+            nn.init.zeros_(linear.bias)
         weight, g = linear.weight, gain(spec.activation)
         if spec.init == "xavier_uniform":
             nn.init.xavier_uniform_(weight, generator=generator)

@@ -9,15 +9,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gradlab.core import residual_theory, theory
+from gradlab.core import bn_theory, residual_theory, theory
 from gradlab.core.models import MLP, StackedMLP, StackedNet
 from gradlab.core.registry import lookup, register
 from gradlab.core.residual import ResMLP, StackedResMLP, residual_alpha
 
-# predict(specs, q_ins, d_in, d_out): the mean-field profile at init of each of a stack's runs
-# (same shape, each with its mean squared input coordinate), None where no prediction applies
+# predict(specs, q_ins, d_in, d_out, batch): the mean-field profile at init of each of a stack's
+# runs (same shape, each with its mean squared input coordinate, probed on a batch of ``batch``
+# rows), None where no prediction applies
 Predict = Callable[
-    [Sequence[Any], Sequence[float], int, int], list[theory.ProfilePrediction | None]
+    [Sequence[Any], Sequence[float], int, int, int], list[theory.ProfilePrediction | None]
 ]
 
 
@@ -63,17 +64,25 @@ def get_architecture(name: str) -> Architecture:
 
 
 def _predict_mlp(
-    specs: Sequence[Any], q_ins: Sequence[float], d_in: int, d_out: int
+    specs: Sequence[Any], q_ins: Sequence[float], d_in: int, d_out: int, batch: int
 ) -> list[theory.ProfilePrediction | None]:
-    """``theory.predict_profiles`` where it applies: no normalization layer, an a-priori init.
-    One vectorised solve for the stack: its runs share activation, depth and width."""
+    """``theory.predict_profiles`` where it applies: no normalization layer, an a-priori init;
+    one vectorised solve for the stack (its runs share activation, depth and width). With
+    BatchNorm before φ, ``bn_theory.predict_bn_profile`` at the probe's batch size, whatever the
+    init (Yang et al. 2019: BatchNorm's growth does not depend on σ_w)."""
+    first = specs[0]
+    if first.norm_layer == "batchnorm_pre":
+        # one profile for the stack: activation, depth and batch are shared
+        prediction = bn_theory.predict_bn_profile(first.activation, first.depth, batch)
+        return [prediction] * len(specs)
     applies = [
-        k for k, spec in enumerate(specs) if spec.norm_layer == "none" and spec.init != "lsuv"
+        k
+        for k, spec in enumerate(specs)
+        if spec.norm_layer == "none" and spec.init != "lsuv" and spec.bias_std is None
     ]
     predictions: list[theory.ProfilePrediction | None] = [None] * len(specs)
     if not applies:
         return predictions
-    first = specs[applies[0]]
     widths = [d_in, *[first.width] * first.depth, d_out]
     nets = [(specs[k].init, specs[k].init_std, q_ins[k]) for k in applies]
     for k, prediction in zip(applies, theory.predict_profiles(first.activation, widths, nets)):
@@ -82,7 +91,7 @@ def _predict_mlp(
 
 
 def _predict_resmlp(
-    specs: Sequence[Any], q_ins: Sequence[float], d_in: int, d_out: int
+    specs: Sequence[Any], q_ins: Sequence[float], d_in: int, d_out: int, batch: int
 ) -> list[theory.ProfilePrediction | None]:
     """``residual_theory.predict_residual_profiles`` for a stack of residual nets."""
     first = specs[0]

@@ -49,6 +49,8 @@ class RunSpec(BaseModel):
     activation: str = "tanh"
     init: str = "default"
     init_std: float | None = Field(default=None, gt=0)  # used by init "normal" only
+    # biases ~ N(0, bias_std²), so σ_b² = bias_std², instead of the init's own rule
+    bias_std: float | None = Field(default=None, gt=0)
     norm_layer: str = "none"
     arch: str = "mlp"
     # the branch multiplier α of a residual net: a number (as text, "0.5") or a rule of
@@ -133,8 +135,11 @@ class RunSpec(BaseModel):
 
     def canonical(self) -> str:
         """Sorted-key compact JSON of every field: the spec's identity. An MLP's leaves out the
-        residual fields, so its id is the one it had before they existed."""
+        residual fields, and a spec without bias_std that field, so a run's id is the one it had
+        before they existed."""
         exclude = {"arch", *RESIDUAL_FIELDS} if self.arch == "mlp" else set()
+        if self.bias_std is None:
+            exclude.add("bias_std")
         fields = self.model_dump(exclude=exclude)
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
@@ -208,6 +213,7 @@ def _number(value: Any) -> str:
 # Axes a label shows only when they differ from RunSpec's default, with their prefix; the names
 # of norm layers and schedules need none. With the always-shown axes this covers every field.
 _LABELLED_WHEN_SET = {
+    "bias_std": "bstd",
     "arch": "",
     "residual_scale": "α",
     "residual_branch": "",

@@ -212,6 +212,7 @@ def initialize(  # noqa: PLR0913, PLR0917
     std: float,
     generator: torch.Generator,
     data_batch: Tensor | None = None,
+    bias_std: float | None = None,
 ) -> None:
     """Initialize every ``nn.Linear`` of ``model`` with the named scheme.
 
@@ -223,6 +224,8 @@ def initialize(  # noqa: PLR0913, PLR0917
         std: Standard deviation for ``normal``.
         generator: Source of randomness, so a run's weights depend on its seed only.
         data_batch: Required by ``lsuv``; ignored otherwise.
+        bias_std: Draw each bias from N(0, bias_std²), before its weight, instead of the
+            scheme's rule (σ_b² = bias_std², as Schoenholz et al. 2017 sweep it).
     """
     scheme, gain = get_init(init), get_activation(activation).gain
     zeroed: list[nn.Linear] = []
@@ -235,7 +238,9 @@ def initialize(  # noqa: PLR0913, PLR0917
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
             continue
-        if scheme.torch_bias:
+        if bias_std is not None:
+            nn.init.normal_(layer.bias, 0.0, bias_std, generator=generator)
+        elif scheme.torch_bias:
             bound = 1.0 / math.sqrt(layer.in_features)
             nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
         else:

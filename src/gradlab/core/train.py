@@ -344,7 +344,8 @@ def _set_predictions(replicas: list["_Replica"], data: TaskData, q_ins: list[flo
     """Each replica's mean-field prediction at init, where its architecture has one."""
     specs = [replica.spec for replica in replicas]
     predict = get_architecture(specs[0].arch).predict
-    predictions = predict(specs, q_ins, data.x_train.shape[1], data.n_outputs)
+    batch = len(replicas[0].probe_rows)  # every replica's probe batch has this many rows
+    predictions = predict(specs, q_ins, data.x_train.shape[1], data.n_outputs, batch)
     for replica, prediction in zip(replicas, predictions, strict=True):
         replica.prediction = prediction
 
@@ -392,6 +393,7 @@ def _setup(spec: RunSpec, data: TaskData, options: RunOptions) -> tuple[_Replica
         spec.init_std or 0.0,
         generator,
         data_batch=data.x_train[probe_rows],
+        bias_std=spec.bias_std,
     )
     steps_per_epoch = math.ceil(n_train / spec.batch_size)
     total = spec.epochs * steps_per_epoch
