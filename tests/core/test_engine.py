@@ -37,7 +37,7 @@ def theory_rows(spec: RunSpec, data, q_in: float) -> pd.DataFrame:
     p = None
     if spec.norm_layer == "batchnorm_pre":  # BatchNorm's growth at the probe batch's size
         p = bn_theory.predict_bn_profile(spec.activation, spec.depth, min(256, len(data.x_train)))
-    elif spec.norm_layer == "none" and spec.init != "lsuv":
+    elif spec.norm_layer == "none" and spec.init != "lsuv" and spec.bias_std is None:
         widths = [data.x_train.shape[1], *[spec.width] * spec.depth, data.n_outputs]
         p = theory.predict_profile(spec.activation, spec.init, widths, q_in, std=spec.init_std)
     if p is not None:
