@@ -160,6 +160,14 @@ def test_grad_growth_fits_the_middle_layers_of_each_runs_profile():
     assert measured[ids["resmlp"]] == pytest.approx(0.81)
     theory = grad_growth(inputs(runs, layer_stats=stats), phase="theory")
     assert theory[ids["mlp"]] == pytest.approx(1.21) and math.isnan(theory[ids["resmlp"]])
+    # in training, at the probe step asked for
+    stats += [
+        (ids["mlp"], "train", step, layer, "grad_preact_rms", (1 + step / 10) ** (12 - layer))
+        for step in (0, 5)
+        for layer in range(1, 13)
+    ]
+    at_five = grad_growth(inputs(runs, layer_stats=stats), phase="train", step=5)
+    assert at_five[ids["mlp"]] == pytest.approx(1.5**2)
 
 
 def test_init_spread_counts_hidden_layers_only():

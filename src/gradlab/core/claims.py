@@ -91,17 +91,22 @@ def theory_gap(inputs: ClaimInputs) -> pd.Series:
     return gap.astype(float)
 
 
-def grad_growth(inputs: ClaimInputs, *, phase: str = "init", skip: int = 3) -> pd.Series:
+def grad_growth(
+    inputs: ClaimInputs, *, phase: str = "init", step: int = 0, skip: int = 3
+) -> pd.Series:
     """Per-layer growth of the mean squared back-propagated gradient towards the input,
     exp(−2 × slope of ln RMS over layers), fitted over the hidden layers but the first and last
     ``skip`` (where the input's and the head's transients live): 1 is level, above 1 it grows
-    towards the input (BatchNorm's explosion, Yang et al. 2019). ``phase`` ``theory`` reads the
-    mean-field prediction instead of the measurement at init. The RMS read is each run's
-    architecture's profile (∂L/∂h, or a residual net's ∂L/∂x)."""
+    towards the input (BatchNorm's explosion, Yang et al. 2019). ``phase``: ``init`` (the probe
+    batch at init), ``train`` at probe step ``step`` (step 0: a training batch of the run's
+    batch_size before any update; BatchNorm's growth depends on the batch) or ``theory`` (the
+    mean-field prediction). The RMS read is each run's architecture's profile (∂L/∂h, or a
+    residual net's ∂L/∂x)."""
     stats = inputs.layer_stats
     runs = inputs.runs.set_index("run_id")
     profile = runs["arch"].map(lambda arch: get_architecture(arch).profile)
-    rows = stats[(stats["phase"] == phase) & stats["quantity"].isin(set(profile))]
+    at = (stats["phase"] == phase) & ((stats["step"] == step) | (phase != "train"))
+    rows = stats[at & stats["quantity"].isin(set(profile))]
     rows = rows[rows["quantity"].to_numpy() == profile.reindex(rows["run_id"]).to_numpy()]
     growth = {}
     for run_id, run in rows.groupby("run_id"):
@@ -185,7 +190,11 @@ _ARGUMENTS: dict[str, tuple[Callable[[Any], bool], Callable[[], str]]] = {
     ),
     "layer": (lambda layer: layer != 0, lambda: "a hidden layer: 1 is the first, −1 the top"),
     "fraction": (lambda f: 0 < f <= 1, lambda: "a share of training in (0, 1]"),
-    "phase": (lambda p: p in ("init", "theory"), lambda: "init (measured) or theory"),
+    "phase": (
+        lambda p: p in ("init", "train", "theory"),
+        lambda: "init, train (at a probe step) or theory",
+    ),
+    "step": (lambda n: n >= 0, lambda: "a probe step >= 0"),
     "skip": (lambda n: n >= 0, lambda: "a number of layers >= 0"),
 }
 
