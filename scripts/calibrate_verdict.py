@@ -23,7 +23,7 @@ import pandas as pd
 
 from gradlab.core.verdict import VerdictRule, agreement, judge
 
-DEFAULT_ROOTS = ("data", "data/seed_course", "data/glorot2010", "data/he2015")
+DEFAULT_ROOTS = ("data", "data/seed_course", "data/glorot2010", "data/he2015", "data/resnet_depth")
 VANISHING = (0.03, 0.1, 0.2, 0.3, 0.5)
 EXPLODING = (3.0, 10.0, 30.0, 100.0, 1000.0)
 SATURATED = (0.5, 0.7, 0.9)
