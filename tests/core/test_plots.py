@@ -15,9 +15,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from gradlab.core import plots, report
+from gradlab.core.plots import layer_steps
+from gradlab.core.plots.layer_steps import PANEL, layer_step_png
 from gradlab.core.plots.profile import _COLORS, HEIGHT, WIDTH, profile_png
 from tests.helpers import architecture_results as arch
 from tests.helpers.results import DEPTH, make_results
+from tests.helpers.step_results import diverging_midway
 
 matplotlib.use("Agg")
 
@@ -329,3 +332,125 @@ def test_plot_architecture_study_names_missing_columns():
             "q?",
             "val R²",
         )
+
+
+def _step_maps(results: dict[str, pd.DataFrame], study: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    axes = results["studies"].set_index("study").loc[study, "axes"]
+    profiles = report.training_profiles(results["runs"], results["layer_stats"])
+    return report.layer_step_frames(results["runs"], profiles, study, axes)
+
+
+def _maps_in(png: bytes, size: tuple[int, int] = PANEL) -> list[np.ndarray]:
+    """The palette indices inside each map's frame (a rectangle of the frame colour around
+    ``size`` pixels), row by row and left to right."""
+    pixels = np.asarray(Image.open(io.BytesIO(png)))
+    edges = set()
+    for y, row in enumerate(pixels == layer_steps._FRAME):
+        bounds = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(int), [0]])))
+        edges |= {(y, a) for a, b in zip(bounds[::2], bounds[1::2]) if b - a == size[0] + 2}
+    tops = sorted((y, x) for y, x in edges if (y + size[1] + 1, x) in edges)
+    return [pixels[y + 1 : y + 1 + size[1], x + 1 : x + 1 + size[0]] for y, x in tops]
+
+
+def _coloured(cells: np.ndarray) -> float:
+    """The share of a map's pixels drawn in a colour of the scale (not hatch, not white)."""
+    return float((cells >= len(layer_steps._BASE)).mean())
+
+
+def test_layer_step_maps_png_draws_a_map_per_setting_and_leaves_diverged_steps_blank():
+    results = diverging_midway(blown_at=10)  # adam at lr 0.1: step 0 measured, NaN at step 10
+    maps, outcomes = _step_maps(results, "opt")
+    png = plots.layer_step_maps_png(maps, outcomes, "Which optimizer trains best?")
+    assert png.startswith(PNG_SIGNATURE)
+    drawn = _maps_in(png)
+    settings = list(dict.fromkeys(outcomes["setting"]))
+    assert len(drawn) == len(settings) == 4, (len(drawn), settings)
+    for setting, cells in zip(settings, drawn, strict=True):
+        if setting != "optimizer=adam, lr=0.1":
+            assert _coloured(cells) == 1.0, setting  # every step of every layer has a value
+            continue
+        # three probe steps (0, 10, 20): step 0 coloured, the steps after the divergence not
+        third = PANEL[0] // 3
+        assert _coloured(cells[:, : third - 2]) == 1.0, setting
+        assert _coloured(cells[:, third + 2 :]) == 0.0, setting
+        hatch = cells[:, third + 2 :] == layer_steps._HATCH
+        assert 0.05 < hatch.mean() < 0.5, hatch.mean()  # hatched, not left white
+
+
+def test_layer_step_maps_png_of_a_setting_where_every_seed_blew_up_at_once_is_all_blank():
+    results = make_results(diverge_all=True)  # adam at lr 0.1: NaN at its first probe step
+    maps, outcomes = _step_maps(results, "opt")
+    drawn = _maps_in(plots.layer_step_maps_png(maps, outcomes, "q?"))
+    blown = list(dict.fromkeys(outcomes["setting"])).index("optimizer=adam, lr=0.1")
+    assert [_coloured(cells) for cells in drawn][blown] == 0.0
+    assert sum(_coloured(cells) == 1.0 for cells in drawn) == 3
+
+
+def test_layer_step_maps_png_without_statistics_says_so():
+    maps = pd.DataFrame(columns=["setting", "quantity", "layer", "step", "log_rms", "relative"])
+    outcomes = pd.DataFrame({"setting": ["a=1"], "status": ["failed"], "diverged_step": [None]})
+    png = plots.layer_step_maps_png(maps, outcomes, "q?")
+    assert png.startswith(PNG_SIGNATURE) and _maps_in(png) == []
+
+
+def test_layer_step_maps_png_names_missing_columns():
+    with pytest.raises(ValueError, match=r"maps lacks columns \['relative'\]"):
+        plots.layer_step_maps_png(
+            pd.DataFrame(columns=["setting", "quantity", "layer", "step", "log_rms"]),
+            pd.DataFrame(columns=["setting", "status", "diverged_step"]),
+            "q?",
+        )
+
+
+@pytest.mark.parametrize(
+    ("relative", "limit"),
+    [([0.1, -0.4], 1.0), ([3.2, -0.5], 4.0), ([-12.01, math.inf, math.nan], 13.0)],
+    ids=["within_a_decade", "rounded_up", "infinity_and_nan_left_out"],
+)
+def test_colour_limit_is_the_largest_finite_value_rounded_up_to_a_decade(relative, limit):
+    assert layer_steps.colour_limit(np.array(relative)) == limit
+
+
+def test_colour_levels_put_level_in_the_middle_and_the_ends_at_the_limit():
+    levels = layer_steps.colour_levels(np.array([-5.0, -math.inf, 0.0, 5.0, 9.0, math.nan]), 5.0)
+    first, middle = len(layer_steps._BASE), len(layer_steps._BASE) + layer_steps._LEVELS // 2
+    last = first + layer_steps._LEVELS - 1
+    assert list(levels) == [first, first, middle, last, last, layer_steps._HATCH], levels
+
+
+def _run_stats(values: dict[int, list[float]]) -> pd.DataFrame:
+    """One run's training rows of grad_preact_rms: ``{step: [layer 1, layer 2, …]}``."""
+    rows = [
+        ("train", step, layer, "grad_preact_rms", value)
+        for step, profile in values.items()
+        for layer, value in enumerate(profile, start=1)
+    ]
+    return pd.DataFrame(rows, columns=["phase", "step", "layer", "quantity", "value"])
+
+
+def test_layer_step_png_is_a_png_of_the_drawn_size_with_a_blank_after_divergence():
+    stats = _run_stats(
+        {0: [1e-3, 1e-2, 1e-2], 10: [1e-2, 1e-2, 1e-2], 20: [math.nan, math.inf, 1.0]}
+    )
+    png = layer_step_png(stats, "relu·d3·s0")
+    assert png.startswith(PNG_SIGNATURE)
+    assert struct.unpack(">II", png[16:24]) == layer_steps.CHILD_SIZE
+    # step 0 vanishes at layer 1 (blue), step 10 is level (white-ish), step 20 has no profile
+    colours = set(np.unique(np.asarray(Image.open(io.BytesIO(png)))))
+    assert layer_steps._HATCH in colours and len(layer_steps._BASE) in colours, colours
+    empty = pd.DataFrame(columns=["phase", "step", "layer", "quantity", "value"])
+    assert layer_step_png(empty).startswith(PNG_SIGNATURE)
+
+
+def test_layer_step_png_draws_a_residual_net_on_its_stream():
+    stats = _run_stats({0: [1.0, 1.0], 10: [1.0, 1.0]})
+    stream = stats.assign(quantity="grad_stream_rms", value=[4.0, 1.0, 4.0, 1.0])
+    both = pd.concat([stats, stream], ignore_index=True)
+    level = len(layer_steps._BASE) + layer_steps._LEVELS // 2
+    box = layer_steps.CHILD_MAP
+    size = (box[2] - box[0], box[3] - box[1])
+    # the branch's ∂L/∂h is level everywhere; the stream's ∂L/∂x is 4× at layer 1 (red)
+    (branch,) = _maps_in(layer_step_png(both, profile="grad_preact_rms"), size)
+    (stream_map,) = _maps_in(layer_step_png(both, profile="grad_stream_rms"), size)
+    assert set(np.unique(branch)) == {level}, np.unique(branch)
+    assert stream_map.max() > level + 10 and stream_map.min() == level

@@ -11,6 +11,7 @@ from gradlab.core import report
 from gradlab.core.verdict import init_verdict
 from tests.helpers import architecture_results as arch
 from tests.helpers.results import DECAY, DEPTH, INIT_SCALE, make_results
+from tests.helpers.step_results import diverging_midway, drift
 
 
 @pytest.fixture(scope="module")
@@ -432,3 +433,124 @@ def test_build_report_shows_the_architecture_figure_and_finding_in_its_study(res
     # without the layer statistics the study keeps the general finding
     plain = report.build_report(*args)
     assert "4.1× (theory" not in plain and "best val R² 0.96" in plain, plain[-3000:]
+
+
+def _step_frames(tables: dict[str, pd.DataFrame], study: str):
+    axes = tables["studies"].set_index("study").loc[study, "axes"]
+    profiles = report.training_profiles(tables["runs"], tables["layer_stats"])
+    return report.layer_step_frames(tables["runs"], profiles, study, axes)
+
+
+def test_layer_step_frames_average_seeds_in_log_space_and_span_the_planned_steps():
+    maps, outcomes = _step_frames(diverging_midway(blown_at=10), "opt")
+    cells = maps.set_index(["setting", "layer", "step"])
+    assert len(cells) == 4 * DEPTH * 3, len(cells)  # every setting at steps 0, 10, 20
+    # sgd at lr 0.01 (tanh, default init), layer 1: RMS 1e-2 × (1 or 1.1 by seed) × factor³,
+    # averaged as logarithms
+    factor = DECAY["tanh"] * INIT_SCALE["default"]
+    expected = np.log10(1e-2 * factor ** (DEPTH - 1)) + np.log10(1.1) / 2
+    sgd = cells.loc[("optimizer=sgd, lr=0.01", 1, 10)]
+    assert sgd["log_rms"] == pytest.approx(expected), sgd
+    assert sgd["relative"] == pytest.approx((DEPTH - 1) * np.log10(factor)), sgd  # less the top
+    # adam at lr 0.1 blew up at step 10 in both seeds: a value at step 0, none after
+    blown = cells.loc["optimizer=adam, lr=0.1"]["log_rms"].unstack("step")
+    assert blown[0].notna().all() and blown[[10, 20]].isna().all().all(), blown
+    assert list(outcomes["status"]).count("diverged") == 2, outcomes
+
+
+def test_layer_step_frames_leave_a_cell_empty_unless_every_seed_has_a_value():
+    """Seed 0 of adam at lr 0.1 blew up at once, seed 1 trained: no cell of the setting has a
+    value (a mean over the seed that is left would hide the divergence)."""
+    maps, _ = _step_frames(make_results(), "opt")
+    mine = maps[maps["setting"] == "optimizer=adam, lr=0.1"]
+    assert len(mine) == DEPTH * 3 and mine["log_rms"].isna().all(), mine
+
+
+def test_layer_step_frames_of_a_study_without_runs_are_empty(results):
+    profiles = report.training_profiles(results["runs"], results["layer_stats"])
+    maps, outcomes = report.layer_step_frames(results["runs"], profiles, "nosuch", "lr")
+    assert maps.empty and outcomes.empty and list(maps.columns) == list(report.MAP_COLUMNS)
+
+
+def test_layer_step_frames_read_a_residual_net_on_its_stream(residual):
+    maps, _ = _step_frames(residual, arch.STUDY.name)
+    stream = maps[maps["quantity"] == "grad_stream_rms"]
+    plain = maps[maps["quantity"] == "grad_preact_rms"]
+    assert set(plain["setting"].str.split(",").str[0]) == {"arch=mlp"}
+    # ReZero's stream is level (factor 1); its branch's ∂L/∂h, halving per layer, is not read
+    rezero = stream[stream["setting"].str.contains("rezero") & stream["relative"].notna()]
+    assert np.allclose(rezero["relative"], 0.0), rezero
+
+
+@pytest.mark.parametrize(
+    ("where", "layer", "factor", "expected"),
+    [
+        (
+            {"activation": "sigmoid", "init": "default"},
+            1,
+            1 / 40,
+            # 1.05e-2 × 0.225³ = 1.1e-4 at layer 1, then / 40; the top stays at 1.05e-2
+            "activation=sigmoid, init=default: layer 1's ∂L/∂h fell 40× (from 1e-04 to 3e-06) "
+            "while the last layer's (4) stayed within 2× (from 1e-02 to 1e-02), so layer 1 went "
+            "from 0.011× the last layer's to 3e-04× (away from level; 1.6 decades",
+        ),
+        (
+            {"activation": "tanh", "init": "xavier_uniform"},
+            2,
+            3.0,
+            # 1.05e-2 × 0.88² = 8.1e-3, then × 3
+            "activation=tanh, init=xavier_uniform: layer 2's ∂L/∂h rose 3× (from 8e-03 to 2e-02)",
+        ),
+        (
+            {"activation": "sigmoid", "init": "default"},
+            DEPTH,
+            1 / 30,
+            "layer 1's ∂L/∂h stayed within",
+        ),
+    ],
+    ids=["layer_1_falls", "layer_2_rises", "top_falls"],
+)
+def test_layer_step_finding_follows_the_numbers(results, where, layer, factor, expected):
+    changed = drift(results, where, layer, factor, from_step=10)
+    maps, _ = _step_frames(changed, "act_init")
+    finding = report.layer_step_finding(report.early_change(maps, early=10), early=10)
+    assert finding.startswith("In early training (step 0 to 10) the gradient profile changed"), (
+        finding
+    )
+    if layer == DEPTH:  # the top fell: every layer below rose against it, layer 1 first named
+        assert "while the last layer's (4) fell 30×" in finding, finding
+    assert expected in finding, finding
+
+
+def test_early_change_reads_step_0_against_the_first_step_past_early_or_the_last_whole_one():
+    maps, _ = _step_frames(diverging_midway(blown_at=20), "opt")
+    changes = report.early_change(maps, early=100)
+    until = changes.groupby("setting")["until"].first()
+    # runs of 20 steps: their last step; adam at lr 0.1 blew up at 20: its last whole profile
+    assert until.to_dict() == {s: 20 if "adam, lr=0.1" not in s else 10 for s in until.index}
+    assert np.allclose(changes["change"], 0.0)  # the fixture's profiles never change
+    text = report.layer_step_finding(changes[changes["setting"] == "optimizer=adam, lr=0.1"])
+    assert "(step 0 to 10, its last whole profile)" in text, text
+    assert report.layer_step_finding(changes.iloc[:0]).startswith("No setting has"), text
+
+
+def test_build_report_shows_the_layer_step_maps_and_their_finding_in_each_study(results):
+    runs, studies = results["runs"], results["studies"]
+    flow = report.gradient_flow_table(runs, results["layer_stats"])
+    summary = report.summarize_studies(runs, studies)
+    png = b"\x89PNG\r\n\x1a\n"
+    figures = {s: png for s in studies["study"]} | {
+        report.LAYER_STEP_FIGURE.format(study=s): png for s in studies["study"]
+    }
+    changed = drift(results, {"activation": "sigmoid", "init": "default"}, 1, 1 / 40)
+    maps, _ = _step_frames(changed, "act_init")
+    changes = report.early_change(maps).assign(study="act_init")
+    args = (runs, studies, summary, flow, report.theory_table(runs, flow), {}, figures)
+    page = report.build_report(*args, layer_step_changes=changes)
+    assert page.count("data:image/png;base64,") == 2 * len(studies)
+    section = page[page.index("Study: act_init</h2>") : page.index("Study: opt</h2>")]
+    assert section.index("study act_init") < section.index("the gradient profile over training")
+    assert "layer 1&#x27;s ∂L/∂h fell 40×" in section, section[:3000]
+    # a study without rows in the table keeps its finding alone
+    other = page[page.index("Study: opt</h2>") :]
+    assert "In early training" not in other.split("</p>")[1], other[:2000]

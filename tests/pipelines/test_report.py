@@ -30,15 +30,19 @@ from tests.helpers.training import SMALL, broken, task, train_in_process
 STORED = {"runs", "history", "layer_stats", "distributions", "studies"}
 SMOKE_STUDIES = ("activation_depth", "optimizer", "residual")
 FIGURES = [f"figures/{key}.png" for key in (*FLOW_FIGURES, *TRAINING_FIGURES, *THEORY_FIGURES)]
-# the residual study is over the architecture: its gradient profiles at init are a second figure
-STUDY_FIGURES = [f"figures/studies/{study}.png" for study in SMOKE_STUDIES] + [
-    "figures/studies/residual.profiles.png"
+# the residual study is over the architecture: its gradient profiles at init are a second figure;
+# every study has its layer × step maps
+STUDY_FIGURES = [
+    *(f"figures/studies/{study}.png" for study in SMOKE_STUDIES),
+    "figures/studies/residual.profiles.png",
+    *(f"figures/layer_steps/{study}.png" for study in SMOKE_STUDIES),
 ]
 TABLES = [
     "claims.parquet",
     "study_summary.parquet",
     "gradient_flow.parquet",
     "theory_vs_measurement.parquet",
+    "layer_step_changes.parquet",
 ]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -107,6 +111,15 @@ def _run_report(results: dict[str, pd.DataFrame], tmp_path: Path) -> tuple[str, 
                 "filename_suffix": ".png",
                 "dataset": {"type": "text.TextDataset", **png_load},
             },
+            "layer_step_plots": {  # PNG bytes from the node, as conf/base/catalog.yml has it
+                "type": "partitions.PartitionedDataset",
+                "path": f"{figures}/layer_steps",
+                "filename_suffix": ".png",
+                "dataset": {
+                    "type": "text.TextDataset",
+                    "fs_args": {"open_args_save": {"mode": "wb"}, "open_args_load": {"mode": "rb"}},
+                },
+            },
         }
     )
     for name, frame in results.items():
@@ -122,7 +135,11 @@ def test_report_pipeline_runs_on_hand_made_tables(tmp_path):
     """Two seeds, a diverged and a failed run; figures through real file datasets."""
     results = make_results()
     page, written = _run_report(results, tmp_path)
-    expected = FIGURES + [f"figures/studies/{s}.png" for s in results["studies"]["study"]]
+    expected = FIGURES + [
+        f"figures/{folder}/{s}.png"
+        for s in results["studies"]["study"]
+        for folder in ("studies", "layer_steps")
+    ]
     assert written == sorted(expected), written
     assert page.count("data:image/png;base64,") == len(expected), page.count("data:image")
     assert "22 runs (20 finished, 1 diverged, 1 failed) in 3 studies" in page, page[:3000]
@@ -131,9 +148,13 @@ def test_report_pipeline_runs_on_hand_made_tables(tmp_path):
 def test_report_pipeline_draws_the_profiles_of_a_study_of_architectures(tmp_path):
     """Plain against residual nets: a second study figure, and the finding it computes."""
     page, written = _run_report(make_architecture_results(), tmp_path)
-    studies = ["figures/studies/residual.png", "figures/studies/residual.profiles.png"]
+    studies = [
+        "figures/studies/residual.png",
+        "figures/studies/residual.profiles.png",
+        "figures/layer_steps/residual.png",
+    ]
     assert written == sorted(FIGURES + studies), written
-    assert page.count("data:image/png;base64,") == len(FIGURES) + 2, page.count("data:image")
+    assert page.count("data:image/png;base64,") == len(FIGURES) + 3, page.count("data:image")
     assert "resmlp α = 1 4.1× (theory 3.4×), 2 of 2 diverged" in html.unescape(page), page[:3000]
 
 
@@ -172,7 +193,9 @@ def test_kedro_run_report_writes_every_figure_as_a_png(reported):
         png = (out / name).read_bytes()
         assert png.startswith(PNG_SIGNATURE), (name, png[:8])
         width, height = _png_size(png)
-        assert len(png) > 10_000 and width >= 400 and height >= 150, (name, len(png), width, height)
+        # the layer × step maps are palette PNGs (Pillow): a few kB where matplotlib's are tens
+        least = 3_000 if name.startswith("figures/layer_steps/") else 10_000
+        assert len(png) > least and width >= 400 and height >= 150, (name, len(png), width, height)
     for name in TABLES:
         assert len(pd.read_parquet(out / name)) > 0, name
 

@@ -4,8 +4,10 @@ Submodules: ``_style`` (what every figure shares: palettes, axis labels, the can
 inches, log axes, notes, ``plot_message``), ``flow`` (figures at init and during training:
 gradient flow, weight-gradient violins, activation histograms, saturation), ``studies``
 (``plot_study``, one figure per study), ``architecture`` (``plot_architecture_study``: plain
-against residual nets, their gradient profiles at init and how they ended) and ``theory``
-(theory against measurement: slopes, profiles, the phase diagram).
+against residual nets, their gradient profiles at init and how they ended), ``theory``
+(theory against measurement: slopes, profiles, the phase diagram), and two drawn with Pillow
+for speed, returning PNG bytes: ``profile`` (one run's layer profile, for its MLflow child) and
+``layer_steps`` (layer × step maps: a study's, a map per setting, and one run's).
 
 Every function checks the columns it needs and names those missing; none saves, shows or sets a
 global style (the catalog's ``matplotlib.MatplotlibDataset`` saves and closes). Values a log axis
@@ -40,6 +42,7 @@ from gradlab.core.plots.flow import (
     plot_saturation,
     plot_weight_grad_violins,
 )
+from gradlab.core.plots.layer_steps import layer_step_maps_png, layer_step_png
 from gradlab.core.plots.studies import METRIC_FLOOR, plot_study
 from gradlab.core.plots.theory import plot_phase_diagram, plot_theory_profiles, plot_theory_slopes
 
@@ -49,6 +52,8 @@ __all__ = [
     "METRIC_FLOOR",
     "axis_label",
     "category_order",
+    "layer_step_maps_png",
+    "layer_step_png",
     "pick_layers",
     "plot_architecture_study",
     "plot_activation_histograms",

@@ -33,12 +33,13 @@ _LEGEND = [("at init", "init"), ("at the end", "end"), ("theory at init", "theor
 
 
 @functools.cache
-def _font() -> ImageFont.FreeTypeFont:
-    """DejaVu Sans, which matplotlib ships (it has ∂ and ‖), found without importing matplotlib."""
+def _font(size: int = 11) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans at ``size`` pixels, which matplotlib ships (it has ∂ and ‖), found without
+    importing matplotlib."""
     spec = importlib.util.find_spec("matplotlib")
     assert spec is not None and spec.submodule_search_locations, "matplotlib is a dependency"
     package = Path(spec.submodule_search_locations[0])
-    return ImageFont.truetype(str(package / "mpl-data/fonts/ttf/DejaVuSans.ttf"), 11)
+    return ImageFont.truetype(str(package / "mpl-data/fonts/ttf/DejaVuSans.ttf"), size)
 
 
 def _lines(layer_stats: pd.DataFrame, quantity: str) -> dict[str, pd.Series]:

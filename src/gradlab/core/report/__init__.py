@@ -3,8 +3,9 @@ figures draw, and a self-contained HTML page.
 
 Submodules: ``tables`` (the study summary, gradient-flow and theory tables, and the study
 helpers they share), ``frames`` (the runs the figures at init compare and the rows each figure
-draws, the profiles of a study of architectures among them), ``findings`` (every ``*_finding``
-one-liner) and ``page`` (``Section``, the figure captions, ``build_html`` and ``build_report``).
+draws, the profiles of a study of architectures and the layer × step maps among them),
+``findings`` (every ``*_finding`` one-liner, and ``early_change``, the table the maps' finding
+reads) and ``page`` (``Section``, the figure captions, ``build_html`` and ``build_report``).
 
 Everything here reads the stored result tables (``runs``, ``history``, ``layer_stats``,
 ``distributions``, ``studies``; see ``gradlab.core.quantities`` for the quantities) and trains
@@ -16,11 +17,14 @@ of ``ln RMS(∂L/∂h_l)`` against the layer l, positive when the gradient shrin
 """
 
 from gradlab.core.report.findings import (
+    EARLY_CHANGE_COLUMNS,
     INIT_AXES,
     activation_finding,
     architecture_finding,
     claims_finding,
+    early_change,
     flow_finding,
+    layer_step_finding,
     phase_finding,
     saturation_finding,
     study_finding,
@@ -31,6 +35,8 @@ from gradlab.core.report.findings import (
 from gradlab.core.report.frames import (
     ALPHA_LABELS,
     ARCH_AXES,
+    EARLY_STEPS,
+    MAP_COLUMNS,
     PHASE_ACTIVATION,
     PHASE_SIGMA_B2_MAX,
     PHASE_SIGMA_W2,
@@ -39,12 +45,14 @@ from gradlab.core.report.frames import (
     distribution_samples,
     flow_stats,
     init_selection,
+    layer_step_frames,
     phase_grid,
     phase_points,
     reference_runs,
     saturation_stats,
     study_frames,
     theory_profiles,
+    training_profiles,
     varies_architecture,
 )
 from gradlab.core.report.page import (
@@ -53,6 +61,8 @@ from gradlab.core.report.page import (
     CLAIMS_VIEW,
     FLOW_FIGURES,
     GLOSSARY,
+    LAYER_STEP_CAPTION,
+    LAYER_STEP_FIGURE,
     OPEN_ROWS,
     STUDY_VIEW,
     THEORY_FIGURES,
@@ -83,10 +93,15 @@ __all__ = [
     "ARCHITECTURE_FIGURE",
     "ARCH_AXES",
     "CLAIMS_VIEW",
+    "EARLY_CHANGE_COLUMNS",
+    "EARLY_STEPS",
     "FLOW_FIGURES",
     "GLOSSARY",
     "INIT_AXES",
+    "LAYER_STEP_CAPTION",
+    "LAYER_STEP_FIGURE",
     "LOSS_LABELS",
+    "MAP_COLUMNS",
     "METRIC_LABELS",
     "NOT_APPLICABLE",
     "OPEN_ROWS",
@@ -106,10 +121,13 @@ __all__ = [
     "claims_finding",
     "display_axes",
     "distribution_samples",
+    "early_change",
     "flow_finding",
     "flow_stats",
     "gradient_flow_table",
     "init_selection",
+    "layer_step_finding",
+    "layer_step_frames",
     "metric_label",
     "overview",
     "phase_finding",
@@ -128,6 +146,7 @@ __all__ = [
     "theory_finding",
     "theory_profiles",
     "theory_table",
+    "training_profiles",
     "varies_architecture",
     "verdict_finding",
     "violin_finding",

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from gradlab.core.report.frames import reference_runs
+from gradlab.core.plots.layer_steps import GRADIENT_NAMES, grid
+from gradlab.core.report.frames import EARLY_STEPS, reference_runs
 from gradlab.core.report.tables import metric_label
 from gradlab.core.verdict import TRAINED_AT, agreement
 
@@ -329,3 +330,112 @@ def claims_finding(claims: pd.DataFrame) -> str:
     if not failed.empty:
         text += f"; not reproduced: {', '.join(failed['claim_id'])}"
     return text + "."
+
+
+def _moved(before: float, after: float) -> str:
+    """A change of log₁₀ RMS in words: ``fell 40× (from 1e-01 to 3e-03)``, ``rose 2.5× (…)``,
+    or ``stayed within 2× (…)``."""
+    values = f"(from {10.0**before:.0e} to {10.0**after:.0e})"
+    if abs(after - before) < math.log10(2):
+        return f"stayed within 2× {values}"
+    verb = "fell" if after < before else "rose"
+    return f"{verb} {_times(10.0 ** abs(after - before))} {values}"
+
+
+# The columns of ``early_change``'s table (and of ``layer_step_changes.parquet``, with ``study``).
+EARLY_CHANGE_COLUMNS = [
+    "setting",
+    "quantity",
+    "layer",
+    "top",
+    "until",
+    "change",
+    "before",
+    "after",
+    "top_before",
+    "top_after",
+]
+
+
+def early_change(maps: pd.DataFrame, early: int = EARLY_STEPS) -> pd.DataFrame:
+    """Per setting and layer below the last, how much the gradient profile changed in early
+    training: between step 0 and step ``until`` (the first probe step ≥ ``early`` at which the
+    setting's whole profile has a value, else its last such step: a run that ended or diverged
+    sooner), the change of log₁₀ RMS at the layer less that at the last layer, i.e. the change
+    of the map's colour in the layer's row. A setting without a whole profile at its first step
+    and at a later one has no rows.
+
+    Args:
+        maps: ``layer_step_frames``' maps.
+        early: Where early training ends (in optimizer steps).
+    Returns:
+        ``setting``, ``quantity``, ``layer``, ``top`` (the last layer), ``until`` (the step
+        compared with step 0), ``change`` (Δ log₁₀ RMS at the layer − Δ at the last layer, in
+        decades), ``before``, ``after``, ``top_before``, ``top_after`` (log₁₀ RMS).
+    """
+    parts = []
+    for (setting, quantity), frame in maps.groupby(["setting", "quantity"], sort=False):
+        layers, steps, logs = grid(
+            frame["layer"].to_numpy(), frame["step"].to_numpy(), frame["log_rms"].to_numpy(float)
+        )
+        whole = np.flatnonzero(np.isfinite(logs).all(axis=0))  # steps with a whole profile
+        if len(whole) < 2 or whole[0] != 0 or len(layers) < 2:
+            continue
+        later = whole[steps[whole] >= early]
+        until = later[0] if len(later) else whole[-1]
+        start, end = logs[:, 0], logs[:, until]
+        parts.append(
+            {
+                "setting": setting,
+                "quantity": quantity,
+                "layer": layers[:-1],
+                "top": layers[-1],
+                "until": steps[until],
+                "change": ((end - start) - (end[-1] - start[-1]))[:-1],
+                "before": start[:-1],
+                "after": end[:-1],
+                "top_before": start[-1],
+                "top_after": end[-1],
+            }
+        )
+    frames = [pd.DataFrame(part) for part in parts]
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=EARLY_CHANGE_COLUMNS)
+    )
+
+
+def layer_step_finding(changes: pd.DataFrame, early: int = EARLY_STEPS) -> str:
+    """One line on a study's layer × step maps: where its gradient profile changed most in
+    early training (the row of ``early_change`` with the largest |change|: Δ log₁₀ RMS at a
+    layer − Δ at the last layer, between step 0 and the first probe step ≥ ``early``), and how
+    far the layer and the last layer moved.
+
+    Args:
+        changes: ``early_change``'s rows of one study.
+        early: Where early training ends (in optimizer steps), as ``early_change`` had it.
+    Returns:
+        The sentence, e.g. ``In early training (step 0 to 100) the gradient profile changed
+        most at norm_layer=batchnorm_post, activation=relu: layer 1's ∂L/∂h fell 1338× (from
+        2e+01 to 1e-02) while the last layer's (16) fell 8.8× (…), 2.2 decades relative to the
+        last layer (…).``
+    """
+    if changes.empty:
+        return "No setting has a whole gradient profile at step 0 and at a later probe step."
+    row = changes.loc[changes["change"].abs().idxmax()]
+    gradient = GRADIENT_NAMES.get(row["quantity"], row["quantity"])
+    before, after = row["top_before"], row["top_after"]
+    window = f"step 0 to {row['until']}"
+    if row["until"] < early:
+        window += ", its last whole profile"
+    ratio_before, ratio_after = row["before"] - before, row["after"] - after
+    heading = "towards" if abs(ratio_after) < abs(ratio_before) else "away from"
+    return (
+        f"In early training ({window}) the gradient profile changed most at {row['setting']}: "
+        f"layer {row['layer']}'s {gradient} {_moved(row['before'], row['after'])} while the "
+        f"last layer's ({row['top']}) {_moved(before, after)}, so layer {row['layer']} went from "
+        f"{_times(10.0**ratio_before)} the last layer's to {_times(10.0**ratio_after)} "
+        f"({heading} level; {abs(row['change']):.1f} decades, the largest |Δ log₁₀ RMS at a "
+        "layer − Δ at the last layer| of the study's maps)."
+    )

@@ -8,6 +8,7 @@ import pandas as pd
 
 from gradlab.core import theory
 from gradlab.core.architectures import ARCHITECTURES
+from gradlab.core.plots.layer_steps import log10_rms, relative_to_top
 from gradlab.core.report.tables import (
     display_axes,
     profile_quantities,
@@ -289,3 +290,113 @@ def architecture_frames(
     outcome_columns = ["run_id", "net", "setting", "seed", "status", "final_val_metric"]
     outcomes = members[[*outcome_columns, "metric_name"]].reset_index(drop=True)
     return profiles, outcomes, _net_order(members)
+
+
+# A layer × step map's finding reads "early training": from step 0 to the first probe step at
+# or after this one (or a shorter run's last whole profile).
+EARLY_STEPS = 100
+# Runs with these equal are planned to take the same steps: a setting's map spans the longest of
+# them, so the steps a diverged run never reached are drawn blank rather than cut off.
+_SAME_LENGTH = ("dataset", "epochs", "batch_size")
+# The columns of ``layer_step_frames``' maps.
+MAP_COLUMNS = ("setting", "quantity", "layer", "step", "log_rms", "relative")
+
+
+def training_profiles(runs: pd.DataFrame, layer_stats: pd.DataFrame) -> pd.DataFrame:
+    """Each run's gradient profile at every probe step of training: the rows a layer × step map
+    draws, picked from ``layer_stats`` once for every study.
+
+    The profile is the run's ``Architecture.profile`` (``profile_quantities``): RMS ∂L/∂h of
+    hidden layers 1 … depth for an MLP, RMS ∂L/∂x of the stream entering blocks 1 … depth for a
+    residual net. Only phase ``train``: its step 0 is the untrained net on its first batch, so
+    the ``init`` probe (a fixed batch, same weights) would add a second, nearly equal column.
+
+    Args:
+        runs: The runs table (``run_id``, ``arch``).
+        layer_stats: The long per-layer statistics.
+    Returns:
+        ``run_id``, ``step``, ``layer``, ``quantity``, ``value`` (the RMS as stored: NaN or inf
+        where a run blew up, 0 where it underflowed).
+    """
+    quantity = profile_quantities(runs)
+    rows = (layer_stats["phase"] == "train").to_numpy(bool) & layer_stats["quantity"].isin(
+        set(quantity.dropna())
+    ).to_numpy(bool)
+    stats = layer_stats.loc[rows, ["run_id", "step", "layer", "quantity", "value"]]
+    # a residual net has the branch's ∂L/∂h too: keep the quantity of each run's profile
+    keep = stats["quantity"].to_numpy() == stats["run_id"].map(quantity).to_numpy()
+    return stats[keep & (stats["layer"].to_numpy() >= 1)].reset_index(drop=True)
+
+
+def layer_step_frames(
+    runs: pd.DataFrame, profiles: pd.DataFrame, study: str, axes: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What ``layer_step_maps_png`` draws for one study: per setting, log₁₀ RMS of the
+    back-propagated gradient over (layer, probe step), averaged over seeds in log space.
+
+    A cell is the mean over the setting's seeds of log₁₀ RMS, and empty (NaN) unless every seed
+    that left statistics has a value there: a run that diverged has no value after (and often
+    at) the step it blew up, and a mean over the seeds that are left would hide that. A value
+    of 0 (underflow) is −inf and stays −inf. ``relative`` is the cell less the last layer's at
+    the same step: the map's colour, the profile's shape with the overall scale (which falls as
+    the loss falls) taken out.
+
+    Args:
+        runs: The runs table.
+        profiles: ``training_profiles``' output.
+        study: The study's name.
+        axes: Its comma-separated axes.
+    Returns:
+        ``maps``: one row per setting, layer 1 … its depth and probe step of the study's runs
+        planned as long as its own (same ``dataset``, ``epochs``, ``batch_size``), so that the
+        steps a diverged run never reached are rows too: ``setting``, ``quantity``, ``layer``,
+        ``step``, ``log_rms``, ``relative``; and ``outcomes``: one row per run: ``setting``,
+        ``seed``, ``status``, ``diverged_step``, in the grid's order.
+    """
+    outcome_columns = ["setting", "seed", "status", "diverged_step"]
+    members = runs_in_study(runs, study)
+    if members.empty:
+        return pd.DataFrame(columns=MAP_COLUMNS), pd.DataFrame(columns=outcome_columns)
+    shown = study_axes(members, axes)
+    members = members.assign(setting=[setting_label(row, shown) for _, row in members.iterrows()])
+    # numpy from here: per setting, pandas indexing cost ~10 ms, this ~1
+    member = pd.Index(members["run_id"]).get_indexer(profiles["run_id"])
+    inside = member >= 0
+    member = member[inside]
+    step = profiles["step"].to_numpy()[inside]
+    layer = profiles["layer"].to_numpy()[inside]
+    value = log10_rms(profiles["value"].to_numpy(float)[inside])
+    quantity = profiles["quantity"].to_numpy()[inside]
+    settings, setting_of = np.unique(members["setting"].to_numpy(str), return_inverse=True)
+    length = [c for c in _SAME_LENGTH if c in members.columns]
+    planned = (  # per member: which length it was planned to train
+        members.groupby(length, sort=False, dropna=False).ngroup().to_numpy()
+        if length
+        else np.zeros(len(members), int)
+    )
+    # one frame at the end, from a list per column: a frame per setting costs ~1 ms in pandas'
+    # constructor alone
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in MAP_COLUMNS}
+    for code in pd.unique(setting_of):  # the grid's order
+        rows = setting_of[member] == code
+        if not rows.any():  # every run failed: nothing measured
+            continue
+        alike = planned[member] == planned[setting_of == code][0]
+        steps = np.unique(step[alike])  # every probe step of runs planned as long
+        seeds, seed = np.unique(member[rows], return_inverse=True)
+        depth = int(layer[rows].max())
+        cube = np.full((len(seeds), depth, len(steps)), np.nan)  # (seed, layer, step)
+        cube[seed, layer[rows] - 1, np.searchsorted(steps, step[rows])] = value[rows]
+        mean = cube.mean(axis=0)  # NaN wherever a seed has none; −inf where one underflowed
+        layers, at = np.meshgrid(np.arange(1, depth + 1), steps, indexing="ij")
+        columns["setting"].append(np.full(mean.size, settings[code]))
+        columns["quantity"].append(np.full(mean.size, quantity[rows][0]))
+        columns["layer"].append(layers.ravel())
+        columns["step"].append(at.ravel())
+        columns["log_rms"].append(mean.ravel())
+        columns["relative"].append(relative_to_top(mean).ravel())
+    maps = pd.DataFrame(
+        {name: np.concatenate(parts) if parts else [] for name, parts in columns.items()}
+    )
+    outcomes = members.reindex(columns=outcome_columns).reset_index(drop=True)
+    return maps, outcomes

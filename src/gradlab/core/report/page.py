@@ -13,6 +13,7 @@ from gradlab.core.report.findings import (
     architecture_finding,
     claims_finding,
     flow_finding,
+    layer_step_finding,
     phase_finding,
     saturation_finding,
     study_finding,
@@ -257,6 +258,24 @@ ARCHITECTURE_CAPTION = (
 )
 
 
+# A study's layer × step maps (``figures/layer_steps/<study>.png``) are passed among the study
+# figures under this key, after the study's own figure.
+LAYER_STEP_FIGURE = "{study}.layer_steps"
+LAYER_STEP_CAPTION = (
+    "the gradient profile over training, a map per setting: RMS of the back-propagated gradient "
+    "(∂L/∂h of a plain net's hidden layers, ∂L/∂x of a residual net's stream) per layer (y, 1 = "
+    "next to the input) and probe step (x; step 0 is the untrained net on its first batch), "
+    "seeds averaged in log space. The colour is the layer's RMS over the last layer's at the "
+    "same step, on one diverging scale for the study: blue, the gradient shrinks towards the "
+    "input (vanishing); red, it grows (exploding); white, level, so a profile that heals fades "
+    "to white. Relative to the last layer because every layer's gradient falls as the loss "
+    "falls: an absolute scale would paint that fall over the profile's shape (the last layer's "
+    "own RMS is over each map). Linear in decades within 10× either way, logarithmic beyond, "
+    "so a 2× change and a 10⁻¹² underflow read side by side. Hatched: no value (a seed had "
+    "diverged or stopped there, dotted red where one diverged)"
+)
+
+
 # What each theory figure shows in this grid (the section's finding covers slopes and profiles).
 THEORY_FIGURE_FINDINGS: dict[str, Callable[[pd.DataFrame], str]] = {
     "theory_slopes": lambda runs: "",
@@ -288,13 +307,15 @@ def build_report(  # noqa: PLR0913, PLR0917
     study_figures: dict[str, bytes],
     claims: pd.DataFrame | None = None,
     layer_stats: pd.DataFrame | None = None,
+    layer_step_changes: pd.DataFrame | None = None,
 ) -> str:
     """The HTML report: the claims a reproduction checks (if any), gradient flow at init,
     saturation during training, one section per study, theory against measurement.
 
     A study over the architecture (``arch``, ``residual_scale``) shows its gradient
     profiles at init (``ARCHITECTURE_FIGURE``) above its study figure, and its finding is
-    ``architecture_finding``'s, computed from ``layer_stats``.
+    ``architecture_finding``'s, computed from ``layer_stats``. A study's layer × step maps
+    (``LAYER_STEP_FIGURE``) come under its study figure, and their finding after its own.
 
     Args:
         runs: The runs table.
@@ -304,9 +325,12 @@ def build_report(  # noqa: PLR0913, PLR0917
         theory_rows: ``theory_table``' output.
         figures: PNGs of the fixed figures, by the keys of ``FLOW_FIGURES``,
             ``TRAINING_FIGURES`` and ``THEORY_FIGURES`` (a missing key is skipped).
-        study_figures: One PNG per study name, and per ``ARCHITECTURE_FIGURE`` key.
+        study_figures: One PNG per study name, and per ``ARCHITECTURE_FIGURE`` and
+            ``LAYER_STEP_FIGURE`` key.
         claims: ``gradlab.core.claims.check_claims``' table; none or empty: no claims section.
         layer_stats: The long per-layer statistics; none: every study gets ``study_finding``.
+        layer_step_changes: ``early_change``'s rows with ``study``; a study's finding adds
+            ``layer_step_finding`` of its rows (none: it does not).
     Returns:
         The self-contained page.
     """
@@ -363,9 +387,13 @@ def build_report(  # noqa: PLR0913, PLR0917
             finding = architecture_finding(
                 *architecture_frames(runs, layer_stats, study.study, study.axes)
             )
+        if layer_step_changes is not None and not layer_step_changes.empty:
+            changes = layer_step_changes[layer_step_changes["study"] == study.study]
+            finding += " " + layer_step_finding(changes)
         captions = {
             ARCHITECTURE_FIGURE.format(study=study.study): ARCHITECTURE_CAPTION,
             study.study: f"study {study.study}",
+            LAYER_STEP_FIGURE.format(study=study.study): LAYER_STEP_CAPTION,
         }
         sections.append(
             Section(

@@ -1,7 +1,9 @@
 """Report stage DAG: stored results → tables, figures, report.html (no training node).
 
 A figure is written once as ``<name>@figure`` (a ``MatplotlibDataset``) and read back as
-``<name>@png`` (its bytes) by the HTML node, so no figure is rendered twice.
+``<name>@png`` (its bytes) by the HTML node, so no figure is rendered twice. The layer × step
+maps are PNG bytes from the start (drawn with Pillow): one dataset, ``layer_step_plots``, that
+their node saves and the HTML node loads.
 """
 
 from collections.abc import Callable
@@ -86,6 +88,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             name="draw_studies_node",
         )
     )
+    figures.append(
+        Node(
+            func=nodes.draw_layer_step_maps,
+            inputs={"runs": "judged_runs", "studies": "studies", "layer_stats": "layer_stats"},
+            outputs=["layer_step_plots", "layer_step_changes"],
+            name="draw_layer_step_maps_node",
+        )
+    )
     page = Node(
         func=nodes.build_report,
         inputs={
@@ -96,8 +106,10 @@ def create_pipeline(**kwargs) -> Pipeline:
             "gradient_flow": "gradient_flow_table",
             "theory": "theory_table",
             "layer_stats": "layer_stats",
+            "layer_step_changes": "layer_step_changes",
             # the saved files read back (transcoding): the runner orders this node after them
             "study_pngs": "study_plots@png",
+            "layer_step_pngs": "layer_step_plots",  # PNG bytes already: saved, then loaded
             **{key: f"{key}_plot@png" for key in _FIGURES},
         },
         outputs="report_html",
