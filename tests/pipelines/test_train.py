@@ -176,12 +176,13 @@ def test_mlflow_reads_well_for_a_newcomer(smoke, tmp_path):
     rms = profile[profile["quantity"] == "grad_preact_rms"].set_index("layer")
     assert list(rms.index) == list(range(1, int(row["depth"]) + 1))
     assert (rms["init"] > 0).all() and (rms["theory"] > 0).all()
-    for child in children:  # a profile figure per child, a real PNG of the size drawn
+    for child in children:  # two figures per child, real PNGs of the size drawn
         logged = {item.path for item in mlflow.list_artifacts(child.info.run_id)}
-        assert {"layer_profile.png", "weights.pt"} <= logged, logged
-    png = Path(mlflow.download_artifacts(row["mlflow_run_id"], "layer_profile.png", str(tmp_path)))
-    header = png.read_bytes()[:24]
-    assert header[:8] == b"\x89PNG\r\n\x1a\n" and header[16:24] == struct.pack(">II", 720, 270)
+        assert {"layer_profile.png", "layer_step_map.png", "weights.pt"} <= logged, logged
+    for name, size in (("layer_profile.png", (720, 270)), ("layer_step_map.png", (560, 300))):
+        png = Path(mlflow.download_artifacts(row["mlflow_run_id"], name, str(tmp_path)))
+        header = png.read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n" and header[16:24] == struct.pack(">II", *size)
 
 
 def test_a_residual_child_carries_its_arch_and_alpha_and_profiles_the_stream(smoke, tmp_path):

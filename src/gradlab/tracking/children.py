@@ -4,13 +4,15 @@ Everything is sent with ``MlflowClient.log_batch`` in chunks (≤ 1,000 metrics 
 ``log_metric`` per point costs ~4 ms against sqlite, a batch of 1,000 about as much as ten. The
 metrics are ``gradlab.tracking.metrics``'; the statistics at init and the mean-field prediction,
 one value per layer, are one table artifact (``layer_profile.json``); the profile at init and at
-the end is one picture (``layer_profile.png``, ``gradlab.core.plots.profile``). A child is named
-by what differs from the grid's baseline (``relu·d16·s0``; the full label is the
+the end is one picture (``layer_profile.png``, ``gradlab.core.plots.profile``), and the profile at
+every probe step another (``layer_step_map.png``, ``gradlab.core.plots.layer_steps``). A child is
+named by what differs from the grid's baseline (``relu·d16·s0``; the full label is the
 ``gradlab.label`` tag), spans the run's training time, is tagged with the verdicts the engine
 gave the run, and has the data it trained on as its dataset input.
 
 The grid hands finished runs to ``Tracker.submit``: a background thread logs them while the
-workers train (measured here: ~38 ms and 0.07 MB of sqlite per default-sized run). Each child is
+workers train (measured here: ~38 ms and 0.07 MB of sqlite per default-sized run; drawing
+``layer_step_map.png`` is ~6 ms of it). Each child is
 tagged with its stored result's id, so a result whose logging was cut short, or whose child is
 not in the store in use (deleted, replaced, another server), is logged exactly once by the next
 start (``gradlab.grid_runner.reconcile``).
@@ -32,6 +34,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from gradlab.core.architectures import get_architecture
 from gradlab.core.grid import RunSpec
+from gradlab.core.plots.layer_steps import layer_step_png
 from gradlab.core.plots.profile import profile_png
 from gradlab.core.train import RunResult
 from gradlab.tracking.background import LoggingThread
@@ -43,6 +46,7 @@ TAG_RUN_ID = "gradlab.run_id"
 TAG_LABEL = "gradlab.label"  # the full label; the run name is the short name within its grid
 PROFILE_TABLE = "layer_profile.json"  # per layer and quantity: the value at init, the prediction
 PROFILE_FIGURE = "layer_profile.png"  # ∂L/∂h and ‖∂L/∂W‖ per layer at init and at the end
+LAYER_STEP_FIGURE = "layer_step_map.png"  # ∂L/∂h per layer and probe step, ÷ the last layer's
 STATUS = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED"}
 
 
@@ -192,7 +196,7 @@ class Tracker:
         weights: Path | None,
         profile: pd.DataFrame,
     ) -> None:
-        """The profile table and figure and the weights, in one upload (one round trip to a
+        """The profile table, the two figures and the weights, in one upload (one round trip to a
         server), straight to the run's artifact store: ``MlflowClient.log_artifacts`` would first
         read the whole run back to learn its artifact URI (~2 ms a run in sqlite)."""
         with tempfile.TemporaryDirectory() as folder:
@@ -200,10 +204,11 @@ class Tracker:
             if not profile.empty:  # as log_table writes it, without its 3 extra round trips
                 (files / PROFILE_TABLE).write_text(profile.to_json(orient="split", index=False))
             if not result.layer_stats.empty:
-                figure = profile_png(
-                    result.layer_stats, spec.label, get_architecture(spec.arch).profile
-                )
+                quantity = get_architecture(spec.arch).profile
+                figure = profile_png(result.layer_stats, spec.label, quantity)
                 (files / PROFILE_FIGURE).write_bytes(figure)
+                steps = layer_step_png(result.layer_stats, spec.label, quantity)
+                (files / LAYER_STEP_FIGURE).write_bytes(steps)
             if weights is not None and weights.exists():
                 (files / weights.name).symlink_to(weights.resolve())  # copied, not moved
             if any(files.iterdir()):
