@@ -10,6 +10,12 @@ unit is Gaussian with variance ``q_l``, and with ``z ~ N(0, 1)``:
 * gradient map:    ``χ₁(q) = σ_w² · E_z[φ'(√q z)²]``, the factor by which one layer multiplies the
   mean squared back-propagated gradient, ``E[(∂L/∂h_l)²] = χ₁ · E[(∂L/∂h_{l+1})²]``
 * depth scale:     ``ξ = −1 / ln χ₁(q*)``, so ``E[(∂L/∂h_l)²] ∝ exp(−(L − l) / ξ)`` deep in a net.
+* correlation map: two inputs whose pre-activations have variance q and correlation c,
+  ``u₁ = √q z₁``, ``u₂ = √q (c z₁ + √(1 − c²) z₂)``, reach
+  ``c_{l+1} = (σ_w² E[φ(u₁)φ(u₂)] + σ_b²) / q_{l+1}``; its fixed point c* (1 in the ordered
+  phase), its slope there ``χ_c = σ_w² E[φ'(u₁)φ'(u₂)]`` at (q*, c*), and the depth scales
+  ``ξ_c = −1 / ln χ_c`` and ``ξ_q = −1 / ln χ_q`` with ``χ_q = dq_{l+1}/dq_l`` at q*: ξ_c
+  diverges on the critical line, and nets train to a depth of about 6 ξ_c (Schoenholz et al.).
 
 ``χ₁(q*) < 1`` is the ordered phase (gradients vanish towards the input), ``χ₁(q*) > 1`` the
 chaotic one (they explode), and ``χ₁(q*) = 1`` the critical line ("edge of chaos").
@@ -19,6 +25,9 @@ Gaussian expectations use Gauss quadrature on each half-line ``z < 0`` and ``z >
 Gauss–Hermite, which has a node on 0) loses its accuracy. Each half is exact for polynomials of
 degree < 2·128: the expectations of the tabulated φ² and φ'² are accurate to ~1e-14 for q ≤ 10,
 ~1e-12 at q = 100 and ~1e-8 at q = 1000, where a saturating φ(√q z) changes within |z| ≲ 1/√q.
+Expectations over a correlated pair (u₁, u₂) are taken in polar coordinates, with the same
+half-line rule for the radius and Gauss–Legendre rules in the angle between the rays where u₁ = 0
+or u₂ = 0, so a kink at 0 again costs no accuracy (``bivariate_expectation``).
 
 References:
     B. Poole, S. Lahiri, M. Raghu, J. Sohl-Dickstein, S. Ganguli. Exponential expressivity in deep
@@ -30,6 +39,7 @@ References:
     K. He, X. Zhang, S. Ren, J. Sun. Delving deep into rectifiers. ICCV 2015.
     W. Gautschi. Orthogonal Polynomials: Computation and Approximation, §2.2 (discretized Stieltjes
     procedure). Oxford University Press, 2004.
+    Y. Cho, L. K. Saul. Kernel methods for deep learning. NeurIPS 2009 (the arc-cosine kernels).
 """
 
 import itertools
@@ -37,6 +47,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -383,6 +394,12 @@ class ProfilePrediction:
         mean: The per-layer stream mean ``m_l`` (a shift common to all units) of a residual
             net, whose arrays run over stream layers 1 … L (``gradlab.core.residual_theory``);
             None for MLPs.
+        c_fixed_point: c* of the hidden layers' correlation map at q* (``correlation_fixed_point``).
+        chi_c: χ_c at (q*, c*) (``chi_c``); equals ``chi1_fixed_point`` where c* = 1.
+        xi_c: ``−1 / ln chi_c``, the depth scale of correlations (``depth_scales``).
+        xi_q: ``−1 / ln χ_q``, the depth scale of q's approach to q* (``depth_scales``).
+        The last four are NaN for lsuv and where another theory (residual, BatchNorm) fills
+        the prediction.
     """
 
     q: Array
@@ -394,6 +411,10 @@ class ProfilePrediction:
     chi1_fixed_point: float
     depth_scale: float
     mean: Array | None = None
+    c_fixed_point: float = math.nan
+    chi_c: float = math.nan
+    xi_c: float = math.nan
+    xi_q: float = math.nan
 
 
 def predict_profile(
@@ -459,6 +480,10 @@ def predict_profiles(
     q_star = np.asarray(fixed_point(activation, sw_hidden, sb_hidden, q0=q[:, 0]))
     chi_star = np.asarray(chi1(activation, q_star, sw_hidden))
     xi = np.asarray(depth_scale(chi_star))
+    # nets of one stack share few (σ_w², σ_b², q*): _correlation_point solves each once
+    point = _correlation_point(activation, sw_hidden, sb_hidden, q_star)
+    chi_corr = np.where(point.c_star == 1.0, chi_star, point.chi_c)  # χ_c = χ₁ to the bit at c* = 1
+    xi_c, xi_q = np.asarray(depth_scale(chi_corr)), np.asarray(depth_scale(point.chi_q))
     for values in (q, chi, grad_rms):
         values.setflags(write=False)
     return [
@@ -471,6 +496,10 @@ def predict_profiles(
             q_fixed_point=float(q_star[k]),
             chi1_fixed_point=float(chi_star[k]),
             depth_scale=float(xi[k]),
+            c_fixed_point=float(point.c_star[k]),
+            chi_c=float(chi_corr[k]),
+            xi_c=float(xi_c[k]),
+            xi_q=float(xi_q[k]),
         )
         for k in range(len(nets))
     ]
@@ -494,3 +523,407 @@ def chi1_grid(activation: str, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q0: flo
     sw, sb = np.meshgrid(np.asarray(sigma_w2, dtype=float), np.asarray(sigma_b2, dtype=float))
     q_star = fixed_point(activation, sw, sb, q0=q0)
     return np.asarray(chi1(activation, q_star, sw))
+
+
+# --- the correlation map and its depth scales ----------------------------------------------------
+
+# Nodes of the polar rule for bivariate expectations: radial ones (a half-line rule for
+# r e^{−r²/2}), and Gauss–Legendre ones on each arc of the circle between kinks.
+_RADIAL_NODES = 48
+_ARC_NODES = 32
+# (c, q) pairs evaluated at once: 128 × 48 × 192 nodes, 9 MB per float array of a block
+_PAIR_BLOCK = 128
+# |D − 1| below this ends the solve for c* (see correlation_fixed_point)
+_CORRELATION_TOL = 1e-13
+_EPS = float(np.finfo(float).eps)
+# critical_sigma_w2 looks for χ₁ = 1 within σ_w² ∈ [e^−_LOG_SW_RANGE, e^_LOG_SW_RANGE]
+_LOG_SW_RANGE = math.log(1e4)
+
+
+@cache
+def _polar_rule() -> tuple[Array, Array, Array, Array]:
+    """Radial nodes and weights, and Gauss–Legendre nodes and weights mapped to [0, 1].
+
+    With ``(z₁, z₂) = r (cos ψ, sin ψ)``, ``E[f] = (1/2π) ∫dψ ∫_0^∞ f · r e^{−r²/2} dr``, and the
+    half-line rule gives ``∫_0^∞ g(r) e^{−r²/2} dr = √(2π) Σ_j w_j g(r_j)``; the radial weights
+    carry ``r_j`` and ``√(2π) / 2π``, so they sum to 1/2π and the angular ones to each arc's length.
+    """
+    r, w = _half_line_rule(_RADIAL_NODES)
+    x, w_x = special.roots_legendre(_ARC_NODES)
+    return r, w * r / math.sqrt(2.0 * math.pi), 0.5 * (x + 1.0), 0.5 * w_x
+
+
+def _pair_expectation(
+    fn: Callable[[Array, Array], Array], half_angle: Array, q: Array, symmetric: bool = False
+) -> Array:
+    """``E[fn(u₁, u₂)]`` for flat arrays of half-angles ``θ/2`` (``c = cos θ``) and variances q.
+
+    ``u₁ = √q r cos(ψ + θ/2)``, ``u₂ = √q r cos(ψ − θ/2)``: ``E[u₁u₂] = q cos θ``. The rays
+    ``ψ = ±π/2 − θ/2`` (u₁ = 0) and ``ψ = ±π/2 + θ/2`` (u₂ = 0) and, to keep arcs short, ψ = 0
+    and ψ = π cut the circle into six arcs; on each ray and arc a φ that is smooth but at 0 gives a
+    smooth integrand. ψ → −ψ swaps u₁ and u₂, so a ``symmetric`` fn needs only the three arcs of
+    [0, π], counted twice: the same sum at half the cost.
+    """
+    r, w_r, x, w_x = _polar_rule()
+    out = np.empty(half_angle.shape)
+    right = 0.5 * math.pi
+    for start in range(0, half_angle.size, _PAIR_BLOCK):
+        part = slice(start, start + _PAIR_BLOCK)
+        h = half_angle[part, None]
+        cuts = [np.zeros_like(h), right - h, right + h, np.full_like(h, math.pi)]
+        if not symmetric:
+            cuts = [-e for e in cuts[:0:-1]] + cuts
+        ends = np.hstack(cuts)
+        width = np.diff(ends, axis=1)  # (m, arcs)
+        psi = (ends[:, :-1, None] + width[:, :, None] * x).reshape(h.shape[0], -1)
+        w_psi = ((2.0 if symmetric else 1.0) * width[:, :, None] * w_x).reshape(h.shape[0], -1)
+        radius = np.sqrt(q[part])[:, None, None] * r[:, None]  # (m, radial, 1)
+        values = fn(radius * np.cos(psi + h)[:, None, :], radius * np.cos(psi - h)[:, None, :])
+        out[part] = np.matmul(values, w_psi[:, :, None])[..., 0] @ w_r
+    return out
+
+
+def bivariate_expectation(
+    fn: Callable[[Array, Array], Array], c: ArrayLike, q: ArrayLike = 1.0, symmetric: bool = False
+) -> float | Array:
+    """``E[fn(u₁, u₂)]`` over a Gaussian pair with ``E[u₁²] = E[u₂²] = q`` and ``E[u₁u₂] = q c``.
+
+    Polar coordinates: ``(u₁, u₂) = √q r (cos(ψ + θ/2), cos(ψ − θ/2))`` with ``c = cos θ``;
+    a 48-node Gauss rule for ``r e^{−r²/2}`` on ``r > 0`` (the half-line construction of
+    ``gaussian_expectation``) times 32 Gauss–Legendre nodes on each arc of ψ between the rays where
+    u₁ = 0 or u₂ = 0 (and ψ = 0, π): 9,216 nodes, 4,608 for a symmetric fn. A kink or jump of fn
+    at ``u₁ = 0`` or ``u₂ = 0`` then lies on arc ends: relu's ``E[φ(u₁)φ(u₂)]`` and
+    ``E[φ'(u₁)φ'(u₂)]`` (the arc-cosine kernels of Cho & Saul 2009) come out within 2e-15 for
+    every c. A tensor product of the half-line rule in ``(z₁, z₂)`` with
+    ``u₂ = √q (c z₁ + √(1 − c²) z₂)`` splits only at ``z₁ = 0`` and ``z₂ = 0``: relu's
+    ``E[φ'(u₁)φ'(u₂)]`` jumps across the oblique line u₂ = 0 and that rule misses it by ~3e-4
+    (6e-7 for ``E[φ(u₁)φ(u₂)]``). Against nested adaptive quadrature (c = 0, 0.6, 0.95,
+    0.9999), every registered φ's ``E[φ(u₁)φ(u₂)]`` and ``E[φ'(u₁)φ'(u₂)]`` are within 6e-15 for
+    q ≤ 3, 4e-13 at q = 10 and 6e-10 at q = 30 (tanh's ``E[φ'φ']``, the steepest): a saturating φ
+    varies over ψ within ``1/(√q r)`` of the rays, so the error grows with q.
+
+    Args:
+        fn: A numpy-vectorised function of two arrays of one shape.
+        c: Correlation(s) in [−1, 1].
+        q: Variance(s) ≥ 0.
+        symmetric: ``fn(a, b) == fn(b, a)``; halves the nodes.
+    Returns:
+        The expectation, a float for scalar arguments and otherwise an array of their broadcast
+        shape.
+    """
+    c, q = np.asarray(c, dtype=float), np.asarray(q, dtype=float)
+    if np.any(q < 0.0):
+        raise ValueError(f"q must be >= 0, got min {q.min()}")
+    if np.any(np.abs(c) > 1.0):
+        raise ValueError(f"c must lie in [-1, 1], got {c[np.abs(c) > 1.0].ravel()[0]}")
+    shape = np.broadcast_shapes(c.shape, q.shape)
+    c_flat, q_flat = (np.broadcast_to(a, shape).ravel() for a in (c, q))
+    half_angle = 0.5 * np.arccos(c_flat)
+    return _as_output(_pair_expectation(fn, half_angle, q_flat, symmetric).reshape(shape))
+
+
+def correlation_map(
+    activation: str, c: ArrayLike, q: ArrayLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike
+) -> float | Array:
+    """Pre-activation correlation of two inputs in the next hidden layer.
+
+    ``c ↦ (σ_w² E[φ(u₁)φ(u₂)] + σ_b²) / q_next`` with ``u₁ = √q z₁``,
+    ``u₂ = √q (c z₁ + √(1 − c²) z₂)`` and ``q_next = length_map(q)``, for two inputs whose
+    pre-activations both have variance q (Poole et al. 2016; Schoenholz et al. 2017, eq. 3–5).
+    At q = q* it maps c = 1 to 1; its slope is ``σ_w² q E[φ'(u₁)φ'(u₂)] / q_next``
+    (Price's theorem), χ_c at ``(q*, c*)``. ``q = 0`` and ``q = inf`` are read as the limits,
+    as ``chi1`` reads them (tanh with σ_b² = 0 at q → 0⁺ maps c to c).
+
+    Args:
+        activation: A registered activation (``gradlab.core.activations``).
+        c: Correlation(s) of this layer's pre-activations, in [−1, 1].
+        q: Their variance (both inputs alike).
+        sigma_w2: ``fan_in · Var[W]`` of the next layer.
+        sigma_b2: ``Var[b]`` of the next layer.
+    Returns:
+        The next layer's correlation (broadcast over the arguments).
+    """
+    phi = get_activation(activation).phi
+    q = np.asarray(q, dtype=float)
+    if np.any(q < 0.0):
+        raise ValueError(f"q must be >= 0, got min {q.min()}")
+    q = np.clip(q, _Q_MIN, _Q_MAX)
+    cross = np.asarray(bivariate_expectation(lambda a, b: phi(a) * phi(b), c, q, True))
+    q_next = np.asarray(length_map(activation, q, sigma_w2, sigma_b2))
+    return _as_output((np.asarray(sigma_w2) * cross + np.asarray(sigma_b2)) / q_next)
+
+
+def length_map_slope(activation: str, q: ArrayLike, sigma_w2: ArrayLike) -> float | Array:
+    """Slope ``χ_q = dq_next/dq`` of the length map at q.
+
+    Schoenholz et al. (2017, eq. 9) write it ``χ₁ + σ_w² E[φ''(u)φ(u)]``; the activations register
+    φ and φ' only, so it is taken as the exact derivative of the quadrature's length map instead,
+    ``d/dq Σ_j w_j φ(√q z_j)² = Σ_j w_j φ(h_j) φ'(h_j) h_j / q`` with ``h_j = √q z_j`` (the same
+    value by Stein's lemma, with no step size; a centred difference of ``length_map`` in ln q
+    approaches it as the step², to ~1e-11 at a step of 1e-5). ``q = 0`` and ``q = inf`` are read
+    as the limits, as in ``chi1``.
+
+    Args:
+        activation: A registered activation (``gradlab.core.activations``).
+        q: Pre-activation variance of this layer.
+        sigma_w2: ``fan_in · Var[W]`` of the next layer.
+    Returns:
+        χ_q (broadcast over the arguments).
+    """
+    act = get_activation(activation)
+    q = np.clip(np.asarray(q, dtype=float), _Q_MIN, _Q_MAX)
+    moment = np.asarray(gaussian_expectation(lambda h: act.phi(h) * act.dphi(h) * h, q))
+    return _as_output(np.asarray(sigma_w2) * moment / q)
+
+
+def _illinois(
+    fn: Callable[[Array, NDArray[np.intp]], Array],
+    idx: NDArray[np.intp],
+    bracket: tuple[Array, Array, Array, Array],
+    f_tol: float,
+    x_rtol: float,
+) -> tuple[NDArray[np.intp], Array]:
+    """Illinois regula falsi, one root of ``fn(x, idx)`` per bracket ``(a, f(a), b, f(b))``.
+
+    Stops where ``|f| ≤ f_tol`` or the bracket's width is at most ``x_rtol · |x|``, after
+    ``_MAX_SOLVER_STEPS`` at the latest; returns the indices and their roots.
+    """
+    a, fa, b, fb = bracket
+    found_idx, found = [np.array([], dtype=np.intp)], [np.array([])]
+    for _ in range(_MAX_SOLVER_STEPS):
+        if not idx.size:
+            break
+        x = b - fb * (b - a) / (fb - fa)
+        fx = fn(x, idx)
+        flipped = fx * fb < 0.0
+        # Illinois: halve the retained end's value so the bracket closes from both sides
+        a, fa = np.where(flipped, b, a), np.where(flipped, fb, 0.5 * fa)
+        b, fb = x, fx
+        done = (np.abs(fx) <= f_tol) | (np.abs(b - a) <= x_rtol * np.abs(x)) | np.isnan(fx)
+        found_idx.append(idx[done])
+        found.append(x[done])
+        idx = idx[~done]
+        a, fa, b, fb = (v[~done] for v in (a, fa, b, fb))
+    found_idx.append(idx)  # only where rounding noise stalls the solver
+    found.append(b)
+    return np.concatenate(found_idx), np.concatenate(found)
+
+
+class _CorrelationPoint(NamedTuple):
+    c_star: Array
+    chi_c: Array
+    chi_q: Array
+
+
+def _correlation_point(
+    activation: str, sigma_w2: Array, sigma_b2: Array, q_star: Array
+) -> _CorrelationPoint:
+    """c*, χ_c and χ_q for flat arrays of (σ_w², σ_b², q*), once per distinct triple.
+
+    c* solves ``D(c) = 1`` for the secant slope ``D(c) = (M(1) − M(c)) / (1 − c)`` of the
+    correlation map M (see ``correlation_fixed_point``).
+    """
+    act = get_activation(activation)
+    rows, inverse = np.unique(
+        np.stack([sigma_w2, sigma_b2, q_star], axis=1), axis=0, return_inverse=True
+    )
+    inverse = inverse.reshape(-1)
+    sw, sb, q = rows.T
+    q = np.clip(q, _Q_MIN, _Q_MAX)  # q* = 0 or inf: the limits, as chi1 reads them
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi = np.asarray(chi1(activation, q, sw))
+        q_next = np.asarray(length_map(activation, q, sw, sb))
+        chi_q = np.asarray(length_map_slope(activation, q, sw))
+        means = gaussian_expectation(lambda h: np.stack([act.phi(h), act.dphi(h)]), q)
+        mean_phi, mean_dphi = np.asarray(means).reshape(2, -1)
+        # M'(1) = σ_w² q E[φ'²] / q_next (Price's theorem) and M(0) = (σ_w² E[φ]² + σ_b²) / q_next
+        slope_at_one = chi * q / q_next
+        at_zero = (sw * mean_phi**2 + sb) / q_next
+    c_star = np.where(np.isnan(slope_at_one), np.nan, 1.0)
+    chi_c = chi.copy()
+
+    # chaotic: M(c) > c just below 1. M is a power series in c with non-negative coefficients
+    # (Mehler), so D decreases from M'(1) at c = 1 to 1 − M(0) ≤ 1 at c = 0: one root in [0, 1),
+    # c* = 0 where M(0) = 0 (within 1e-13), and there E[φ'(u₁)φ'(u₂)] = E[φ']²
+    chaotic = slope_at_one > 1.0 + _CRITICAL_TOL
+    c_star[chaotic] = 0.0
+    chi_c[chaotic] = sw[chaotic] * mean_dphi[chaotic] ** 2
+    unsolved = np.flatnonzero(chaotic & (at_zero > _CORRELATION_TOL))
+
+    def secant_excess(t: Array, idx: NDArray[np.intp]) -> Array:
+        # in t = (θ/2)²: M(1) − M(c) = σ_w² E[(φ(u₁) − φ(u₂))²] / (2 q_next) as E[φ(u₁)²] and
+        # E[φ(u₂)²] agree, and 1 − c = 2 sin²(θ/2): a sum of squares over an exact denominator
+        h = np.sqrt(t)
+        gap = _pair_expectation(lambda a, b: (act.phi(a) - act.phi(b)) ** 2, h, q[idx], True)
+        excess = sw[idx] * gap / (4.0 * q_next[idx] * np.sin(h) ** 2) - 1.0
+        # φ(u₁) − φ(u₂) ~ θ carries a rounding error ~ε, so D one of ~ε/θ: within it, D = 1
+        return np.where(np.abs(excess) <= 4.0 * _EPS / h, 0.0, excess)
+
+    t_end = np.full(unsolved.size, (0.25 * math.pi) ** 2)
+    bracket = (np.zeros(unsolved.size), slope_at_one[unsolved] - 1.0, t_end, -at_zero[unsolved])
+    solved, t = _illinois(secant_excess, unsolved, bracket, _CORRELATION_TOL, 1e-12)
+    half = np.sqrt(t)
+    c_star[solved] = np.cos(2.0 * half)
+    chi_c[solved] = sw[solved] * _pair_expectation(
+        lambda a, b: act.dphi(a) * act.dphi(b), half, q[solved], True
+    )
+    return _CorrelationPoint(c_star[inverse], chi_c[inverse], chi_q[inverse])
+
+
+def _at_fixed_point(
+    activation: str, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q0: ArrayLike
+) -> tuple[_CorrelationPoint, tuple[int, ...]]:
+    shape = np.broadcast_shapes(np.shape(sigma_w2), np.shape(sigma_b2), np.shape(q0))
+    q_star = np.asarray(fixed_point(activation, sigma_w2, sigma_b2, q0), dtype=float)
+    sw, sb = (
+        np.array(np.broadcast_to(a, shape), dtype=float).ravel() for a in (sigma_w2, sigma_b2)
+    )
+    return _correlation_point(activation, sw, sb, np.broadcast_to(q_star, shape).ravel()), shape
+
+
+def correlation_fixed_point(
+    activation: str, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q0: ArrayLike = 1.0
+) -> float | Array:
+    """Fixed point ``c* = M(c*)`` of the correlation map at ``q* = fixed_point(…, q0)``.
+
+    M maps c = 1 to 1 at q*, and its slope there is χ₁(q*). M is a power series in c with
+    non-negative coefficients (Mehler's expansion of ``E[φ(u₁)φ(u₂)]``), so convex on [0, 1] with
+    ``M(0) ≥ 0``: where ``χ₁ ≤ 1 + 1e-12`` (ordered, or critical to the quadrature's accuracy)
+    ``c* = 1``, and otherwise (chaotic) the one root of ``M(c) = c`` in [0, 1) attracts every
+    c ∈ [0, 1) (Schoenholz et al. 2017, §3). Iterating M converges like ``χ_c^l``, too slowly near
+    the critical line, so c* is solved: the secant slope ``D(c) = (M(1) − M(c)) / (1 − c)``
+    decreases from χ₁ at c → 1 to ``1 − M(0)`` at c = 0, and Illinois regula falsi finds
+    ``D = 1`` in ``t = (θ/2)²``, ``c = cos θ``, where D is near-linear, until ``|D − 1| ≤ 1e-13``
+    (or below D's rounding, ~4ε/θ, near the critical line) or t is known to a relative 1e-12.
+    ``M(1) − M(c)`` is evaluated as ``σ_w² E[(φ(u₁) − φ(u₂))²] / (2 q_next)``, a sum of squares,
+    and ``1 − c`` as ``2 sin²(θ/2)``, so no cancellation grows as c* nears 1: for tanh with
+    σ_b² = 0.05, c* is within 1.3e-13 of an independently solved trapezoid reference for
+    ``σ_w² ≥ 1.0001 σ_c²`` and within 4e-12 down to ``1 + 1e-8``. Where ``M(0) ≤ 1e-13`` (an
+    odd φ with σ_b² = 0) c* = 0.
+
+    Args:
+        activation: A registered activation (``gradlab.core.activations``).
+        sigma_w2: ``fan_in · Var[W]`` of the (identical) layers.
+        sigma_b2: ``Var[b]`` of the layers.
+        q0: Where the length map's iteration starts (see ``fixed_point``).
+    Returns:
+        c*, broadcast over the arguments; NaN where an argument is NaN. Where q* is 0 or inf (no
+        finite fixed point) the limits are used, and for a positively homogeneous φ with σ_b² = 0
+        (relu) ``M'(1) = χ₁ q / q_next = 1`` whatever σ_w², so c* = 1.
+    """
+    point, shape = _at_fixed_point(activation, sigma_w2, sigma_b2, q0)
+    return _as_output(point.c_star.reshape(shape))
+
+
+def chi_c(
+    activation: str, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q0: ArrayLike = 1.0
+) -> float | Array:
+    """``χ_c = σ_w² E[φ'(u₁)φ'(u₂)]`` at ``(q*, c*)``, the correlation map's slope at its fixed
+    point (Schoenholz et al. 2017, §3).
+
+    At ``c* = 1`` (ordered or critical) it is ``chi1(q*)``; in the chaotic phase
+    ``χ_c < 1 < χ₁``. ``E[φ'(u₁)φ'(u₂)]`` is ``bivariate_expectation``'s polar rule.
+
+    Args:
+        activation: A registered activation (``gradlab.core.activations``).
+        sigma_w2: ``fan_in · Var[W]`` of the (identical) layers.
+        sigma_b2: ``Var[b]`` of the layers.
+        q0: Where the length map's iteration starts (see ``fixed_point``).
+    Returns:
+        χ_c, broadcast over the arguments.
+    """
+    point, shape = _at_fixed_point(activation, sigma_w2, sigma_b2, q0)
+    return _as_output(point.chi_c.reshape(shape))
+
+
+class DepthScales(NamedTuple):
+    """Signed depth scales (see ``depth_scale``) over which q and c approach their fixed points."""
+
+    xi_q: float | Array
+    xi_c: float | Array
+
+
+def depth_scales(
+    activation: str, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q0: ArrayLike = 1.0
+) -> DepthScales:
+    """Depth scales ``ξ_q = −1 / ln χ_q`` and ``ξ_c = −1 / ln χ_c`` (Schoenholz et al. 2017, §3).
+
+    ``|q_l − q*| ∝ exp(−l / ξ_q)`` and ``|c_l − c*| ∝ exp(−l / ξ_c)`` deep in a net, with χ_q the
+    length map's slope at q* (``length_map_slope``) and χ_c from ``chi_c``. ξ_c diverges at the
+    order-to-chaos line (χ₁ = 1, ``critical_sigma_w2``) and nets train up to depth ≈ 6 ξ_c in
+    Schoenholz et al.'s experiments; ξ_q stays finite there. Both go through ``depth_scale``, so
+    ``inf`` where χ is 1 within 1e-12 and negative where it exceeds 1 (relu's χ_c = χ₁ = σ_w²/2
+    above σ_w² = 2, where q* = inf: there ξ_c reflects χ₁, while c itself approaches 1 only
+    polynomially). For the ``chi1_grid`` layout pass ``sigma_w2[None, :]`` and
+    ``sigma_b2[:, None]``.
+
+    Args:
+        activation: A registered activation (``gradlab.core.activations``).
+        sigma_w2: ``fan_in · Var[W]`` of the (identical) layers.
+        sigma_b2: ``Var[b]`` of the layers.
+        q0: Where the length map's iteration starts (see ``fixed_point``).
+    Returns:
+        ``(xi_q, xi_c)``, each broadcast over the arguments.
+    """
+    point, shape = _at_fixed_point(activation, sigma_w2, sigma_b2, q0)
+    return DepthScales(
+        _as_output(np.asarray(depth_scale(point.chi_q)).reshape(shape)),
+        _as_output(np.asarray(depth_scale(point.chi_c)).reshape(shape)),
+    )
+
+
+def critical_sigma_w2(activation: str, sigma_b2: ArrayLike, q0: ArrayLike = 1.0) -> float | Array:
+    """σ_w² on the order-to-chaos line: the root of ``χ₁(q*(σ_w², σ_b²), σ_w²) = 1``.
+
+    From σ_w² = 1, ln σ_w² steps by ln 1.5 towards χ₁ = 1 (up while χ₁ < 1) until χ₁ − 1 changes
+    sign, then Illinois regula falsi solves in ln σ_w² until ``|χ₁ − 1| ≤ 1e-13``. χ₁ at q* grows
+    with σ_w² for every registered activation but elu and selu, whose χ₁ dips after its first
+    crossing (elu touches 1 again at σ_w² = 2, where q* = inf): the root returned is the first
+    crossing's, unless a step lands on a touching point. Where χ₁ is nearly flat past the root
+    (selu with σ_b² = 0, whose q* leaves 0 there) ``|χ₁ − 1| ≤ 1e-13`` pins σ_w² to ~1e-7 only.
+    tanh with σ_b² = 0.05 gives 1.7610, Schoenholz et al. (2017) Fig. 1's ≈ 1.76; relu 2 for
+    every σ_b²; tanh with σ_b² = 0 gives 1.
+
+    Args:
+        activation: A registered activation (``gradlab.core.activations``).
+        sigma_b2: ``Var[b]`` of the layers.
+        q0: Where the length map's iteration starts (see ``fixed_point``).
+    Returns:
+        The critical σ_w², broadcast over the arguments; NaN where χ₁ does not cross 1 in
+        σ_w² ∈ [1e-4, 1e4].
+    """
+    shape = np.broadcast_shapes(np.shape(sigma_b2), np.shape(q0))
+    sb, q_start = (np.array(np.broadcast_to(a, shape), dtype=float).ravel() for a in (sigma_b2, q0))
+
+    def excess(s: Array, idx: NDArray[np.intp]) -> Array:
+        sw = np.exp(s)
+        return (
+            np.asarray(chi1(activation, fixed_point(activation, sw, sb[idx], q_start[idx]), sw))
+            - 1.0
+        )
+
+    result = np.full(sb.size, np.nan)
+    todo = np.flatnonzero(np.isfinite(sb) & np.isfinite(q_start))
+    s_near = np.zeros(todo.size)
+    r_near = excess(s_near, todo)
+    at_start = np.abs(r_near) <= _CORRELATION_TOL
+    result[todo[at_start]] = 1.0
+    todo, s_near, r_near = todo[~at_start], s_near[~at_start], r_near[~at_start]
+    direction = -np.sign(r_near)
+    s_far = s_near.copy()
+    empty = np.array([])
+    brackets = [(np.array([], dtype=np.intp), empty, empty, empty, empty)]
+    while todo.size:
+        s_far = s_far + direction * math.log(1.5)
+        r_far = excess(s_far, todo)
+        crossed = r_far * r_near <= 0.0
+        bounds = (s_near[crossed], r_near[crossed], s_far[crossed], r_far[crossed])
+        brackets.append((todo[crossed], *bounds))
+        walking = ~crossed & (np.abs(s_far) < _LOG_SW_RANGE)
+        todo = todo[walking]
+        direction, s_near, r_near = direction[walking], s_far[walking], r_far[walking]
+        s_far = s_near
+    idx, a, fa, b, fb = (np.concatenate(parts) for parts in zip(*brackets, strict=True))
+    solved, s = _illinois(excess, idx, (a, fa, b, fb), _CORRELATION_TOL, 1e-15)
+    result[solved] = np.exp(s)
+    return _as_output(result.reshape(shape))
