@@ -37,9 +37,12 @@ def theory_rows(spec: RunSpec, data, q_in: float) -> pd.DataFrame:
     p = None
     if spec.norm_layer == "batchnorm_pre":  # BatchNorm's growth at the probe batch's size
         p = bn_theory.predict_bn_profile(spec.activation, spec.depth, min(256, len(data.x_train)))
-    elif spec.norm_layer == "none" and spec.init != "lsuv" and spec.bias_std is None:
+    elif spec.norm_layer == "none" and spec.init != "lsuv":
         widths = [data.x_train.shape[1], *[spec.width] * spec.depth, data.n_outputs]
-        p = theory.predict_profile(spec.activation, spec.init, widths, q_in, std=spec.init_std)
+        bias = None if spec.bias_std is None else spec.bias_std**2
+        p = theory.predict_profile(
+            spec.activation, spec.init, widths, q_in, std=spec.init_std, sigma_b2=bias
+        )
     if p is not None:
         for quantity, values in [
             ("grad_preact_rms", p.grad_rms),

@@ -15,6 +15,7 @@ from gradlab.core.theory import (
     chi1,
     chi1_grid,
     depth_scale,
+    depth_scales,
     fixed_point,
     gaussian_expectation,
     gradient_rms_profile,
@@ -617,3 +618,15 @@ def test_theory_imports_neither_kedro_nor_mlflow():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]", out
+
+
+def test_a_bias_variance_override_enters_the_length_map_and_the_depth_scales():
+    widths = [64, 64, 64, 64, 10]
+    plain = predict_profile("tanh", "normal", widths, 1.0, std=0.2)
+    biased = predict_profile("tanh", "normal", widths, 1.0, std=0.2, sigma_b2=0.05)
+    sigma_w2 = 0.2**2 * 64
+    assert biased.q[0] == pytest.approx(sigma_w2 * 1.0 + 0.05)
+    assert biased.q[1] == pytest.approx(length_map("tanh", biased.q[0], sigma_w2, 0.05))
+    assert plain.q[0] == pytest.approx(sigma_w2)
+    scales = depth_scales("tanh", sigma_w2, 0.05)
+    assert biased.xi_c == pytest.approx(scales.xi_c) and biased.xi_q == pytest.approx(scales.xi_q)

@@ -76,16 +76,16 @@ def _predict_mlp(
         prediction = bn_theory.predict_bn_profile(first.activation, first.depth, batch)
         return [prediction] * len(specs)
     applies = [
-        k
-        for k, spec in enumerate(specs)
-        if spec.norm_layer == "none" and spec.init != "lsuv" and spec.bias_std is None
+        k for k, spec in enumerate(specs) if spec.norm_layer == "none" and spec.init != "lsuv"
     ]
     predictions: list[theory.ProfilePrediction | None] = [None] * len(specs)
     if not applies:
         return predictions
     widths = [d_in, *[first.width] * first.depth, d_out]
     nets = [(specs[k].init, specs[k].init_std, q_ins[k]) for k in applies]
-    for k, prediction in zip(applies, theory.predict_profiles(first.activation, widths, nets)):
+    biases = [None if specs[k].bias_std is None else specs[k].bias_std ** 2 for k in applies]
+    predicted = theory.predict_profiles(first.activation, widths, nets, biases)
+    for k, prediction in zip(applies, predicted, strict=True):
         predictions[k] = prediction
     return predictions
 

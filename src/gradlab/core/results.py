@@ -130,13 +130,26 @@ def _theory_summary(
         measured = theory.log_slope(rms) if len(rms) >= 2 and (rms > 0).all() else math.nan
     if prediction is None:
         predicted = dict.fromkeys(
-            ("log_slope", "first_last_ratio", "chi1", "depth_scale", "sigma_w2", "sigma_b2"),
+            (
+                "log_slope",
+                "first_last_ratio",
+                "chi1",
+                "depth_scale",
+                "sigma_w2",
+                "sigma_b2",
+                "c_star",
+                "chi_c",
+                "xi_c",
+                "xi_q",
+            ),
             math.nan,
         )
     else:
         sigma_w2, sigma_b2 = theory.init_variances(
             spec.init, spec.activation, spec.width, spec.width, std=spec.init_std
         )
+        if spec.bias_std is not None:
+            sigma_b2 = spec.bias_std**2
         predicted = {
             "log_slope": prediction.log_slope,
             "first_last_ratio": prediction.first_last_ratio,
@@ -144,6 +157,11 @@ def _theory_summary(
             "depth_scale": prediction.depth_scale,
             "sigma_w2": sigma_w2,
             "sigma_b2": sigma_b2,
+            # the correlation map's fixed point and depth scales (Schoenholz et al. 2017)
+            "c_star": prediction.c_fixed_point,
+            "chi_c": prediction.chi_c,
+            "xi_c": prediction.xi_c,
+            "xi_q": prediction.xi_q,
         }
     return {
         "measured_log_slope": measured,

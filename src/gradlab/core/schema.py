@@ -38,6 +38,11 @@ THEORY_COLUMNS = (
     "theory_depth_scale",
     "theory_sigma_w2",
     "theory_sigma_b2",
+    # the correlation map's fixed point, its slope and the depth scales (Schoenholz et al. 2017)
+    "theory_c_star",
+    "theory_chi_c",
+    "theory_xi_c",
+    "theory_xi_q",
     "theory_verdict",
 )
 # The columns of the runs table that come from each run's stored summary (beside its spec).

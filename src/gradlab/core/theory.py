@@ -417,8 +417,14 @@ class ProfilePrediction:
     xi_q: float = math.nan
 
 
-def predict_profile(
-    activation: str, init: str, widths: Sequence[int], q_in: float, std: float | None = None
+# noqa reason: an init's two parameters beside the net's activation, shape and input
+def predict_profile(  # noqa: PLR0913, PLR0917
+    activation: str,
+    init: str,
+    widths: Sequence[int],
+    q_in: float,
+    std: float | None = None,
+    sigma_b2: float | None = None,
 ) -> ProfilePrediction:
     """Predict q, χ₁ and the back-propagated gradient RMS of every hidden layer at init.
 
@@ -434,14 +440,18 @@ def predict_profile(
         widths: ``[d_in, n_1, …, n_L, d_out]``, at least one hidden layer.
         q_in: Mean squared input coordinate, ``mean_i x_i²``; ``q_1 = σ_w²(1) q_in + σ_b²(1)``.
         std: Weight standard deviation for ``init="normal"``.
+        sigma_b2: Every layer's σ_b² in place of the init's (``bias_std²``); None keeps it.
     Returns:
         The prediction; for ``lsuv`` every entry is NaN but the normalizing ``grad_rms[-1] = 1``.
     """
-    return predict_profiles(activation, widths, [(init, std, q_in)])[0]
+    return predict_profiles(activation, widths, [(init, std, q_in)], [sigma_b2])[0]
 
 
 def predict_profiles(
-    activation: str, widths: Sequence[int], nets: Sequence[tuple[str, float | None, float]]
+    activation: str,
+    widths: Sequence[int],
+    nets: Sequence[tuple[str, float | None, float]],
+    bias_variances: Sequence[float | None] | None = None,
 ) -> list[ProfilePrediction]:
     """``predict_profile`` for many nets of one activation and shape, in one vectorised pass.
 
@@ -452,6 +462,8 @@ def predict_profiles(
         activation: A registered activation (``gradlab.core.activations``).
         widths: ``[d_in, n_1, …, n_L, d_out]``, at least one hidden layer.
         nets: ``(init, std, q_in)`` per net, as ``predict_profile`` takes them.
+        bias_variances: Per net, σ_b² of every layer in place of its init's (a run's
+            bias_std²), or None to keep the init's.
     Returns:
         One prediction per net, in order.
     """
@@ -469,6 +481,9 @@ def predict_profiles(
             for init, std, _ in nets
         ]
     )
+    for k, bias in enumerate(bias_variances or ()):
+        if bias is not None:
+            variances[k, :, 1] = bias
     sigma_w2, sigma_b2 = variances[:, :-1, 0], variances[:, :-1, 1]
     q_in = np.array([q for _, _, q in nets], dtype=float)
     q = layer_variances(activation, q_in, sigma_w2[:, :-1], sigma_b2[:, :-1])
