@@ -14,11 +14,13 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from gradlab.core import plots, report
+from gradlab.core import plots, report, theory
+from gradlab.core.bn_theory import bn_gradient_growth
 from gradlab.core.plots import layer_steps
 from gradlab.core.plots.layer_steps import PANEL, layer_step_png
 from gradlab.core.plots.profile import _COLORS, HEIGHT, WIDTH, profile_png
 from tests.helpers import architecture_results as arch
+from tests.helpers import theory_results as deep
 from tests.helpers.results import DEPTH, make_results
 from tests.helpers.step_results import diverging_midway
 
@@ -454,3 +456,114 @@ def test_layer_step_png_draws_a_residual_net_on_its_stream():
     (stream_map,) = _maps_in(layer_step_png(both, profile="grad_stream_rms"), size)
     assert set(np.unique(branch)) == {level}, np.unique(branch)
     assert stream_map.max() > level + 10 and stream_map.min() == level
+
+
+@pytest.fixture(scope="module")
+def theory_studies() -> dict[str, pd.DataFrame]:
+    return deep.make_theory_results()
+
+
+def _top_edge(depth: int) -> float:
+    """The top edge of a depth's cells on the log axis: the geometric midpoint to the next
+    depth, the last one's mirrored (64 · √2)."""
+    later = [d for d in deep.DEPTHS if d > depth]
+    return math.sqrt(depth * later[0]) if later else depth * math.sqrt(2)
+
+
+def _trainability_figure(tables: dict[str, pd.DataFrame]) -> Figure:
+    cells, panels = report.trainability_frames(tables["runs"], "depth_sigma", deep.AXES)
+    curves = report.xi_c_curves(cells, panels)
+    question = tables["studies"].set_index("study").loc["depth_sigma", "question"]
+    return plots.plot_trainability(cells, curves, panels, question, "val accuracy")
+
+
+def test_plot_trainability_draws_6_xi_c_at_the_theory_values_and_the_critical_sigma_w2(
+    theory_studies,
+):
+    fig = _trainability_figure(theory_studies)
+    _check(fig, "How deep")
+    ax = fig.axes[0]
+    assert ax.get_title() == "tanh, σ_b² = 0.05", ax.get_title()
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    assert len(solid) == 1, solid
+    x, y = (np.asarray(v, float) for v in solid[0].get_data())
+    want = 6 * np.asarray(theory.depth_scales("tanh", x, deep.SIGMA_B2).xi_c)
+    assert len(x) > 50 and np.allclose(y, want, rtol=1e-12), (x[:3], y[:3], want[:3])
+    # the curve spans the cells on both sides of the critical σ_w², where it rises steepest
+    assert x.min() < min(deep.SIGMA_W2) and x.max() > max(deep.SIGMA_W2)
+    critical = theory.critical_sigma_w2("tanh", deep.SIGMA_B2)
+    vertical = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert [line.get_xdata()[0] for line in vertical] == [pytest.approx(critical, rel=1e-12)]
+    # a row per depth and a column per σ_w², on log axes (both sweeps are geometric-ish)
+    mesh = ax.collections[0]
+    assert mesh.get_array().shape == (len(deep.DEPTHS), len(deep.SIGMA_W2))
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.get_yticklabels()] == [str(d) for d in deep.DEPTHS]
+    # the staircase: the top edge of the deepest cell that trains per σ_w² (none: the bottom)
+    (stairs,) = [p for p in ax.patches if type(p).__name__ == "StepPatch"]
+    expected = [_top_edge(deep.TRAINABLE[s]) for s in deep.SIGMA_W2]
+    assert np.allclose(stairs.get_data().values, expected), stairs.get_data().values
+    # the one cell where half the seeds diverged is hatched
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 1, hatched
+
+
+def test_plot_trainability_follows_the_outcomes():
+    moved = deep.make_theory_results(trainable={1.5: 16, 2.5: 64})
+    ax = _trainability_figure(moved).axes[0]
+    (stairs,) = [p for p in ax.patches if type(p).__name__ == "StepPatch"]
+    column = list(deep.SIGMA_W2).index(2.5)
+    assert stairs.get_data().values[column] == pytest.approx(_top_edge(64))
+
+
+def test_plot_trainability_names_missing_columns():
+    with pytest.raises(ValueError, match=r"cells lacks columns \['depth'"):
+        plots.plot_trainability(
+            pd.DataFrame(columns=["activation", "sigma_b2", "sigma_w2", "median_metric"]),
+            pd.DataFrame(columns=["activation", "sigma_b2", "sigma_w2", "six_xi_c"]),
+            pd.DataFrame(columns=["activation", "sigma_b2", "critical_sigma_w2"]),
+            "Which?",
+            "val R²",
+        )
+
+
+@pytest.mark.parametrize("study", ["bn", "bn_init"])
+def test_plot_bn_growth_puts_the_theory_line_at_bn_gradient_growth(theory_studies, study):
+    points, lines = report.bn_growth_frames(
+        theory_studies["runs"], theory_studies["layer_stats"], study
+    )
+    question = theory_studies["studies"].set_index("study").loc[study, "question"]
+    fig = plots.plot_bn_growth(points, lines, question)
+    _check(fig, "BatchNorm")
+    ax = fig.axes[0]
+    activations = sorted(points["activation"].unique())
+    solid = [
+        line for line in ax.get_lines() if line.get_linestyle() == "-" and len(line.get_xdata()) > 2
+    ]
+    assert len(solid) == len(activations), solid
+    for line in solid:
+        x, y = (np.asarray(v, float) for v in line.get_data())
+        matches = [
+            a for a in activations if np.allclose(y, [bn_gradient_growth(a, int(b)) for b in x])
+        ]
+        assert len(matches) == 1, (x[:3], y[:3])
+    dashed = sorted(line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--")
+    assert dashed == pytest.approx(sorted(bn_gradient_growth(a) for a in activations))
+    # a dot per run, then a marker per setting (median over seeds), at the measured growth
+    runs = ax.collections[0]
+    assert len(runs.get_offsets()) == len(points), len(runs.get_offsets())
+    assert np.allclose(sorted(runs.get_offsets()[:, 1]), sorted(points["growth"]))
+    settings = sum(len(c.get_offsets()) for c in ax.collections[1:])
+    assert settings == len(points) // 2, settings  # two seeds per setting
+    legend = _legend_labels(fig)
+    if study == "bn_init":
+        assert "xavier_uniform (σ_w² = 1)" in legend and "normal(1) (σ_w² = 8)" in legend, legend
+
+
+def test_plot_bn_growth_names_missing_columns():
+    with pytest.raises(ValueError, match=r"points lacks columns \['growth'"):
+        plots.plot_bn_growth(
+            pd.DataFrame(columns=["activation", "batch_size", "init_name", "sigma_w2"]),
+            pd.DataFrame(columns=["activation", "batch_size", "theory", "large_batch"]),
+            "Which?",
+        )

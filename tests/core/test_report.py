@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradlab.core import report
+from gradlab.core import report, theory
+from gradlab.core.bn_theory import bn_gradient_growth
 from gradlab.core.verdict import init_verdict
 from tests.helpers import architecture_results as arch
+from tests.helpers import theory_results as deep
 from tests.helpers.results import DECAY, DEPTH, INIT_SCALE, make_results
 from tests.helpers.step_results import diverging_midway, drift
 
@@ -22,6 +24,11 @@ def results() -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def residual() -> dict[str, pd.DataFrame]:
     return arch.make_architecture_results()
+
+
+@pytest.fixture(scope="module")
+def theory_studies() -> dict[str, pd.DataFrame]:
+    return deep.make_theory_results()
 
 
 def _architecture_frames(tables: dict[str, pd.DataFrame]):
@@ -554,3 +561,174 @@ def test_build_report_shows_the_layer_step_maps_and_their_finding_in_each_study(
     # a study without rows in the table keeps its finding alone
     other = page[page.index("Study: opt</h2>") :]
     assert "In early training" not in other.split("</p>")[1], other[:2000]
+
+
+def test_run_variances_take_the_theory_columns_else_the_run_spec():
+    runs = pd.DataFrame(
+        {
+            "init": ["normal", "normal", "xavier_uniform", "lsuv"],
+            "activation": ["tanh"] * 4,
+            "width": [8, 8, 8, 8],
+            "init_std": [0.5, 0.5, math.nan, math.nan],
+            "bias_std": [None, 0.3, None, None],
+            "theory_sigma_w2": [9.0, math.nan, math.nan, math.nan],
+            "theory_sigma_b2": [0.1, math.nan, math.nan, math.nan],
+        }
+    )
+    variances = report.run_variances(runs)
+    # stored columns win; else init_std² · width and bias_std²; xavier 2 fan_in/(fan_in+fan_out)
+    expected = [(9.0, 0.1), (2.0, 0.09), (1.0, 0.0), (math.nan, 0.0)]
+    got = list(variances.itertuples(index=False, name=None))
+    assert np.allclose(got, expected, equal_nan=True), got
+
+
+def test_trainability_frames_read_each_cell_against_6_xi_c(theory_studies):
+    cells, panels = report.trainability_frames(theory_studies["runs"], "depth_sigma", deep.AXES)
+    assert len(cells) == len(deep.SIGMA_W2) * len(deep.DEPTHS), cells
+    assert panels[["activation", "sigma_b2"]].values.tolist() == [["tanh", deep.SIGMA_B2]]
+    critical = theory.critical_sigma_w2("tanh", deep.SIGMA_B2)
+    assert panels["critical_sigma_w2"].iloc[0] == pytest.approx(critical, rel=1e-12)
+    xi_c = theory.depth_scales("tanh", cells["sigma_w2"].to_numpy(), deep.SIGMA_B2).xi_c
+    assert np.allclose(cells["six_xi_c"], 6 * xi_c, rtol=1e-12), cells
+    depths = report.trainable_depths(cells).set_index("sigma_w2")["deepest"]
+    expected = {s: d if d else math.nan for s, d in deep.TRAINABLE.items()}
+    assert depths.to_dict() == pytest.approx(expected, nan_ok=True), depths
+    # one of the two seeds diverged: the median is below every metric, the cell does not train
+    sigma_w2, depth, _ = deep.DIVERGED
+    cell = cells[(cells["sigma_w2"] == sigma_w2) & (cells["depth"] == depth)].iloc[0]
+    assert cell["median_metric"] == -math.inf and not cell["trains"] and cell["n_stopped"] == 1
+
+
+def test_trainability_frames_split_panels_by_another_axis_of_the_study():
+    """Runs at two learning rates are not seeds of one cell: a panel per learning rate."""
+    tables = deep.make_theory_results(lrs=(0.01, 0.03))
+    cells, panels = report.trainability_frames(tables["runs"], "depth_sigma", deep.AXES + ",lr")
+    assert panels["panel"].tolist() == [
+        "tanh, σ_b² = 0.05, lr=0.01",
+        "tanh, σ_b² = 0.05, lr=0.03",
+    ], panels
+    assert (
+        cells.groupby("panel")["n_runs"].sum() == 2 * len(deep.SIGMA_W2) * len(deep.DEPTHS)
+    ).all()
+    text = report.trainability_finding(cells, panels)
+    assert text.count("the deepest net that trains (depth 64 of up to 64)") == 2, text
+
+
+def test_trainability_frames_are_empty_for_a_study_without_depth_and_sigma_w2(
+    theory_studies, results
+):
+    for tables, study in [(theory_studies, "bn"), (theory_studies, "bn_init")] + [
+        (results, s) for s in results["studies"]["study"]
+    ]:
+        cells, panels = report.trainability_frames(
+            tables["runs"], study, deep.axes_of(tables, study)
+        )
+        assert cells.empty and panels.empty, (study, cells)
+        assert report.trainability_finding(cells, panels) == ""
+
+
+@pytest.mark.parametrize(
+    ("trainable", "expected"),
+    [
+        (
+            {},
+            "the deepest net that trains (depth 64 of up to 64) sits at σ_w² = 1.5–1.76, "
+            "critical σ_w² 1.76; where the trainable depth ends inside the sweep (4 of 6 σ_w²) it "
+            "is 0.38–0.9× 6 ξ_c (within 2.6×); every depth trains at σ_w² = 1.5–1.76",
+        ),
+        (
+            {1.5: 16, 2.5: 64},
+            "sits at σ_w² = 1.76–2.5, critical σ_w² 1.76; where the trainable depth ends inside "
+            "the sweep (4 of 6 σ_w²) it is 0.17–0.9× 6 ξ_c (within 5.9×)",
+        ),
+        (
+            dict.fromkeys(deep.SIGMA_W2, 0),
+            "no cell trains (median final val accuracy ≥ 0.5) at σ_w² = 0.6–4 (critical σ_w² 1.76)",
+        ),
+    ],
+    ids=["near_critical", "deepest_moved", "none"],
+)
+def test_trainability_finding_follows_the_outcomes(trainable, expected):
+    runs = deep.make_theory_results(trainable=trainable)["runs"]
+    text = report.trainability_finding(*report.trainability_frames(runs, "depth_sigma", deep.AXES))
+    assert text.startswith("Trainable depth against 6 ξ_c: tanh, σ_b² = 0.05: "), text
+    assert expected in text, text
+
+
+def test_bn_growth_frames_measure_the_fixture_growth_beside_theory(theory_studies):
+    points, lines = report.bn_growth_frames(
+        theory_studies["runs"], theory_studies["layer_stats"], "bn"
+    )
+    assert len(points) == 2 * len(deep.BATCH_SIZES) * 2, points  # activations × B × seeds
+    for row in points.itertuples(index=False):
+        want = deep.measured_growth(row.activation, row.batch_size, "normal")
+        assert row.growth == pytest.approx(want, rel=1e-9), row
+        assert row.theory == bn_gradient_growth(row.activation, row.batch_size), row
+    assert lines["batch_size"].min() <= min(deep.BATCH_SIZES) // 2, lines
+    assert set(deep.BATCH_SIZES) <= set(lines["batch_size"]), lines
+    for activation, line in lines.groupby("activation"):
+        assert line["large_batch"].unique().tolist() == [bn_gradient_growth(activation)]
+    # the trainability study has no BatchNorm run
+    points, lines = report.bn_growth_frames(
+        theory_studies["runs"], theory_studies["layer_stats"], "depth_sigma"
+    )
+    assert points.empty and lines.empty and report.bn_growth_finding(points) == ""
+
+
+@pytest.mark.parametrize(
+    ("error", "study", "expected"),
+    [
+        (
+            {},
+            "bn",
+            "tanh 1.22× at B = 16 → 1.16× at B = 256 (theory 1.246 → 1.181), relu 1.60× at "
+            "B = 16 → 1.48× at B = 256 (theory 1.590 → 1.473); over 6 activation × batch "
+            "settings the median growth lies within 2.2 % of theory (largest: tanh at B = 256",
+        ),
+        (
+            {"relu": 0.1},
+            "bn",
+            "relu 1.75× at B = 16 → 1.62× at B = 256 (theory 1.590 → 1.473); over 6 activation "
+            "× batch settings the median growth lies within 9.8 % of theory (largest: relu at "
+            "B = 256",
+        ),
+        (
+            {},
+            "bn_init",
+            "relu 1.51× at B = 64 (theory 1.493), within 1 % of theory; across 3 inits "
+            "(σ_w² 1–8) at one activation and batch size it changes by at most 0.5 %",
+        ),
+    ],
+    ids=["batch", "relu_off", "inits"],
+)
+def test_bn_growth_finding_follows_the_measured_growth(error, study, expected):
+    tables = deep.make_theory_results(growth_error=error)
+    points, _ = report.bn_growth_frames(tables["runs"], tables["layer_stats"], study)
+    text = report.bn_growth_finding(points)
+    assert text.startswith("At init (each run's first training batch)"), text
+    assert expected in text, text
+
+
+def test_build_report_shows_the_trainability_and_bn_figures_with_their_findings(theory_studies):
+    runs, studies = theory_studies["runs"], theory_studies["studies"]
+    flow = report.gradient_flow_table(runs, theory_studies["layer_stats"])
+    summary = report.summarize_studies(runs, studies)
+    png = b"\x89PNG\r\n\x1a\n"
+    figures = {s: png for s in studies["study"]} | {
+        report.TRAINABILITY_FIGURE.format(study="depth_sigma"): png,
+        report.BN_GROWTH_FIGURE.format(study="bn"): png,
+    }
+    args = (runs, studies, summary, flow, report.theory_table(runs, flow), {}, figures)
+    page = report.build_report(*args, layer_stats=theory_studies["layer_stats"])
+    trained = page[page.index("Study: depth_sigma</h2>") : page.index("Study: bn</h2>")]
+    assert trained.count("data:image/png;base64,") == 2, trained[:2000]
+    assert trained.index("study depth_sigma") < trained.index("trainability over the weight")
+    assert "Trainable depth against 6 ξ_c: tanh, σ_b² = 0.05" in trained, trained[:3000]
+    bn = page[page.index("Study: bn</h2>") : page.index("Study: bn_init</h2>")]
+    assert bn.count("data:image/png;base64,") == 2, bn[:2000]
+    assert "BatchNorm&#x27;s gradient explosion at init" in bn, bn[:3000]
+    assert "grows towards the input per layer by: tanh 1.22×" in bn, bn[:3000]
+    assert "Trainable depth" not in bn, bn[:3000]
+    # without the layer statistics there is no measured growth to speak of
+    plain = report.build_report(*args)
+    assert "grows towards the input" not in plain and "Trainable depth against" in plain

@@ -25,6 +25,7 @@ from tests.helpers.architecture_results import make_architecture_results
 from tests.helpers.projects import copy_project, run_kedro
 from tests.helpers.results import make_results
 from tests.helpers.servers import chromium
+from tests.helpers.theory_results import make_theory_results
 from tests.helpers.training import SMALL, broken, task, train_in_process
 
 STORED = {"runs", "history", "layer_stats", "distributions", "studies"}
@@ -156,6 +157,25 @@ def test_report_pipeline_draws_the_profiles_of_a_study_of_architectures(tmp_path
     assert written == sorted(FIGURES + studies), written
     assert page.count("data:image/png;base64,") == len(FIGURES) + 3, page.count("data:image")
     assert "resmlp α = 1 4.1× (theory 3.4×), 2 of 2 diverged" in html.unescape(page), page[:3000]
+
+
+def test_report_pipeline_draws_the_trainability_heatmap_and_the_bn_growth(tmp_path):
+    """A study over σ_w² × depth and two of BatchNorm nets: their figures beside the study's,
+    and each section's finding computed from them."""
+    results = make_theory_results()
+    page, written = _run_report(results, tmp_path)
+    studies = list(results["studies"]["study"])
+    expected = [
+        *(f"figures/{folder}/{s}.png" for s in studies for folder in ("studies", "layer_steps")),
+        "figures/studies/depth_sigma.trainability.png",
+        "figures/studies/bn.bn_growth.png",
+        "figures/studies/bn_init.bn_growth.png",
+    ]
+    assert written == sorted(FIGURES + expected), written
+    assert page.count("data:image/png;base64,") == len(FIGURES) + len(expected)
+    text = html.unescape(page)
+    assert "the deepest net that trains (depth 64 of up to 64) sits at σ_w² = 1.5–1.76" in text
+    assert "relu 1.51× at B = 64 (theory 1.493)" in text, text[-5000:]
 
 
 @pytest.mark.parametrize("outcome", ["failed", "diverged"])

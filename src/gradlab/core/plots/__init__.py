@@ -5,7 +5,10 @@ inches, log axes, notes, ``plot_message``), ``flow`` (figures at init and during
 gradient flow, weight-gradient violins, activation histograms, saturation), ``studies``
 (``plot_study``, one figure per study), ``architecture`` (``plot_architecture_study``: plain
 against residual nets, their gradient profiles at init and how they ended), ``theory``
-(theory against measurement: slopes, profiles, the phase diagram), and two drawn with Pillow
+(theory against measurement: slopes, profiles, the phase diagram), ``trainability``
+(``plot_trainability``: the outcome over σ_w² and depth with 6 ξ_c on it), ``bn_growth``
+(``plot_bn_growth``: BatchNorm's gradient growth over batch size against theory), and two drawn
+with Pillow
 for speed, returning PNG bytes: ``profile`` (one run's layer profile, for its MLflow child) and
 ``layer_steps`` (layer × step maps: a study's, a map per setting, and one run's).
 
@@ -24,7 +27,9 @@ References: X. Glorot and Y. Bengio, "Understanding the difficulty of training d
 neural networks", AISTATS 2010 (Fig. 2: saturation during training; Fig. 6: activations per
 layer at init; Figs 6–7 and eq. 14: back-propagated against weight gradients). B. Poole et al.,
 "Exponential expressivity in deep neural networks through transient chaos", NeurIPS 2016 (the
-order-to-chaos phase diagram).
+order-to-chaos phase diagram). S. S. Schoenholz et al., "Deep information propagation", ICLR 2017
+(Fig. 5: trainable depth against 6 ξ_c). G. Yang et al., "A mean field theory of batch
+normalization", ICLR 2019 (BatchNorm's gradient explosion).
 """
 
 from gradlab.core.plots._style import (
@@ -35,6 +40,7 @@ from gradlab.core.plots._style import (
     plot_message,
 )
 from gradlab.core.plots.architecture import plot_architecture_study
+from gradlab.core.plots.bn_growth import plot_bn_growth
 from gradlab.core.plots.flow import (
     pick_layers,
     plot_activation_histograms,
@@ -45,6 +51,7 @@ from gradlab.core.plots.flow import (
 from gradlab.core.plots.layer_steps import layer_step_maps_png, layer_step_png
 from gradlab.core.plots.studies import METRIC_FLOOR, plot_study
 from gradlab.core.plots.theory import plot_phase_diagram, plot_theory_profiles, plot_theory_slopes
+from gradlab.core.plots.trainability import plot_trainability
 
 __all__ = [
     "ACTIVATION_COLORS",
@@ -57,6 +64,7 @@ __all__ = [
     "pick_layers",
     "plot_architecture_study",
     "plot_activation_histograms",
+    "plot_bn_growth",
     "plot_gradient_flow",
     "plot_message",
     "plot_phase_diagram",
@@ -64,5 +72,6 @@ __all__ = [
     "plot_study",
     "plot_theory_profiles",
     "plot_theory_slopes",
+    "plot_trainability",
     "plot_weight_grad_violins",
 ]

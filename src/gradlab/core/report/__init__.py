@@ -5,7 +5,9 @@ Submodules: ``tables`` (the study summary, gradient-flow and theory tables, and 
 helpers they share), ``frames`` (the runs the figures at init compare and the rows each figure
 draws, the profiles of a study of architectures and the layer × step maps among them),
 ``findings`` (every ``*_finding`` one-liner, and ``early_change``, the table the maps' finding
-reads) and ``page`` (``Section``, the figure captions, ``build_html`` and ``build_report``).
+reads), ``trainability`` (a study over σ_w² and depth: its cells, the 6 ξ_c curve, its finding),
+``bn_growth`` (a study's BatchNorm runs: measured growth of ∂L/∂h against theory, its finding) and
+``page`` (``Section``, the figure captions, ``build_html`` and ``build_report``).
 
 Everything here reads the stored result tables (``runs``, ``history``, ``layer_stats``,
 ``distributions``, ``studies``; see ``gradlab.core.quantities`` for the quantities) and trains
@@ -16,6 +18,12 @@ The log-slope of a gradient profile is ``gradlab.core.theory.log_slope``: the le
 of ``ln RMS(∂L/∂h_l)`` against the layer l, positive when the gradient shrinks towards the input.
 """
 
+from gradlab.core.report.bn_growth import (
+    BN_GROWTH_CAPTION,
+    BN_GROWTH_FIGURE,
+    bn_growth_finding,
+    bn_growth_frames,
+)
 from gradlab.core.report.findings import (
     EARLY_CHANGE_COLUMNS,
     INIT_AXES,
@@ -86,12 +94,24 @@ from gradlab.core.report.tables import (
     summarize_studies,
     theory_table,
 )
+from gradlab.core.report.trainability import (
+    TRAINABILITY_CAPTION,
+    TRAINABILITY_FIGURE,
+    XI_C_MULTIPLE,
+    run_variances,
+    trainability_finding,
+    trainability_frames,
+    trainable_depths,
+    xi_c_curves,
+)
 
 __all__ = [
     "ALPHA_LABELS",
     "ARCHITECTURE_CAPTION",
     "ARCHITECTURE_FIGURE",
     "ARCH_AXES",
+    "BN_GROWTH_CAPTION",
+    "BN_GROWTH_FIGURE",
     "CLAIMS_VIEW",
     "EARLY_CHANGE_COLUMNS",
     "EARLY_STEPS",
@@ -111,11 +131,16 @@ __all__ = [
     "REFERENCE_INIT",
     "STUDY_VIEW",
     "THEORY_FIGURES",
+    "TRAINABILITY_CAPTION",
+    "TRAINABILITY_FIGURE",
     "TRAINING_FIGURES",
+    "XI_C_MULTIPLE",
     "Section",
     "activation_finding",
     "architecture_finding",
     "architecture_frames",
+    "bn_growth_finding",
+    "bn_growth_frames",
     "build_html",
     "build_report",
     "claims_finding",
@@ -135,6 +160,7 @@ __all__ = [
     "phase_points",
     "profile_quantities",
     "reference_runs",
+    "run_variances",
     "runs_in_study",
     "saturation_finding",
     "saturation_stats",
@@ -146,8 +172,12 @@ __all__ = [
     "theory_finding",
     "theory_profiles",
     "theory_table",
+    "trainability_finding",
+    "trainability_frames",
+    "trainable_depths",
     "training_profiles",
     "varies_architecture",
     "verdict_finding",
     "violin_finding",
+    "xi_c_curves",
 ]

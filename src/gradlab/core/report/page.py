@@ -8,6 +8,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from gradlab.core import quantities
+from gradlab.core.report.bn_growth import (
+    BN_GROWTH_CAPTION,
+    BN_GROWTH_FIGURE,
+    bn_growth_finding,
+    bn_growth_frames,
+)
 from gradlab.core.report.findings import (
     activation_finding,
     architecture_finding,
@@ -26,6 +32,12 @@ from gradlab.core.report.frames import (
     architecture_frames,
     init_selection,
     varies_architecture,
+)
+from gradlab.core.report.trainability import (
+    TRAINABILITY_CAPTION,
+    TRAINABILITY_FIGURE,
+    trainability_finding,
+    trainability_frames,
 )
 from gradlab.core.verdict import TRAINED_AT, VERDICTS, verdict_confusion
 
@@ -314,8 +326,12 @@ def build_report(  # noqa: PLR0913, PLR0917
 
     A study over the architecture (``arch``, ``residual_scale``) shows its gradient
     profiles at init (``ARCHITECTURE_FIGURE``) above its study figure, and its finding is
-    ``architecture_finding``'s, computed from ``layer_stats``. A study's layer × step maps
-    (``LAYER_STEP_FIGURE``) come under its study figure, and their finding after its own.
+    ``architecture_finding``'s, computed from ``layer_stats``. A study over σ_w² and depth
+    shows its trainability heatmap (``TRAINABILITY_FIGURE``) and one with BatchNorm nets their
+    gradient growth against theory (``BN_GROWTH_FIGURE``) under its study figure, each adding
+    its finding (``trainability_finding``, ``bn_growth_finding``; the latter reads
+    ``layer_stats``). A study's layer × step maps (``LAYER_STEP_FIGURE``) come last, and their
+    finding after the others.
 
     Args:
         runs: The runs table.
@@ -325,8 +341,8 @@ def build_report(  # noqa: PLR0913, PLR0917
         theory_rows: ``theory_table``' output.
         figures: PNGs of the fixed figures, by the keys of ``FLOW_FIGURES``,
             ``TRAINING_FIGURES`` and ``THEORY_FIGURES`` (a missing key is skipped).
-        study_figures: One PNG per study name, and per ``ARCHITECTURE_FIGURE`` and
-            ``LAYER_STEP_FIGURE`` key.
+        study_figures: One PNG per study name, and per ``ARCHITECTURE_FIGURE``,
+            ``TRAINABILITY_FIGURE``, ``BN_GROWTH_FIGURE`` and ``LAYER_STEP_FIGURE`` key.
         claims: ``gradlab.core.claims.check_claims``' table; none or empty: no claims section.
         layer_stats: The long per-layer statistics; none: every study gets ``study_finding``.
         layer_step_changes: ``early_change``'s rows with ``study``; a study's finding adds
@@ -387,12 +403,18 @@ def build_report(  # noqa: PLR0913, PLR0917
             finding = architecture_finding(
                 *architecture_frames(runs, layer_stats, study.study, study.axes)
             )
+        theory = [trainability_finding(*trainability_frames(runs, study.study, study.axes))]
+        if layer_stats is not None:
+            theory.append(bn_growth_finding(bn_growth_frames(runs, layer_stats, study.study)[0]))
+        finding = " ".join([finding, *filter(None, theory)])  # "": no such runs in the study
         if layer_step_changes is not None and not layer_step_changes.empty:
             changes = layer_step_changes[layer_step_changes["study"] == study.study]
             finding += " " + layer_step_finding(changes)
         captions = {
             ARCHITECTURE_FIGURE.format(study=study.study): ARCHITECTURE_CAPTION,
             study.study: f"study {study.study}",
+            TRAINABILITY_FIGURE.format(study=study.study): TRAINABILITY_CAPTION,
+            BN_GROWTH_FIGURE.format(study=study.study): BN_GROWTH_CAPTION,
             LAYER_STEP_FIGURE.format(study=study.study): LAYER_STEP_CAPTION,
         }
         sections.append(

@@ -170,17 +170,23 @@ def draw_studies(
 ) -> dict[str, Figure]:
     """One figure per study: loss curves, final metric over seeds, heatmap for two axes; and for
     a study over the architecture (``arch``, ``residual_scale``), a second one: its gradient
-    profiles at init against the mean-field theory, over how its runs ended.
+    profiles at init against the mean-field theory, over how its runs ended. A study whose plain
+    nets vary σ_w² and depth gets its trainability heatmap with 6 ξ_c on it (Schoenholz et al.
+    2017), and one with BatchNorm nets the growth of their gradient at init against theory
+    (Yang et al. 2019).
 
     Args:
         runs: One row per run.
         studies: One row per study.
         history: The long per-epoch history.
-        layer_stats: The long per-layer statistics (phases ``init`` and ``theory``).
+        layer_stats: The long per-layer statistics (phases ``init`` and ``theory``, and
+            ``train`` at step 0 for BatchNorm's growth).
         report: ``params:report`` (``loss_curve``).
     Returns:
-        Figures keyed ``<study>.png`` and ``<study>.profiles.png``
-        (``core.ARCHITECTURE_FIGURE``), the file names the catalog writes.
+        Figures keyed ``<study>.png``, and where a study has them ``<study>.profiles.png``
+        (``core.ARCHITECTURE_FIGURE``), ``<study>.trainability.png``
+        (``core.TRAINABILITY_FIGURE``) and ``<study>.bn_growth.png`` (``core.BN_GROWTH_FIGURE``):
+        the file names the catalog writes.
     """
     config = parse_report(report)
     figures = {}
@@ -207,6 +213,16 @@ def draw_studies(
             figures[f"{key}.png"] = plots.plot_architecture_study(
                 profiles, outcomes, nets, study.question, metric
             )
+        cells, panels = core.trainability_frames(runs, study.study, study.axes)
+        if not cells.empty:
+            key = core.TRAINABILITY_FIGURE.format(study=study.study)
+            figures[f"{key}.png"] = plots.plot_trainability(
+                cells, core.xi_c_curves(cells, panels), panels, study.question, metric
+            )
+        points, lines = core.bn_growth_frames(runs, layer_stats, study.study)
+        if not points.empty:
+            key = core.BN_GROWTH_FIGURE.format(study=study.study)
+            figures[f"{key}.png"] = plots.plot_bn_growth(points, lines, study.question)
     return figures
 
 
