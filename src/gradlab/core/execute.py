@@ -16,6 +16,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -137,10 +138,15 @@ class ProcessPoolExecutor:
         )
         try:
             with _sigint_blocked():  # the workers start (at the first submit) deaf to Ctrl-C
-                futures = {pool.submit(fn, *args): index for index, args in enumerate(tasks)}
+                futures = {
+                    pool.submit(_by_value, fn, *args): index for index, args in enumerate(tasks)
+                }
             for future in cf.as_completed(futures):
                 error = future.exception()
-                yield futures[future], future.result() if error is None else _task_error(error)
+                if error is None:
+                    yield futures[future], pickle.loads(future.result())
+                else:
+                    yield futures[future], _task_error(error)
         except BaseException:
             # Ctrl-C, a generator closed early, or an error: drop queued tasks, stop workers now
             workers = list((pool._processes or {}).values())
@@ -149,6 +155,15 @@ class ProcessPoolExecutor:
                 process.terminate()
             raise
         pool.shutdown(wait=True)
+
+
+def _by_value(fn: Callable[..., Any], *args: Any) -> bytes:
+    """``fn(*args)`` pickled by value. The pool's own pickler (torch's reductions for
+    multiprocessing) would hand each tensor back as shared memory with an open file descriptor
+    for as long as the tensor lives: the results a grid keeps while MLflow logging catches up
+    then ran it out of descriptors ("received 0 items of ancdata"), broke the pool and lost the
+    runs still queued. A plain pickle copies each tensor's bytes instead."""
+    return pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _task_error(error: BaseException) -> TaskError:
