@@ -140,7 +140,7 @@ def test_unknown_environment_is_named(smoke):
     assert "unknown environment 'smok'" in output, output
     assert (
         "expected one of ['base', 'glorot2010', 'he2015', 'local', 'resnet_depth', "
-        "'seed_course', 'smoke', 'yang2019']" in output
+        "'schoenholz2017', 'seed_course', 'smoke', 'yang2019']" in output
     )
 
 
