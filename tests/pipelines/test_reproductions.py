@@ -1,8 +1,7 @@
 """The paper reproductions (`kedro run --env <one of ENVIRONMENTS>`), each run for real at smoke
-size: the environment's own data, grid and claims, with fewer samples,
-seeds and epochs and narrower layers. At that size a claim may well fail; what must hold is that
-every claim is measured and judged, and that the claims table reaches report.html and the parent
-MLflow run."""
+size: the environment's own data, grid and claims, with fewer samples, seeds and epochs and
+narrower layers. At that size a claim may well fail; what must hold is that every claim is
+measured and judged, and that the claims table reaches report.html and the parent MLflow run."""
 
 import re
 import shutil
