@@ -590,9 +590,12 @@ def test_trainability_frames_read_each_cell_against_6_xi_c(theory_studies):
     assert panels["critical_sigma_w2"].iloc[0] == pytest.approx(critical, rel=1e-12)
     xi_c = theory.depth_scales("tanh", cells["sigma_w2"].to_numpy(), deep.SIGMA_B2).xi_c
     assert np.allclose(cells["six_xi_c"], 6 * xi_c, rtol=1e-12), cells
-    depths = report.trainable_depths(cells).set_index("sigma_w2")["deepest"]
+    depths = report.trainable_depths(cells).set_index("sigma_w2")
     expected = {s: d if d else math.nan for s, d in deep.TRAINABLE.items()}
-    assert depths.to_dict() == pytest.approx(expected, nan_ok=True), depths
+    assert depths["deepest"].to_dict() == pytest.approx(expected, nan_ok=True), depths
+    # the trainable depth ends between the deepest that trains and the next one tried
+    following = {s: 2.0 * d if d < max(deep.DEPTHS) else math.nan for s, d in expected.items()}
+    assert depths["next_tried"].to_dict() == pytest.approx(following, nan_ok=True), depths
     # one of the two seeds diverged: the median is below every metric, the cell does not train
     sigma_w2, depth, _ = deep.DIVERGED
     cell = cells[(cells["sigma_w2"] == sigma_w2) & (cells["depth"] == depth)].iloc[0]
@@ -632,14 +635,18 @@ def test_trainability_frames_are_empty_for_a_study_without_depth_and_sigma_w2(
     [
         (
             {},
-            "the deepest net that trains (depth 64 of up to 64) sits at σ_w² = 1.5–1.76, "
-            "critical σ_w² 1.76; where the trainable depth ends inside the sweep (4 of 6 σ_w²) it "
-            "is 0.38–0.9× 6 ξ_c (within 2.6×); every depth trains at σ_w² = 1.5–1.76",
+            "the deepest net that trains (depth 64 of up to 64) sits at σ_w² = 1.5, 1.76, "
+            "critical σ_w² 1.76; where the trainable depth ends inside the sweep (4 of 6 σ_w²), "
+            "6 ξ_c falls between the deepest depth that trains and the next one tried at 2 of "
+            "them and at most 1.3× beyond (σ_w² = 4: trains to depth 16, not 32; 6 ξ_c 41.9); "
+            "every depth trains at σ_w² = 1.5, 1.76 (6 ξ_c 94.7–2.95e+04)",
         ),
         (
             {1.5: 16, 2.5: 64},
-            "sits at σ_w² = 1.76–2.5, critical σ_w² 1.76; where the trainable depth ends inside "
-            "the sweep (4 of 6 σ_w²) it is 0.17–0.9× 6 ξ_c (within 5.9×)",
+            "sits at σ_w² = 1.76, 2.5, critical σ_w² 1.76; where the trainable depth ends "
+            "inside the sweep (4 of 6 σ_w²), 6 ξ_c falls between the deepest depth that trains "
+            "and the next one tried at 2 of them and at most 3× beyond (σ_w² = 1.5: trains to "
+            "depth 16, not 32; 6 ξ_c 94.7)",
         ),
         (
             dict.fromkeys(deep.SIGMA_W2, 0),

@@ -174,7 +174,7 @@ def test_report_pipeline_draws_the_trainability_heatmap_and_the_bn_growth(tmp_pa
     assert written == sorted(FIGURES + expected), written
     assert page.count("data:image/png;base64,") == len(FIGURES) + len(expected)
     text = html.unescape(page)
-    assert "the deepest net that trains (depth 64 of up to 64) sits at σ_w² = 1.5–1.76" in text
+    assert "the deepest net that trains (depth 64 of up to 64) sits at σ_w² = 1.5, 1.76" in text
     assert "relu 1.51× at B = 64 (theory 1.493)" in text, text[-5000:]
 
 

@@ -253,18 +253,20 @@ def xi_c_curves(cells: pd.DataFrame, panels: pd.DataFrame) -> pd.DataFrame:
 
 
 def trainable_depths(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per panel and σ_w²: the deepest depth that trains, and the depths tried.
+    """Per panel and σ_w²: the deepest depth that trains, the next depth tried above it (which
+    does not: the trainable depth ends between the two), and the depths tried.
 
     Args:
         cells: ``trainability_frames``' cells.
     Returns:
-        ``panel``, ``sigma_w2``, ``deepest`` (NaN where no depth trains), ``shallowest_tried``,
-        ``deepest_tried``, ``six_xi_c``.
+        ``panel``, ``sigma_w2``, ``deepest`` (NaN where no depth trains), ``next_tried`` (NaN
+        where none is deeper, or nothing trains), ``shallowest_tried``, ``deepest_tried``,
+        ``six_xi_c``.
     """
     by = ["panel", "sigma_w2"]
     grouped = cells.groupby(by, sort=True)
     trained = cells[cells["trains"].astype(bool)].groupby(by)["depth"].max()
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "deepest": trained.reindex(grouped.size().index).astype(float),
             "shallowest_tried": grouped["depth"].min(),
@@ -272,6 +274,11 @@ def trainable_depths(cells: pd.DataFrame) -> pd.DataFrame:
             "six_xi_c": grouped["six_xi_c"].first(),
         }
     ).reset_index()
+    deeper = cells.merge(table[[*by, "deepest"]], on=by)
+    deeper = deeper[deeper["depth"] > deeper["deepest"]].groupby(by)["depth"].min()
+    next_tried = pd.MultiIndex.from_frame(table[by]).map(deeper.to_dict().get)
+    table.insert(3, "next_tried", pd.array(next_tried, dtype=float))
+    return table
 
 
 def _span(values: ArrayLike, digits: int = 3) -> str:
@@ -281,8 +288,11 @@ def _span(values: ArrayLike, digits: int = 3) -> str:
 
 
 def _values(values: ArrayLike) -> str:
-    """``σ_w² = 1.8`` or ``σ_w² = 1.6–2``, for the columns where something happened."""
-    return f"σ_w² = {_span(values)}"
+    """``σ_w² = 1.8``, ``σ_w² = 1.5, 1.76`` (up to four), or ``σ_w² = 0.6–4``: the columns
+    where something happened."""
+    unique = np.unique(np.asarray(values, dtype=float))
+    listed = ", ".join(f"{value:.3g}" for value in unique)
+    return f"σ_w² = {listed if len(unique) <= 4 else _span(unique)}"
 
 
 def _panel_finding(depths: pd.DataFrame, critical: float, metric: str) -> str:
@@ -301,13 +311,23 @@ def _panel_finding(depths: pd.DataFrame, critical: float, metric: str) -> str:
     )
     inside = trained[trained["deepest"] < trained["deepest_tried"]]
     if not inside.empty:
-        ratio = (inside["deepest"] / inside["six_xi_c"]).to_numpy(float)
-        factor = float(np.max(np.maximum(ratio, 1 / ratio)))
+        # the trainable depth ends between the deepest depth that trains and the next one tried:
+        # how far 6 ξ_c lies outside that bracket (1: inside)
+        six = inside["six_xi_c"].to_numpy(float)
+        low, high = inside["deepest"].to_numpy(float), inside["next_tried"].to_numpy(float)
+        beyond = np.maximum.reduce([np.ones_like(six), six / high, low / six])
+        worst = int(np.argmax(beyond))
         text += (
-            f"; where the trainable depth ends inside the sweep ({len(inside)} of "
-            f"{len(depths)} σ_w²) it is {ratio.min():.2g}–{ratio.max():.2g}× "
-            f"{XI_C_MULTIPLE:g} ξ_c (within {factor:.2g}×)"
+            f"; where the trainable depth ends inside the sweep ({len(inside)} of {len(depths)} "
+            f"σ_w²), {XI_C_MULTIPLE:g} ξ_c falls between the deepest depth that trains and the "
+            f"next one tried at {int((beyond == 1).sum())} of them"
         )
+        if beyond[worst] > 1:
+            text += (
+                f" and at most {beyond[worst]:.2g}× beyond (σ_w² = "
+                f"{inside['sigma_w2'].iloc[worst]:.3g}: trains to depth {low[worst]:.0f}, not "
+                f"{high[worst]:.0f}; {XI_C_MULTIPLE:g} ξ_c {six[worst]:.3g})"
+            )
     every = trained[trained["deepest"] >= trained["deepest_tried"]]
     if not every.empty:
         text += (
@@ -325,18 +345,21 @@ def _panel_finding(depths: pd.DataFrame, critical: float, metric: str) -> str:
 
 def trainability_finding(cells: pd.DataFrame, panels: pd.DataFrame) -> str:
     """One line on a trainability heatmap, per panel: the deepest depth that trains and the σ_w²
-    where it does, beside the critical σ_w²; how the trainable depth compares with
-    ``XI_C_MULTIPLE`` ξ_c where it ends inside the sweep (the deepest depth that trains over
-    ``six_xi_c``, its range and the largest factor either way); where every or no depth trains.
+    where it does, beside the critical σ_w²; where the trainable depth ends inside the sweep
+    (between the deepest depth that trains and the next one tried, the resolution of the grid),
+    at how many σ_w² ``XI_C_MULTIPLE`` ξ_c falls in that bracket and how far beyond it at most;
+    where every or no depth trains.
 
     Args:
         cells: ``trainability_frames``' cells.
         panels: Its panels.
     Returns:
         The sentence, e.g. ``Trainable depth against 6 ξ_c: tanh, σ_b² = 0.05: the deepest net
-        that trains (depth 80 of up to 100) sits at σ_w² = 1.8, critical σ_w² 1.76; where the
-        trainable depth ends inside the sweep (5 of 7 σ_w²) it is 0.62–1.3× 6 ξ_c (within
-        1.6×); …``, or the empty string when there are no cells.
+        that trains (depth 100 of up to 100) sits at σ_w² = 1.76, critical σ_w² 1.76; where
+        the trainable depth ends inside the sweep (4 of 5 σ_w²), 6 ξ_c falls between the
+        deepest depth that trains and the next one tried at 2 of them and at most 2.4× beyond
+        (σ_w² = 2.5: trains to depth 10, not 30; 6 ξ_c 70.8); …``, or the empty string when
+        there are no cells.
     """
     if cells.empty:
         return ""
