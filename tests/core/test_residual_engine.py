@@ -242,3 +242,14 @@ def test_the_stack_is_bitwise_reproducible_on_cpu(norm, branch):
             assert one.state_dict.keys() == other.state_dict.keys()
             for name, tensor in one.state_dict.items():
                 assert torch.equal(tensor, other.state_dict[name]), (one.run_id, name)
+
+
+def test_a_residual_run_with_bias_std_gets_no_prediction_the_others_keep_theirs():
+    # the residual recursion takes σ_b² from the init: a bias_std run is not predicted wrongly
+    base = {**SMALL, "arch": "resmlp", "activation": "relu", "init": "kaiming_normal"}
+    plain, biased = RunSpec(**base), RunSpec(**base, bias_std=0.2)
+    results = train_group([plain, biased], task())
+    theory_rows = [r.layer_stats[r.layer_stats["phase"] == "theory"] for r in results]
+    assert len(theory_rows[0]) > 0 and theory_rows[1].empty
+    assert math.isfinite(results[0].summary["theory_first_last_ratio"])
+    assert math.isnan(results[1].summary["theory_first_last_ratio"])

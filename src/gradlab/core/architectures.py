@@ -93,13 +93,23 @@ def _predict_mlp(
 def _predict_resmlp(
     specs: Sequence[Any], q_ins: Sequence[float], d_in: int, d_out: int, batch: int
 ) -> list[theory.ProfilePrediction | None]:
-    """``residual_theory.predict_residual_profiles`` for a stack of residual nets."""
+    """``residual_theory.predict_residual_profiles`` for a stack of residual nets; none for a
+    run with ``bias_std`` (the residual recursion takes σ_b² from the init)."""
     first = specs[0]
+    applies = [k for k, spec in enumerate(specs) if spec.bias_std is None]
+    predictions: list[theory.ProfilePrediction | None] = [None] * len(specs)
+    if not applies:
+        return predictions
     nets = [
-        (spec.init, spec.init_std, q_in, residual_alpha(spec.residual_scale, spec.depth)[0])
-        for spec, q_in in zip(specs, q_ins, strict=True)
+        (
+            specs[k].init,
+            specs[k].init_std,
+            q_ins[k],
+            residual_alpha(specs[k].residual_scale, specs[k].depth)[0],
+        )
+        for k in applies
     ]
-    return residual_theory.predict_residual_profiles(
+    predicted = residual_theory.predict_residual_profiles(
         first.activation,
         first.residual_branch,
         first.norm_layer,
@@ -109,6 +119,9 @@ def _predict_resmlp(
         d_out,
         nets,
     )
+    for k, prediction in zip(applies, predicted, strict=True):
+        predictions[k] = prediction
+    return predictions
 
 
 register_architecture(
