@@ -66,7 +66,7 @@ def test_other_data_retrains_the_runs_on_it_and_says_why(smoke):
     poly = _runs(smoke).query("dataset == 'poly'")["run_id"]
     assert set(trained["run_id"]) == set(poly), trained[["label", "reason"]]
     assert all(r.startswith("stale: data ") for r in trained["reason"]), list(trained["reason"])
-    assert "4 to train (4 stale), 2 reused" in _output(result)
+    assert "5 to train (5 stale), 2 reused" in _output(result)
     back = run_kedro(smoke, *SMOKE)  # the default data again: those runs are stale again
     assert back.returncode == 0, _output(back)[-3000:]
     assert set(_trained(smoke)["run_id"]) == set(poly)
@@ -132,7 +132,7 @@ def test_only_trains_the_chosen_study(smoke):
     optimizer = _runs(smoke)[lambda r: r["studies"].str.contains("optimizer")]["run_id"]
     assert set(trained["run_id"]) == set(optimizer) and len(trained) == 2, trained
     assert set(trained["reason"]) == {"forced"}
-    assert "4 not selected by train.only" in _output(result)
+    assert "5 not selected by train.only" in _output(result)
 
 
 def test_unknown_environment_is_named(smoke):

@@ -117,6 +117,12 @@ GLOSSARY = {
     "theory_chi1": "χ₁ at the fixed point q*: below 1 ordered (gradients vanish), above 1 "
     "chaotic (they explode)",
     "theory_depth_scale": "layers over which the gradient changes by a factor e (−1/ln χ₁)",
+    "theory_c_star": "c*: the correlation two inputs' pre-activations settle at (1 in the "
+    "ordered phase; Schoenholz et al. 2017)",
+    "theory_chi_c": "χ_c: the correlation map's slope at c* (χ₁ where c* = 1)",
+    "theory_xi_c": "ξ_c = −1/ln χ_c: the depth over which two inputs' correlation settles; nets "
+    "train up to ≈ 6 ξ_c, which diverges where χ₁ = 1",
+    "theory_xi_q": "ξ_q = −1/ln χ_q: the depth over which the pre-activation variance settles",
     "theory_log_slope": "mean-field prediction of init_log_slope",
     "theory_first_last_ratio": "mean-field prediction of the first/last RMS ∂L/∂h",
     "theory_verdict": "the verdict that ratio implies",
