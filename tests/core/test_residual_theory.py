@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from gradlab.core.residual_theory import predict_residual_profiles, relu_he_grad_ratio
+from gradlab.core.residual import BRANCHES, RESIDUAL_NORMS
+from gradlab.core.residual_theory import (
+    BRANCH_MAPS,
+    NORM_PREDICTIONS,
+    predict_residual_profiles,
+    relu_he_grad_ratio,
+)
 
 DEPTH, WIDTH, D_IN, D_OUT = 30, 256, 64, 8
 # Most of the spread is from seed to seed (a net's weights), not within a batch: per seed,
@@ -244,3 +250,9 @@ def test_predict_residual_profiles_unknown_name_lists_choices(branch, norm, kind
         predict_residual_profiles(
             "relu", branch, norm, 5, 32, 7, 3, [("kaiming_normal", None, 1, 1)]
         )
+
+
+def test_the_theory_knows_every_branch_and_norm_a_residual_net_can_have():
+    # its own tables (residual.py cannot import the theory: inits → residual → theory → inits)
+    assert set(BRANCH_MAPS) == set(BRANCHES)
+    assert set(RESIDUAL_NORMS) <= set(NORM_PREDICTIONS)

@@ -75,19 +75,18 @@ def _predict_mlp(
         # one profile for the stack: activation, depth and batch are shared
         prediction = bn_theory.predict_bn_profile(first.activation, first.depth, batch)
         return [prediction] * len(specs)
-    applies = [
-        k for k, spec in enumerate(specs) if spec.norm_layer == "none" and spec.init != "lsuv"
-    ]
-    predictions: list[theory.ProfilePrediction | None] = [None] * len(specs)
-    if not applies:
-        return predictions
     widths = [d_in, *[first.width] * first.depth, d_out]
-    nets = [(specs[k].init, specs[k].init_std, q_ins[k]) for k in applies]
-    biases = [None if specs[k].bias_std is None else specs[k].bias_std ** 2 for k in applies]
-    predicted = theory.predict_profiles(first.activation, widths, nets, biases)
-    for k, prediction in zip(applies, predicted, strict=True):
-        predictions[k] = prediction
-    return predictions
+
+    def predict(those: list[Any], their_q_ins: list[float]) -> list[Any]:
+        nets = [
+            (spec.init, spec.init_std, q_in) for spec, q_in in zip(those, their_q_ins, strict=True)
+        ]
+        biases = [None if spec.bias_std is None else spec.bias_std**2 for spec in those]
+        return theory.predict_profiles(first.activation, widths, nets, biases)
+
+    return _where(
+        specs, q_ins, lambda spec: spec.norm_layer == "none" and spec.init != "lsuv", predict
+    )
 
 
 def _predict_resmlp(
@@ -96,31 +95,40 @@ def _predict_resmlp(
     """``residual_theory.predict_residual_profiles`` for a stack of residual nets; none for a
     run with ``bias_std`` (the residual recursion takes σ_b² from the init)."""
     first = specs[0]
-    applies = [k for k, spec in enumerate(specs) if spec.bias_std is None]
-    predictions: list[theory.ProfilePrediction | None] = [None] * len(specs)
-    if not applies:
-        return predictions
-    nets = [
-        (
-            specs[k].init,
-            specs[k].init_std,
-            q_ins[k],
-            residual_alpha(specs[k].residual_scale, specs[k].depth)[0],
+
+    def predict(those: list[Any], their_q_ins: list[float]) -> list[Any]:
+        nets = [
+            (spec.init, spec.init_std, q_in, residual_alpha(spec.residual_scale, spec.depth)[0])
+            for spec, q_in in zip(those, their_q_ins, strict=True)
+        ]
+        return residual_theory.predict_residual_profiles(
+            first.activation,
+            first.residual_branch,
+            first.norm_layer,
+            d_in,
+            first.width,
+            first.depth,
+            d_out,
+            nets,
         )
-        for k in applies
-    ]
-    predicted = residual_theory.predict_residual_profiles(
-        first.activation,
-        first.residual_branch,
-        first.norm_layer,
-        d_in,
-        first.width,
-        first.depth,
-        d_out,
-        nets,
-    )
-    for k, prediction in zip(applies, predicted, strict=True):
-        predictions[k] = prediction
+
+    return _where(specs, q_ins, lambda spec: spec.bias_std is None, predict)
+
+
+def _where(
+    specs: Sequence[Any],
+    q_ins: Sequence[float],
+    applies: Callable[[Any], bool],
+    predict: Callable[[list[Any], list[float]], list[Any]],
+) -> list[theory.ProfilePrediction | None]:
+    """``predict(specs, q_ins)`` in one vectorised call for the runs it ``applies`` to, in
+    order; None for the others."""
+    chosen = [k for k, spec in enumerate(specs) if applies(spec)]
+    predictions: list[theory.ProfilePrediction | None] = [None] * len(specs)
+    if chosen:
+        predicted = predict([specs[k] for k in chosen], [q_ins[k] for k in chosen])
+        for k, prediction in zip(chosen, predicted, strict=True):
+            predictions[k] = prediction
     return predictions
 
 

@@ -24,11 +24,6 @@ from gradlab.core.schema import empty_table, text_column
 
 # a layer_stats row's phase: a probe at init, one during training, the mean-field prediction
 PHASES = ("init", "train", "theory")
-# what phase theory predicts per hidden layer: grad_preact_rms (last hidden layer = 1),
-# preact_std and the gradient map chi1; for a residual net the stream's gradient and spread in
-# place of the first two (``Architecture.profile``, ``.signal``)
-THEORY_QUANTITIES = ("grad_preact_rms", "preact_std", "chi1")
-STREAM_THEORY_QUANTITIES = ("grad_stream_rms", "stream_std", "chi1")
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +109,7 @@ class ProbeLog:
     """One run's probe steps and distribution samples; builds its long tables once, at the end."""
 
     def __init__(self, depth: int, sample_size: int, seed: int, stream: bool = False):
-        self.depth, self.sample_size, self.stream = depth, sample_size, stream
+        self.depth, self.sample_size = depth, sample_size
         self.layout = probe_layout(depth, quantities.measured(stream), stream)
         self.steps: list[tuple[str, int, list[float]]] = []  # phase, step, row of ``layout``
         # per call of keep_samples: phase, step, quantity (codes) and layer of each row, rows
@@ -132,10 +127,15 @@ class ProbeLog:
             return np.array([])
         return np.asarray(rows[-1])[self.layout.positions(name)]
 
-    def layer_stats(self, prediction: theory.ProfilePrediction | None = None) -> pd.DataFrame:
-        """Every probe step's values, then phase ``theory``: the mean-field prediction's
-        ``THEORY_QUANTITIES`` per hidden layer."""
-        parts = [self._probe_rows(), _theory_rows(prediction, self.stream)]
+    def layer_stats(
+        self,
+        prediction: theory.ProfilePrediction | None = None,
+        predicted: tuple[str, str] = ("grad_preact_rms", "preact_std"),
+    ) -> pd.DataFrame:
+        """Every probe step's values, then phase ``theory``: per layer the mean-field
+        prediction of the gradient and the signal named by ``predicted`` (an architecture's
+        ``profile`` and ``signal``: the last layer's gradient is 1) and ``chi1``."""
+        parts = [self._probe_rows(), _theory_rows(prediction, predicted)]
         if not any(len(part[-1]) for part in parts):
             return empty_table("layer_stats")
         phase, step, layer, quantity, value = (np.concatenate(c) for c in zip(*parts, strict=True))
@@ -230,13 +230,13 @@ def sample_tensors(cap: probes.Capture, weight_grads: list[Tensor]) -> tuple[lis
 
 
 def _theory_rows(
-    prediction: theory.ProfilePrediction | None, stream: bool
+    prediction: theory.ProfilePrediction | None, predicted: tuple[str, str]
 ) -> tuple[np.ndarray, ...]:
-    """``ProbeLog._probe_rows``' columns for phase ``theory``: ``THEORY_QUANTITIES`` per hidden
-    layer, or ``STREAM_THEORY_QUANTITIES`` per block of a residual net."""
+    """``ProbeLog._probe_rows``' columns for phase ``theory``: the ``predicted`` gradient and
+    signal quantities and ``chi1``, per layer."""
     if prediction is None:
         return _no_rows()
-    names = STREAM_THEORY_QUANTITIES if stream else THEORY_QUANTITIES
+    names = (*predicted, "chi1")
     depth, n = len(prediction.q), len(names)
     codes = [quantities.layer_quantities().index(q) for q in names]
     # the spread around a mean (a residual stream's shift, common to its units), as measured

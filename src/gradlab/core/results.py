@@ -58,7 +58,8 @@ def run_result(  # noqa: PLR0913, PLR0917
 ) -> RunResult:
     """The result of a run that trained to its end or diverged."""
     status = "diverged" if ending.diverged_step is not None else "finished"
-    profile = get_architecture(spec.arch).profile
+    arch = get_architecture(spec.arch)
+    profile = arch.profile
     summary = {
         **_summary(task, history, probe_log, ending, profile),
         "replicas": ending.replicas,
@@ -71,7 +72,7 @@ def run_result(  # noqa: PLR0913, PLR0917
         status,
         summary,
         pd.DataFrame(history, columns=list(HISTORY_COLUMNS)),
-        probe_log.layer_stats(prediction),
+        probe_log.layer_stats(prediction, (profile, arch.signal)),
         probe_log.distributions(),
         state_dict,
     )
