@@ -50,8 +50,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Runs that agree on these train together as one stacked model (see ``train_group``); the
-# others (init, init_std, residual_scale, lr, weight_decay, schedule, clip, epochs, seed) may
-# differ per replica.
+# others (init, init_std, bias_std, residual_scale, lr, weight_decay, schedule, clip, epochs, seed)
+# may differ per replica.
 GROUP_AXES = (
     "dataset",
     "input_norm",
