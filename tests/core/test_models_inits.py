@@ -190,3 +190,41 @@ def test_stacked_tanh_below_the_threshold_is_torch_tanh():
     h = torch.randn(FAST_TANH_MIN - 1)
     assert torch.equal(stacked_tanh(h), torch.tanh(h))
     assert torch.equal(stacked_tanh(h.double()), torch.tanh(h.double()))
+
+
+def test_the_scalable_inits_are_kaiming_and_orthogonal():
+    assert {name for name, init in INITS.items() if init.scalable} == {
+        "kaiming_uniform",
+        "kaiming_normal",
+        "orthogonal",
+    }
+
+
+def test_orthogonal_with_a_gain_draws_sqrt_sigma_w2_times_an_orthogonal_matrix():
+    # every layer draws with the gain: the first (tall), the hidden (square) and the head (wide)
+    sigma_w2 = 1.7
+    model = MLP(16, 8, depth=3, width=32, activation="tanh", norm_layer="none")
+    initialize(
+        model, "orthogonal", "tanh", 0.0, torch.Generator().manual_seed(0), gain=math.sqrt(sigma_w2)
+    )
+    for layer in model.all_linears():
+        w = layer.weight.double()  # (fan_out, fan_in)
+        gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+        eye = torch.eye(min(w.shape), dtype=torch.float64)
+        torch.testing.assert_close(gram, sigma_w2 * eye, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("init", ["kaiming_normal", "kaiming_uniform"])
+def test_kaiming_with_a_gain_draws_variance_sigma_w2_over_fan_in(init):
+    sigma_w2 = 0.6  # below tanh's 25/9, so the registered gain would miss by far
+    model = MLP(512, 4, depth=2, width=512, activation="tanh", norm_layer="none")
+    initialize(model, init, "tanh", 0.0, torch.Generator().manual_seed(0), gain=sigma_w2**0.5)
+    for layer in model.all_linears()[:-1]:
+        measured = layer.in_features * layer.weight.double().var().item()
+        assert abs(measured / sigma_w2 - 1) < 0.02, f"{init}: fan_in·Var[W] {measured}"
+
+
+def test_a_gain_for_an_init_without_one_is_refused():
+    model = MLP(4, 1, depth=2, width=8, activation="tanh", norm_layer="none")
+    with pytest.raises(ValueError, match=r"init 'xavier_uniform' has no gain to replace; a gain "):
+        initialize(model, "xavier_uniform", "tanh", 0.0, torch.Generator(), gain=1.0)

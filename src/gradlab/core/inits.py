@@ -25,7 +25,8 @@ class Init:
     Attributes:
         name: The value of the grid's ``init`` axis.
         draw: Fills a ``(fan_out, fan_in)`` weight in place: ``draw(weight, gain, std,
-            generator)``, ``gain`` being the activation's registered gain.
+            generator)``, ``gain`` being the activation's registered gain (or a run's
+            ``√sigma_w2`` where the init is ``scalable``).
         variances: ``(σ_w², σ_b²) = (fan_in · Var[W], Var[b])`` it gives a layer, as
             ``variances(fan_in, fan_out, gain, std)``: what the mean-field theory starts from.
             NaN where no a-priori value exists (``lsuv`` fits the weights to the data).
@@ -34,6 +35,10 @@ class Init:
             the biases at zero.
         zero_init: The layers a residual net names in ``zero_init_linears()`` (each branch's last
             and the head) start at zero and draw nothing (Fixup); only residual nets have them.
+        scalable: Its ``σ_w²`` is the gain² (times a shape factor for orthogonal's tall layers),
+            so a run may choose ``σ_w²`` by drawing with the gain ``√σ_w²`` in place of the
+            activation's (the grid's ``sigma_w2``; Pennington et al. 2017 set orthogonal and
+            Gaussian nets to any σ_w²).
     """
 
     name: str
@@ -42,6 +47,7 @@ class Init:
     paper: str
     torch_bias: bool = False
     zero_init: bool = False
+    scalable: bool = False
 
 
 INITS: dict[str, Init] = {}
@@ -107,12 +113,14 @@ for _init in (
         lambda w, gain, std, gen: _uniform(w, gain / math.sqrt(_fans(w)[0]), gen),
         _gain_variances,
         paper="He et al. 2015",
+        scalable=True,
     ),
     Init(
         "kaiming_normal",
         lambda w, gain, std, gen: _gaussian(w, gain / math.sqrt(_fans(w)[0]), gen),
         _gain_variances,
         paper="He et al. 2015",
+        scalable=True,
     ),
     # a (semi-)orthogonal matrix times the gain; a tall matrix's orthonormal columns give
     # Var[W] = 1 / fan_out
@@ -121,6 +129,7 @@ for _init in (
         lambda w, gain, std, gen: nn.init.orthogonal_(w, gain=gain, generator=gen),
         lambda fan_in, fan_out, gain, std: (gain**2 * min(1.0, fan_in / fan_out), 0.0),
         paper="Saxe, McClelland & Ganguli 2014",
+        scalable=True,
     ),
     # Var[W] = 1 / fan_in; with SELU it self-normalizes (Klambauer et al. 2017)
     Init(
@@ -162,6 +171,31 @@ for _init in (
 def get_init(name: str) -> Init:
     """The registered init ``name``; a ``ValueError`` listing the valid names otherwise."""
     return lookup(INITS, name, "init")
+
+
+def scalable_inits() -> list[str]:
+    """The inits whose gain a run may replace (``Init.scalable``), in registry order."""
+    return [name for name, init in INITS.items() if init.scalable]
+
+
+def init_gain(init: str, activation: str, gain: float | None = None) -> float:
+    """The gain ``init`` draws with: ``gain`` where given (``√σ_w²``), else the activation's
+    registered gain.
+
+    Raises:
+        ValueError: For an unknown init or activation, a ``gain`` that is not a positive finite
+            number, or a ``gain`` for an init that is not ``scalable``.
+    """
+    scheme, registered = get_init(init), get_activation(activation).gain
+    if gain is None:
+        return registered
+    if not scheme.scalable:
+        raise ValueError(
+            f"init {init!r} has no gain to replace; a gain applies to inits {scalable_inits()}"
+        )
+    if not (math.isfinite(gain) and gain > 0.0):
+        raise ValueError(f"gain must be a positive finite number, got {gain!r}")
+    return gain
 
 
 @torch.no_grad()
@@ -213,6 +247,7 @@ def initialize(  # noqa: PLR0913, PLR0917
     generator: torch.Generator,
     data_batch: Tensor | None = None,
     bias_std: float | None = None,
+    gain: float | None = None,
 ) -> None:
     """Initialize every ``nn.Linear`` of ``model`` with the named scheme.
 
@@ -226,8 +261,11 @@ def initialize(  # noqa: PLR0913, PLR0917
         data_batch: Required by ``lsuv``; ignored otherwise.
         bias_std: Draw each bias from N(0, bias_std²), before its weight, instead of the
             scheme's rule (σ_b² = bias_std², as Schoenholz et al. 2017 sweep it).
+        gain: Every layer's gain (the first and the head included) in place of the
+            activation's: ``√σ_w²`` for a run's ``sigma_w2``, so orthogonal draws ``gain · O``
+            and kaiming a std of ``gain / √fan_in``. Only for ``scalable`` inits.
     """
-    scheme, gain = get_init(init), get_activation(activation).gain
+    scheme, gain = get_init(init), init_gain(init, activation, gain)
     zeroed: list[nn.Linear] = []
     if scheme.zero_init:
         if not isinstance(model, ResMLP):

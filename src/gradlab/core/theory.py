@@ -54,7 +54,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import linalg, special
 
 from gradlab.core.activations import get_activation
-from gradlab.core.inits import get_init
+from gradlab.core.inits import get_init, init_gain
 
 Array = NDArray[np.float64]
 
@@ -278,8 +278,14 @@ def depth_scale(chi: ArrayLike) -> float | Array:
     return _as_output(xi)
 
 
-def init_variances(
-    init: str, activation: str, fan_in: int, fan_out: int, std: float | None = None
+# noqa reason: an init's two parameters (std, gain) beside the scheme, activation and shape
+def init_variances(  # noqa: PLR0913, PLR0917
+    init: str,
+    activation: str,
+    fan_in: int,
+    fan_out: int,
+    std: float | None = None,
+    gain: float | None = None,
 ) -> tuple[float, float]:
     """``(σ_w², σ_b²) = (fan_in · Var[W], Var[b])`` that an init scheme gives one Linear layer
     (each entry of ``gradlab.core.inits.INITS`` states its own):
@@ -294,18 +300,24 @@ def init_variances(
     * ``lsuv``: ``(nan, 0)``: LSUV rescales the weights to the data, so there is no a-priori
       prediction
 
+    ``gain`` replaces the activation's gain for the ``scalable`` inits (kaiming, orthogonal), as
+    ``inits.initialize`` draws them: a run's ``sigma_w2`` gives ``gain = √σ_w²``, so kaiming's
+    ``σ_w²`` is ``gain²`` and orthogonal's ``gain² · min(1, fan_in / fan_out)``.
+
     Args:
         init: One of the schemes above.
         activation: A registered activation (``gradlab.core.activations``).
         fan_in: Input features of the layer.
         fan_out: Output features of the layer.
         std: Weight standard deviation; required by ``normal`` only.
+        gain: The gain in place of the activation's; ``scalable`` inits only.
     Returns:
         ``(σ_w², σ_b²)``.
     Raises:
-        ValueError: For an unknown init or activation, or ``normal`` without ``std``.
+        ValueError: For an unknown init or activation, ``normal`` without ``std``, or a
+            ``gain`` for an init that is not ``scalable``.
     """
-    gain = get_activation(activation).gain
+    gain = init_gain(init, activation, gain)
     if fan_in < 1 or fan_out < 1:
         raise ValueError(f"fan_in and fan_out must be >= 1, got {fan_in} and {fan_out}")
     if init == "normal" and std is None:
@@ -417,7 +429,7 @@ class ProfilePrediction:
     xi_q: float = math.nan
 
 
-# noqa reason: an init's two parameters beside the net's activation, shape and input
+# noqa reason: an init's parameters and σ_b² beside the net's activation, shape and input
 def predict_profile(  # noqa: PLR0913, PLR0917
     activation: str,
     init: str,
@@ -425,6 +437,7 @@ def predict_profile(  # noqa: PLR0913, PLR0917
     q_in: float,
     std: float | None = None,
     sigma_b2: float | None = None,
+    gain: float | None = None,
 ) -> ProfilePrediction:
     """Predict q, χ₁ and the back-propagated gradient RMS of every hidden layer at init.
 
@@ -441,10 +454,12 @@ def predict_profile(  # noqa: PLR0913, PLR0917
         q_in: Mean squared input coordinate, ``mean_i x_i²``; ``q_1 = σ_w²(1) q_in + σ_b²(1)``.
         std: Weight standard deviation for ``init="normal"``.
         sigma_b2: Every layer's σ_b² in place of the init's (``bias_std²``); None keeps it.
+        gain: Every layer's gain in place of the activation's (``√sigma_w2``; see
+            ``init_variances``); None keeps it.
     Returns:
         The prediction; for ``lsuv`` every entry is NaN but the normalizing ``grad_rms[-1] = 1``.
     """
-    return predict_profiles(activation, widths, [(init, std, q_in)], [sigma_b2])[0]
+    return predict_profiles(activation, widths, [(init, std, q_in)], [sigma_b2], [gain])[0]
 
 
 def predict_profiles(
@@ -452,6 +467,7 @@ def predict_profiles(
     widths: Sequence[int],
     nets: Sequence[tuple[str, float | None, float]],
     bias_variances: Sequence[float | None] | None = None,
+    gains: Sequence[float | None] | None = None,
 ) -> list[ProfilePrediction]:
     """``predict_profile`` for many nets of one activation and shape, in one vectorised pass.
 
@@ -464,6 +480,8 @@ def predict_profiles(
         nets: ``(init, std, q_in)`` per net, as ``predict_profile`` takes them.
         bias_variances: Per net, σ_b² of every layer in place of its init's (a run's
             bias_std²), or None to keep the init's.
+        gains: Per net, every layer's gain in place of the activation's (a run's
+            ``√sigma_w2``; see ``init_variances``), or None to keep it.
     Returns:
         One prediction per net, in order.
     """
@@ -472,13 +490,15 @@ def predict_profiles(
         raise ValueError(f"widths must be [d_in, n_1, ..., n_L, d_out] with sizes >= 1: {widths}")
     if not nets:
         return []
-    layers = list(itertools.pairwise(widths))
+    layers = [*itertools.pairwise(widths), (widths[-2], widths[-2])]
+    gains = list(gains) if gains is not None else [None] * len(nets)
+    if len(gains) != len(nets):
+        raise ValueError(f"gains has {len(gains)} entries for {len(nets)} nets")
     # (nets, weight layers, 2): σ_w² and σ_b² of every layer, then of a hidden n_L → n_L layer
     variances = np.array(
         [
-            [init_variances(init, activation, n_in, n_out, std) for n_in, n_out in layers]
-            + [init_variances(init, activation, widths[-2], widths[-2], std)]
-            for init, std, _ in nets
+            [init_variances(init, activation, n_in, n_out, std, gain) for n_in, n_out in layers]
+            for (init, std, _), gain in zip(nets, gains, strict=True)
         ]
     )
     for k, bias in enumerate(bias_variances or ()):
