@@ -272,3 +272,53 @@ def test_dask_scheduler_addresses_are_accepted(address):
     params = base_parameters()
     params["train"] |= {"executor": "dask", "dask": {"address": address}}
     assert validate_parameters(params).train.dask.address == address
+
+
+def _baseline_problems(**fields) -> str:
+    params = base_parameters()
+    params["grid"]["baseline"].update(fields)
+    with pytest.raises(ConfigError) as caught:
+        validate_parameters(params)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [("big", "big"), (-1, "-1"), (0, "0"), (math.inf, "inf")]
+)
+def test_a_sigma_w2_that_is_no_positive_number_or_critical_is_refused(value, text):
+    # a number is kept as its text before it is checked, and named so
+    message = _baseline_problems(init="orthogonal", sigma_w2=value)
+    assert f"  grid.baseline.sigma_w2 = {text!r}: sigma_w2 {text!r}: " in message, message
+    assert "expected a number > 0 or 'critical'" in message, message
+    study = _study_problems(init=["orthogonal"], sigma_w2=[1, value])
+    assert f"  grid.studies.res.sigma_w2[1] = {value!r}: sigma_w2 {text!r}: " in study, study
+
+
+def test_sigma_w2_on_an_init_without_a_gain_is_refused_naming_the_inits():
+    message = _baseline_problems(sigma_w2=2)  # the baseline's init is xavier_uniform
+    assert (
+        "sigma_w2 applies to inits ['kaiming_uniform', 'kaiming_normal', 'orthogonal'], whose "
+        "σ_w² is their gain²; got init 'xavier_uniform'"
+    ) in message, message
+    # in a study, the combination that cannot be built is named
+    study = _study_problems(init=["orthogonal", "lecun_normal"], sigma_w2=[1, "critical"])
+    assert "'init': 'lecun_normal'" in study and "got init 'lecun_normal'" in study, study
+
+
+def test_critical_sigma_w2_without_a_crossing_is_refused():
+    message = _baseline_problems(
+        init="orthogonal", activation="sigmoid", bias_std=1000.0, sigma_w2="critical"
+    )
+    assert "sigma_w2 'critical': χ₁(q*) does not cross 1" in message, message
+    assert "activation 'sigmoid' with σ_b² = 1e+06" in message, message
+
+
+def test_a_study_of_sigma_w2_is_valid():
+    params = base_parameters()
+    params["grid"]["studies"]["sigma_w2"] = {
+        "question": "Do orthogonal nets train at any σ_w²?",
+        "init": ["orthogonal", "kaiming_normal"],
+        "sigma_w2": [0.5, 1, "critical"],
+    }
+    parsed = validate_parameters(params)
+    assert parsed.grid.studies[-1].axes["sigma_w2"] == (0.5, 1, "critical")

@@ -1,14 +1,16 @@
 """Run specs, their ids and labels, and grid expansion."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from pydantic import ValidationError
 
-from gradlab.core.grid import RunSpec, Study, expand, select, specs_from_table
+from gradlab.core.grid import RunSpec, Study, expand, select, sigma_w2_value, specs_from_table
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 
@@ -156,8 +158,6 @@ def test_specs_from_table_round_trips(tmp_path):
     study = Study(name="s", question="?", axes={"clip": (1.0, 2.0), "init": ("default",)})
     table = expand(RunSpec(), [study], seeds=(0, 3))
     table.to_parquet(tmp_path / "t.parquet")
-    import pandas as pd
-
     specs = specs_from_table(pd.read_parquet(tmp_path / "t.parquet"))
     assert [s.run_id for s in specs] == table["run_id"].tolist()
 
@@ -183,3 +183,83 @@ def test_a_residual_label_names_arch_and_alpha_and_a_postact_branch():
     label = RunSpec(arch="resmlp", residual_scale="1/sqrt(depth)").label
     assert "·resmlp·α1/sqrt(depth)·" in label and "preact" not in label
     assert "·postact·" in RunSpec(arch="resmlp", residual_branch="postact").label
+
+
+def test_sigma_w2_unset_keeps_every_run_id():
+    assert "sigma_w2" not in RunSpec(init="orthogonal").canonical()
+    assert RunSpec(init="orthogonal", sigma_w2=None).run_id == RunSpec(init="orthogonal").run_id
+    assert RunSpec().weight_gain is None
+
+
+def test_sigma_w2_is_kept_as_its_shortest_text_one_id_per_value():
+    same = [RunSpec(init="orthogonal", sigma_w2=v) for v in (1.5, "1.5", "1.50", "15e-1")]
+    assert {s.sigma_w2 for s in same} == {"1.5"}
+    assert len({s.run_id for s in same}) == 1
+    assert RunSpec(init="orthogonal", sigma_w2=2).sigma_w2 == "2"
+    assert RunSpec(init="orthogonal", sigma_w2=2).run_id != RunSpec(init="orthogonal").run_id
+    spec = RunSpec(init="kaiming_normal", sigma_w2=1.5)
+    assert spec.weight_gain == pytest.approx(math.sqrt(1.5), rel=1e-15)
+    assert "·σw²1.5·" in spec.label
+    assert "·σw²critical·" in RunSpec(init="orthogonal", sigma_w2="critical").label
+
+
+@pytest.mark.parametrize(
+    ("activation", "bias_std", "sigma_w2"),
+    [
+        ("tanh", None, 1.0),
+        ("relu", None, 2.0),
+        ("relu", 0.5, 2.0),
+        ("tanh", math.sqrt(0.05), 1.761),
+    ],
+)
+def test_critical_sigma_w2_is_where_chi1_is_one(activation, bias_std, sigma_w2):
+    spec = RunSpec(init="orthogonal", activation=activation, bias_std=bias_std, sigma_w2="critical")
+    tolerance = 1e-3 if sigma_w2 == 1.761 else 1e-12
+    assert spec.weight_gain**2 == pytest.approx(sigma_w2, abs=tolerance)
+    assert spec.weight_gain == math.sqrt(sigma_w2_value("critical", activation, bias_std))
+
+
+def test_a_study_varies_sigma_w2_and_the_table_round_trips(tmp_path):
+    study = Study(name="s", question="?", axes={"sigma_w2": (1, 2.0, "critical")})
+    table = expand(RunSpec(init="orthogonal"), [study], seeds=(0,))
+    assert table["sigma_w2"].tolist() == ["1", "2", "critical"]
+    assert table["label"].is_unique and table["name"].is_unique
+    table.to_parquet(tmp_path / "t.parquet")
+    specs = specs_from_table(pd.read_parquet(tmp_path / "t.parquet"))
+    assert [s.run_id for s in specs] == table["run_id"].tolist()
+
+
+def test_specs_from_a_table_without_sigma_w2_leave_it_unset():
+    table = expand(RunSpec(), [Study(name="s", question="?", axes={"depth": (2, 4)})], (0,))
+    specs = specs_from_table(table.drop(columns="sigma_w2"))
+    assert [s.run_id for s in specs] == table["run_id"].tolist()
+    assert all(s.sigma_w2 is None for s in specs)
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"init": "orthogonal", "sigma_w2": "big"}, "sigma_w2 'big': expected a number > 0 or"),
+        ({"init": "orthogonal", "sigma_w2": -1}, "sigma_w2 '-1': expected a number > 0 or"),
+        ({"init": "orthogonal", "sigma_w2": 0.0}, "sigma_w2 '0': expected a number > 0 or"),
+        ({"init": "orthogonal", "sigma_w2": math.inf}, "sigma_w2 'inf': expected a number > 0"),
+        (
+            {"init": "xavier_uniform", "sigma_w2": 2},
+            "sigma_w2 applies to inits ['kaiming_uniform', 'kaiming_normal', 'orthogonal'], "
+            "whose σ_w² is their gain²; got init 'xavier_uniform'",
+        ),
+        (
+            {
+                "init": "orthogonal",
+                "activation": "sigmoid",
+                "bias_std": 1000.0,
+                "sigma_w2": "critical",
+            },
+            "sigma_w2 'critical': χ₁(q*) does not cross 1",
+        ),
+    ],
+)
+def test_bad_sigma_w2_is_refused_naming_value_and_choices(fields, words):
+    with pytest.raises(ValidationError) as caught:
+        RunSpec(**fields)
+    assert words in str(caught.value)

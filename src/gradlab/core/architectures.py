@@ -69,7 +69,8 @@ def _predict_mlp(
     """``theory.predict_profiles`` where it applies: no normalization layer, an a-priori init;
     one vectorised solve for the stack (its runs share activation, depth and width). With
     BatchNorm before φ, ``bn_theory.predict_bn_profile`` at the probe's batch size, whatever the
-    init (Yang et al. 2019: BatchNorm's growth does not depend on σ_w)."""
+    init (Yang et al. 2019: BatchNorm's growth does not depend on σ_w). A run's ``sigma_w2`` is
+    its ``weight_gain``, which replaces the activation's gain in every layer's σ_w²."""
     first = specs[0]
     if first.norm_layer == "batchnorm_pre":
         # one profile for the stack: activation, depth and batch are shared
@@ -82,7 +83,8 @@ def _predict_mlp(
             (spec.init, spec.init_std, q_in) for spec, q_in in zip(those, their_q_ins, strict=True)
         ]
         biases = [None if spec.bias_std is None else spec.bias_std**2 for spec in those]
-        return theory.predict_profiles(first.activation, widths, nets, biases)
+        gains = [spec.weight_gain for spec in those]
+        return theory.predict_profiles(first.activation, widths, nets, biases, gains)
 
     return _where(
         specs, q_ins, lambda spec: spec.norm_layer == "none" and spec.init != "lsuv", predict
@@ -93,7 +95,8 @@ def _predict_resmlp(
     specs: Sequence[Any], q_ins: Sequence[float], d_in: int, d_out: int, batch: int
 ) -> list[theory.ProfilePrediction | None]:
     """``residual_theory.predict_residual_profiles`` for a stack of residual nets; none for a
-    run with ``bias_std`` (the residual recursion takes σ_b² from the init)."""
+    run with ``bias_std`` or ``sigma_w2`` (the residual recursion takes σ_b² and σ_w² from the
+    init and the activation's gain)."""
     first = specs[0]
 
     def predict(those: list[Any], their_q_ins: list[float]) -> list[Any]:
@@ -112,7 +115,9 @@ def _predict_resmlp(
             nets,
         )
 
-    return _where(specs, q_ins, lambda spec: spec.bias_std is None, predict)
+    return _where(
+        specs, q_ins, lambda spec: spec.bias_std is None and spec.sigma_w2 is None, predict
+    )
 
 
 def _where(

@@ -6,6 +6,7 @@ cached, skipped and resumed by id.
 """
 
 import fnmatch
+import functools
 import hashlib
 import itertools
 import json
@@ -16,10 +17,11 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gradlab.core import theory
 from gradlab.core.activations import ACTIVATIONS
 from gradlab.core.architectures import ARCHITECTURES
 from gradlab.core.data import DATASETS, INPUT_NORMS
-from gradlab.core.inits import INITS
+from gradlab.core.inits import INITS, get_init, scalable_inits
 from gradlab.core.models import NORM_LAYERS
 from gradlab.core.optim import OPTIMIZERS, SCHEDULES
 from gradlab.core.registry import lookup
@@ -51,6 +53,10 @@ class RunSpec(BaseModel):
     init_std: float | None = Field(default=None, gt=0)  # used by init "normal" only
     # biases ~ N(0, bias_std²), so σ_b² = bias_std², instead of the init's own rule
     bias_std: float | None = Field(default=None, gt=0)
+    # σ_w² = fan_in · Var[W] of a scalable init (kaiming, orthogonal) in place of the
+    # activation's gain²: a number (as text, "1.5") or "critical", where χ₁(q*) = 1 for the
+    # activation and σ_b² (Pennington et al. 2017); None keeps the gain
+    sigma_w2: str | None = None
     norm_layer: str = "none"
     arch: str = "mlp"
     # the branch multiplier α of a residual net: a number (as text, "0.5") or a rule of
@@ -83,6 +89,21 @@ class RunSpec(BaseModel):
             residual_alpha(scale, 1)  # raises with the valid choices
         return scale
 
+    @field_validator("sigma_w2")
+    @classmethod
+    def _sigma_w2(cls, sigma_w2: str | None) -> str | None:
+        if sigma_w2 is not None and sigma_w2 != CRITICAL:
+            try:
+                number = float(sigma_w2)
+            except ValueError:
+                number = math.nan
+            if not (math.isfinite(number) and number > 0.0):
+                raise ValueError(
+                    f"sigma_w2 {sigma_w2!r}: expected a number > 0 or {CRITICAL!r} (σ_w² where "
+                    "χ₁ = 1)"
+                )
+        return sigma_w2
+
     @field_validator("residual_branch")
     @classmethod
     def _branch(cls, branch: str | None) -> str | None:
@@ -102,6 +123,8 @@ class RunSpec(BaseModel):
         if data.get("arch", "mlp") == "mlp":
             unused |= set(RESIDUAL_FIELDS)
         data = {k: v for k, v in data.items() if k not in unused}
+        if data.get("sigma_w2") is not None:
+            data["sigma_w2"] = _sigma_w2_text(data["sigma_w2"])
         if data.get("arch", "mlp") != "mlp":
             for name, default in RESIDUAL_FIELDS.items():
                 data[name] = default if data.get(name) is None else data[name]
@@ -121,7 +144,28 @@ class RunSpec(BaseModel):
                 f"norm_layer {self.norm_layer!r} has no place in a residual branch, which "
                 f"normalizes φ's input; expected one of {list(RESIDUAL_NORMS)}"
             )
+        if self.sigma_w2 is not None and not get_init(self.init).scalable:
+            raise ValueError(
+                f"sigma_w2 applies to inits {scalable_inits()}, whose σ_w² is their gain²; "
+                f"got init {self.init!r}"
+            )
+        if self.sigma_w2 == CRITICAL and math.isnan(
+            sigma_w2_value(CRITICAL, self.activation, self.bias_std)
+        ):
+            raise ValueError(
+                f"sigma_w2 'critical': χ₁(q*) does not cross 1 in σ_w² ∈ [1e-4, 1e4] for "
+                f"activation {self.activation!r} with σ_b² = {(self.bias_std or 0.0) ** 2:g} "
+                "(bias_std²); give sigma_w2 a number"
+            )
         return self
+
+    @property
+    def weight_gain(self) -> float | None:
+        """The gain every layer draws with in place of the activation's: ``√σ_w²`` of
+        ``sigma_w2`` (``critical`` solved by ``sigma_w2_value``); None when unset."""
+        if self.sigma_w2 is None:
+            return None
+        return math.sqrt(sigma_w2_value(self.sigma_w2, self.activation, self.bias_std))
 
     @property
     def residual_learnable(self) -> bool:
@@ -135,11 +179,10 @@ class RunSpec(BaseModel):
 
     def canonical(self) -> str:
         """Sorted-key compact JSON of every field: the spec's identity. An MLP's leaves out the
-        residual fields, and a spec without bias_std that field, so a run's id is the one it had
-        before they existed."""
+        residual fields, and a spec without bias_std or sigma_w2 that field, so a run's id is
+        the one it had before they existed."""
         exclude = {"arch", *RESIDUAL_FIELDS} if self.arch == "mlp" else set()
-        if self.bias_std is None:
-            exclude.add("bias_std")
+        exclude |= {name for name in ("bias_std", "sigma_w2") if getattr(self, name) is None}
         fields = self.model_dump(exclude=exclude)
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
@@ -187,6 +230,42 @@ class RunSpec(BaseModel):
 # A residual net's fields when left out (an MLP has none)
 RESIDUAL_FIELDS = {"residual_scale": "1", "residual_branch": "preact"}
 
+# The value of sigma_w2 that names the critical point, χ₁(q*) = 1
+CRITICAL = "critical"
+
+
+def sigma_w2_value(sigma_w2: str, activation: str, bias_std: float | None = None) -> float:
+    """The σ_w² a run's ``sigma_w2`` names: its number, or for ``critical`` the σ_w² with
+    χ₁(q*) = 1 for ``activation`` and σ_b² = ``bias_std²`` (0 without it), which
+    ``theory.critical_sigma_w2`` solves (NaN where χ₁ does not cross 1): tanh 1 without biases
+    and ≈ 1.761 with σ_b² = 0.05, relu 2.
+
+    Args:
+        sigma_w2: A validated ``RunSpec.sigma_w2``.
+        activation: A registered activation.
+        bias_std: The run's ``bias_std``; None for zero biases.
+    Returns:
+        σ_w².
+    """
+    if sigma_w2 != CRITICAL:
+        return float(sigma_w2)
+    return _critical_sigma_w2(activation, 0.0 if bias_std is None else bias_std**2)
+
+
+@functools.cache
+def _critical_sigma_w2(activation: str, sigma_b2: float) -> float:
+    # a solve costs milliseconds, and every run of a stack asks
+    return float(theory.critical_sigma_w2(activation, sigma_b2))
+
+
+def _sigma_w2_text(sigma_w2: Any) -> Any:
+    """A number as ``sigma_w2`` keeps it (``_scale_text``); a non-finite one as text too, so the
+    validator names it rather than its type."""
+    text = _scale_text(sigma_w2)
+    if isinstance(text, float):  # inf or nan
+        return repr(text)
+    return text
+
 
 # values the label leaves out besides the defaults: a residual net's usual branch
 _UNLABELLED = {"residual_branch": "preact"}
@@ -213,6 +292,7 @@ def _number(value: Any) -> str:
 # Axes a label shows only when they differ from RunSpec's default, with their prefix; the names
 # of norm layers and schedules need none. With the always-shown axes this covers every field.
 _LABELLED_WHEN_SET = {
+    "sigma_w2": "σw²",
     "bias_std": "bstd",
     "arch": "",
     "residual_scale": "α",
@@ -297,7 +377,8 @@ def select(table: pd.DataFrame, patterns: Sequence[str]) -> pd.DataFrame:
 
 def specs_from_table(table: pd.DataFrame) -> list[RunSpec]:
     """Rebuild the run specs of a ``run_specs`` or ``runs`` table (the inverse of ``expand``)."""
-    fields = table[list(RunSpec.model_fields)].astype(object)
+    # a table from before a field existed lacks its column: that field is None (unset)
+    fields = table.reindex(columns=list(RunSpec.model_fields)).astype(object)
     records = fields.where(fields.notna(), None).to_dict("records")
     # lax: parquet may hand back 8.0 for 8 or numpy scalars; the values were validated on the way in
     return [RunSpec.model_validate(record, strict=False) for record in records]

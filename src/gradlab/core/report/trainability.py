@@ -7,8 +7,9 @@ describe) take at least two depths and two weight variances σ_w² for one activ
 variance σ_b² (a *panel*). σ_w² and σ_b² are the runs' ``theory_sigma_w2`` and
 ``theory_sigma_b2``; where those are missing (a runs table from before they were stored, or a
 run with ``bias_std`` the train stage made no prediction for) they are taken from the run spec:
-the init's own rule (``theory.init_variances``, e.g. ``init_std² · width`` for ``normal``) and
-``bias_std²`` where the spec sets ``bias_std``.
+the init's own rule (``theory.init_variances``, e.g. ``init_std² · width`` for ``normal``, with
+the gain ``√sigma_w2`` where the spec sets ``sigma_w2``) and ``bias_std²`` where the spec sets
+``bias_std``.
 
 A cell is one (σ_w², depth) of a panel; its outcome is the median over its runs (seeds) of the
 final validation metric, a run that diverged or failed counted as below every metric, so a cell
@@ -27,6 +28,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from gradlab.core import theory
+from gradlab.core.grid import sigma_w2_value
 from gradlab.core.report.tables import in_study, metric_label, setting_label, study_axes
 from gradlab.core.verdict import TRAINED_AT
 
@@ -56,7 +58,7 @@ CELL_COLUMNS = [
 ]
 PANEL_COLUMNS = ["panel", "activation", "sigma_b2", "critical_sigma_w2", "metric_name"]
 # Study axes that make σ_w², σ_b² and depth, or the panel's activation: the others split panels.
-_CELL_AXES = ("init_name", "bias_std", "depth", "activation")
+_CELL_AXES = ("init_name", "sigma_w2", "bias_std", "depth", "activation")
 # σ_w² and σ_b² are grouped at this many significant digits (init_std² · width is not exact).
 _DIGITS = 6
 # Points of the drawn curve: log-spaced over the panel, and towards the critical σ_w² from both
@@ -70,14 +72,19 @@ def _rounded(values: pd.Series) -> pd.Series:
 
 
 def _spec_variances(row: pd.Series) -> tuple[float, float]:
-    std = row.get("init_std")
+    std, sigma_w2, bias_std = (row.get(key) for key in ("init_std", "sigma_w2", "bias_std"))
     try:
+        gain = None
+        if not pd.isna(sigma_w2):
+            bias = None if pd.isna(bias_std) else float(bias_std)
+            gain = math.sqrt(sigma_w2_value(str(sigma_w2), row["activation"], bias))
         return theory.init_variances(
             row["init"],
             row["activation"],
             int(row["width"]),
             int(row["width"]),
             std=None if pd.isna(std) else float(std),
+            gain=gain,
         )
     except ValueError:  # an init with no a-priori variance, or normal without std
         return math.nan, math.nan
@@ -87,12 +94,13 @@ def run_variances(runs: pd.DataFrame) -> pd.DataFrame:
     """σ_w² and σ_b² of each run's hidden layers at init.
 
     ``theory_sigma_w2`` and ``theory_sigma_b2`` where they are finite; elsewhere the run spec's:
-    ``theory.init_variances`` of its init, activation, width and ``init_std``, and ``bias_std²``
-    for σ_b² where the spec sets ``bias_std`` (its biases are drawn from N(0, bias_std²)).
+    ``theory.init_variances`` of its init, activation, width, ``init_std`` and ``sigma_w2``
+    (``critical`` solved with its ``bias_std``), and ``bias_std²`` for σ_b² where the spec sets
+    ``bias_std`` (its biases are drawn from N(0, bias_std²)).
 
     Args:
         runs: Rows of the runs table (``init``, ``activation``, ``width``; ``init_std``,
-            ``bias_std`` and the theory columns where it has them).
+            ``sigma_w2``, ``bias_std`` and the theory columns where it has them).
     Returns:
         ``sigma_w2``, ``sigma_b2`` on ``runs``' index (NaN where neither source gives one).
     """
@@ -103,7 +111,7 @@ def run_variances(runs: pd.DataFrame) -> pd.DataFrame:
     sigma_b2 = sigma_b2.where(sigma_b2.notna() | bias_std.isna(), bias_std**2)
     missing = sigma_w2.isna() | sigma_b2.isna()
     if missing.any():
-        keys = ["init", "activation", "width", "init_std"]
+        keys = ["init", "activation", "width", "init_std", "sigma_w2", "bias_std"]
         specs = runs.loc[missing].reindex(columns=keys).astype(object)
         specs = specs.where(specs.notna(), None)  # None == None as a key; NaN != NaN
         # one call per distinct spec: a sweep repeats each over depths and seeds
