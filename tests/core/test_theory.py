@@ -14,6 +14,7 @@ from gradlab.core.activations import ACTIVATIONS, get_activation
 from gradlab.core.theory import (
     chi1,
     chi1_grid,
+    critical_sigma_w2,
     depth_scale,
     depth_scales,
     fixed_point,
@@ -26,6 +27,7 @@ from gradlab.core.theory import (
     predict_profile,
     predict_profiles,
 )
+from tests.helpers import solo_reference
 
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
@@ -630,3 +632,79 @@ def test_a_bias_variance_override_enters_the_length_map_and_the_depth_scales():
     assert plain.q[0] == pytest.approx(sigma_w2)
     scales = depth_scales("tanh", sigma_w2, 0.05)
     assert biased.xi_c == pytest.approx(scales.xi_c) and biased.xi_q == pytest.approx(scales.xi_q)
+
+
+# --- a chosen σ_w² (a run's sigma_w2, as the gain √σ_w²) ------------------------------------------
+
+
+def test_init_variances_with_a_gain_replace_the_activations():
+    assert init_variances("kaiming_normal", "tanh", 64, 32, gain=math.sqrt(2.5)) == pytest.approx(
+        (2.5, 0.0), rel=1e-15
+    )
+    # orthogonal keeps its tall-layer factor
+    got = init_variances("orthogonal", "tanh", 32, 64, gain=math.sqrt(3.0))
+    assert got == pytest.approx((1.5, 0.0), rel=1e-15)
+    assert init_variances("orthogonal", "tanh", 64, 64, gain=None) == (TANH_GAIN2, 0.0)
+
+
+def test_init_variances_refuse_a_gain_for_an_init_without_one():
+    with pytest.raises(ValueError, match="init 'xavier_normal' has no gain to replace"):
+        init_variances("xavier_normal", "tanh", 64, 32, gain=1.0)
+
+
+def test_predict_profile_with_a_gain_identity_is_geometric_in_sigma_w2():
+    s, q_in = 0.8, 0.4
+    p = predict_profile(
+        "identity", "kaiming_normal", [5, 16, 16, 16, 3], q_in=q_in, gain=math.sqrt(s)
+    )
+    np.testing.assert_allclose(p.q, [s * q_in, s**2 * q_in, s**3 * q_in], rtol=1e-14)
+    np.testing.assert_allclose(p.chi1, s, rtol=1e-14)
+    np.testing.assert_allclose(p.grad_rms, [s, math.sqrt(s), 1.0], rtol=1e-14)
+    assert p.chi1_fixed_point == pytest.approx(s, rel=1e-14) and p.q_fixed_point == 0.0
+    assert p.depth_scale == pytest.approx(-1.0 / math.log(s), rel=1e-13)
+
+
+def test_predict_profile_with_a_gain_orthogonal_tanh_matches_quadrature():
+    s, q_in, d_in, width = 1.3, 0.9, 5, 32
+
+    def expect(fn, q):
+        def integrand(z):
+            return fn(math.sqrt(q) * z) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+        return sum(
+            integrate.quad(integrand, *ends, epsabs=1e-15)[0] for ends in [(-30, 0), (0, 30)]
+        )
+
+    q1 = s * d_in / width * q_in  # the tall first layer: σ_w² = s · fan_in / fan_out
+    q2 = s * expect(lambda h: math.tanh(h) ** 2, q1)
+    chi = [s * expect(lambda h: math.cosh(h) ** -4, q) for q in (q1, q2)]
+    p = predict_profile("tanh", "orthogonal", [d_in, width, width, 3], q_in, gain=math.sqrt(s))
+    np.testing.assert_allclose(p.q, [q1, q2], rtol=1e-12)
+    np.testing.assert_allclose(p.chi1, chi, rtol=1e-12)
+    np.testing.assert_allclose(p.grad_rms, [math.sqrt(chi[0]), 1.0], rtol=1e-12)
+
+
+def test_predict_profiles_gains_apply_per_net_and_none_changes_nothing():
+    widths, nets = [6, 24, 24, 24, 2], [("orthogonal", None, 1.0), ("kaiming_normal", None, 0.5)]
+    plain = predict_profiles("tanh", widths, nets)
+    for a, b in zip(plain, predict_profiles("tanh", widths, nets, gains=[None, None]), strict=True):
+        for field in dataclasses.fields(a):
+            np.testing.assert_array_equal(getattr(a, field.name), getattr(b, field.name))
+    mixed = predict_profiles("tanh", widths, nets, gains=[None, 1.0])
+    alone = predict_profile("tanh", "kaiming_normal", widths, 0.5, gain=1.0)
+    # another stack's companions may move the vectorised fixed-point solve by an ulp
+    for a, b in [(plain[0], mixed[0]), (alone, mixed[1])]:
+        np.testing.assert_allclose(a.q, b.q, rtol=1e-14)
+        np.testing.assert_allclose(a.grad_rms, b.grad_rms, rtol=1e-14)
+        assert a.chi1_fixed_point == pytest.approx(b.chi1_fixed_point, rel=1e-14)
+    # q_1 = σ_w² q_in: σ_w² = gain² = 1 in place of tanh's 25/9
+    assert (mixed[1].q[0], plain[1].q[0]) == pytest.approx((0.5, TANH_GAIN2 * 0.5), rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("activation", "sigma_b2"), [("tanh", 0.05), ("relu", 0.0), ("sigmoid", 0.0)]
+)
+def test_the_oracles_critical_sigma_w2_agrees_with_theorys(activation, sigma_b2):
+    # the solo oracle solves χ₁(q*) = 1 in q* with scipy quadrature, independently of theory
+    oracle = solo_reference.critical_sigma_w2(activation, sigma_b2)
+    assert oracle == pytest.approx(float(critical_sigma_w2(activation, sigma_b2)), rel=1e-9)

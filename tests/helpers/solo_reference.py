@@ -24,15 +24,17 @@ What it shares with the engine is only what defines a run's numbers:
   each epoch, so a run that diverges stops at the same step.
 """
 
+import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
-from scipy import integrate
+from scipy import integrate, optimize
 from torch import Tensor, nn
 
 from gradlab.core.grid import RunSpec
@@ -133,6 +135,65 @@ def gain(activation: str) -> float:
     return 1.0 / math.sqrt(second_moment)
 
 
+def _moments(activation: str, q: float) -> tuple[float, float]:
+    """E[φ(√q z)²] and E[φ'(√q z)²] for z ~ N(0, 1): adaptive quadrature on each half-line (φ'
+    may jump at 0), φ' by autograd in float64."""
+    phi = ACTIVATIONS[activation]()
+
+    def value_and_slope(z: float) -> tuple[float, float]:
+        h = torch.tensor(math.sqrt(q) * z, dtype=torch.float64, requires_grad=True)
+        out = phi(h)
+        (slope,) = torch.autograd.grad(out, h)
+        return out.item(), slope.item()
+
+    def expectation(k: int) -> float:
+        def integrand(z: float) -> float:
+            return value_and_slope(z)[k] ** 2 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+        return sum(
+            integrate.quad(integrand, *ends, epsabs=1e-14, epsrel=1e-12, limit=200)[0]
+            for ends in [(-40, 0), (0, 40)]
+        )
+
+    return expectation(0), expectation(1)
+
+
+@cache
+def critical_sigma_w2(activation: str, sigma_b2: float) -> float:
+    """σ_w² with χ₁(q*) = 1, solved in q* rather than σ_w²: a q is a critical fixed point when
+    σ_w² = 1 / E[φ'(√q z)²] and σ_b² = q − E[φ(√q z)²] / E[φ'(√q z)²]. The smallest q in
+    [1e-6, 1e4] where that σ_b² crosses ``sigma_b2`` (a log-spaced scan, then Brent's method);
+    where none does, q* → 0: σ_w² = 1 / E[φ'(√q z)²] at q = 1e-12 (tanh 1 and relu 2 without
+    biases, relu 2 with any). Where χ₁ = 1 at more than one q* (gelu without biases) the smallest
+    is not necessarily the engine's choice: use it for the activations whose critical point is
+    unique (tanh, relu, sigmoid, elu)."""
+
+    def excess(log_q: float) -> float:
+        e_phi2, e_dphi2 = _moments(activation, math.exp(log_q))
+        return math.exp(log_q) - e_phi2 / e_dphi2 - sigma_b2
+
+    grid = np.linspace(math.log(1e-6), math.log(1e4), 41)
+    before = excess(grid[0])
+    for low, high in itertools.pairwise(grid):
+        after = excess(high)
+        if before * after < 0.0:
+            log_q = optimize.brentq(excess, low, high, xtol=1e-14, rtol=1e-14)
+            return 1.0 / _moments(activation, math.exp(log_q))[1]
+        before = after
+    return 1.0 / _moments(activation, 1e-12)[1]
+
+
+def weight_gain(spec: RunSpec) -> float:
+    """The gain of kaiming and orthogonal draws: √sigma_w2 where the spec sets it (``critical``
+    solved by ``critical_sigma_w2``, independently of the engine's theory), else ``gain``."""
+    if spec.sigma_w2 is None:
+        return gain(spec.activation)
+    if spec.sigma_w2 == "critical":
+        sigma_b2 = 0.0 if spec.bias_std is None else spec.bias_std**2
+        return math.sqrt(critical_sigma_w2(spec.activation, sigma_b2))
+    return math.sqrt(float(spec.sigma_w2))
+
+
 class Net(nn.Module):
     """``depth`` blocks ``Linear → [norm] → φ → [norm]`` (the norm on the side its name says)
     and a linear head. ``blocks[i].act``'s input is hidden layer i + 1's pre-activation h."""
@@ -195,7 +256,7 @@ def initialize(  # noqa: C901, PLR0912
             continue
         if spec.bias_std is None:
             nn.init.zeros_(linear.bias)
-        weight, g = linear.weight, gain(spec.activation)
+        weight, g = linear.weight, weight_gain(spec)
         if spec.init == "xavier_uniform":
             nn.init.xavier_uniform_(weight, generator=generator)
         elif spec.init == "xavier_normal":
