@@ -34,7 +34,7 @@ from gradlab.core.train import (
     train_group,
 )
 from gradlab.core.verdict import judge
-from gradlab.store import ResultStore
+from gradlab.store import TABLES, ResultStore
 from gradlab.tracking import Child, Tracker
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,8 @@ def train_grid(
             device=config.device,
             divergence_factor=config.divergence_factor,
             probe_batch_size=config.probe_batch_size,
+            spectrum_points=config.spectrum.points,
+            spectrum_checkpoints=config.spectrum.checkpoints,
         ),
         make_executor(config.n_workers, config.executor, config.dask.address),
         force=config.force,
@@ -400,18 +402,18 @@ def reconcile(
 
 def collect(
     specs_table: pd.DataFrame, store: ResultStore
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Gather stored results of the grid's runs into the four output tables.
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Gather stored results of the grid's runs into the five output tables.
 
     Args:
         specs_table: The grid's ``run_specs`` table.
         store: Where finished runs are kept.
     Returns:
         ``runs`` (one row per run: the spec columns and the summary), ``history``,
-        ``layer_stats`` and ``distributions`` (long format, with ``run_id``).
+        ``layer_stats``, ``distributions`` and ``spectrum`` (long format, with ``run_id``).
     """
     summaries: list[dict[str, Any]] = []
-    tables: dict[str, list[pd.DataFrame]] = {"history": [], "layer_stats": [], "distributions": []}
+    tables: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
     for run_id in specs_table["run_id"]:
         if not store.has(run_id):
             continue

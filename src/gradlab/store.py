@@ -1,7 +1,8 @@
 """Finished runs on disk, one folder per run id, so a grid is incremental and resumable.
 
 ``<root>/<run_id>/`` holds ``summary.json`` (written last: its presence means "done"),
-``history.parquet``, ``layer_stats.parquet``, ``distributions.parquet`` and ``weights.pt``
+``history.parquet``, ``layer_stats.parquet``, ``distributions.parquet``, ``spectrum.parquet``
+and ``weights.pt``
 (a ``state_dict``, loadable with ``torch.load(..., weights_only=True)``).
 
 A stored result is reused only when it is whole and was made from the same *identity*: the run
@@ -26,7 +27,7 @@ import torch
 from gradlab.core.train import RunResult
 from gradlab.core.verdict import verdicts_of
 
-TABLES = ("history", "layer_stats", "distributions")
+TABLES = ("history", "layer_stats", "distributions", "spectrum")
 STAGING, BACKUP = ".tmp", ".old"  # suffixes of a result being written / being replaced
 
 
@@ -69,8 +70,9 @@ class ResultStore:
         """Whether ``run_id`` has a stored summary (whole or not, current or not)."""
         return (self.path(run_id) / "summary.json").exists()
 
-    def damage(self, run_id: str) -> str | None:
-        """What is wrong with a stored result (naming the file), or None when it is whole."""
+    def damage(self, run_id: str, tables: bool = True) -> str | None:
+        """What is wrong with a stored result (naming the file), or None when it is whole;
+        with ``tables`` False, with its summary."""
         folder = self.path(run_id)
         summary_path = folder / "summary.json"
         try:
@@ -79,6 +81,8 @@ class ResultStore:
                 raise ValueError("expected a JSON object with a status")
         except (OSError, ValueError) as error:
             return f"damaged: {summary_path} is unreadable ({error})"
+        if not tables:
+            return None
         for name in TABLES:
             table = folder / f"{name}.parquet"
             try:
@@ -101,7 +105,7 @@ class ResultStore:
         """
         if not self.has(run_id):
             return "new"
-        if damage := self.damage(run_id):
+        if damage := self.damage(run_id, tables=False):
             return damage
         summary = self.summary(run_id)
         if summary["status"] == "failed":
@@ -109,9 +113,9 @@ class ResultStore:
         stored = summary.get("identity")
         if stored is None:
             return "stale: stored without its data fingerprint and options"
-        if stored != identity:
+        if stored != identity:  # before the tables: an older result may lack a newer table
             return f"stale: {_changes(stored, identity)}"
-        return None
+        return self.damage(run_id)
 
     def save(self, result: RunResult, extra: dict[str, Any]) -> Path:
         """Write a result atomically: a crash leaves either the old folder or the new one.

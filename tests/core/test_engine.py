@@ -23,7 +23,7 @@ from gradlab.core.config import parse_data, parse_grid
 from gradlab.core.grid import RunSpec, expand, specs_from_table
 from gradlab.core.train import GROUP_AXES, RunOptions, RunResult, group_runs, train_group
 from tests.helpers.comparison import assert_states_match, assert_tables_match
-from tests.helpers.solo_reference import SoloRun, train_alone
+from tests.helpers.solo_reference import SoloRun, train_alone, weight_gain
 from tests.helpers.training import SMALL, task
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,13 @@ def theory_rows(spec: RunSpec, data, q_in: float) -> pd.DataFrame:
         widths = [data.x_train.shape[1], *[spec.width] * spec.depth, data.n_outputs]
         bias = None if spec.bias_std is None else spec.bias_std**2
         p = theory.predict_profile(
-            spec.activation, spec.init, widths, q_in, std=spec.init_std, sigma_b2=bias
+            spec.activation,
+            spec.init,
+            widths,
+            q_in,
+            std=spec.init_std,
+            sigma_b2=bias,
+            gain=weight_gain(spec),  # the oracle's own σ_w², 'critical' solved on its own
         )
     if p is not None:
         for quantity, values in [
@@ -165,12 +171,21 @@ def test_mixed_group_matches_solo_runs(shape):
             {"activation": "identity", "optimizer": "adam", "dataset": "blobs"},
             [{"init": "xavier_normal", "lr": 0.005}, {"init": "orthogonal", "lr": 0.002}],
         ),
+        (  # σ_w² chosen: a number, and the critical point with and without biases
+            {"activation": "tanh", "optimizer": "sgd"},
+            [
+                {"init": "orthogonal", "sigma_w2": "1.3"},
+                {"init": "orthogonal", "sigma_w2": "critical", "bias_std": 0.2},
+                {"init": "kaiming_normal", "sigma_w2": "critical", "seed": 4},
+            ],
+        ),
     ],
     ids=[
         "selu-adagrad-layernorm",
         "softsign-sgd-blobs",
         "leaky_relu-batchnorm_post",
         "identity-adam",
+        "tanh-sigma_w2",
     ],
 )
 def test_the_other_activations_and_inits_match_solo_runs(shape, replicas):

@@ -37,13 +37,15 @@ def test_exploding_run_diverges_while_the_rest_of_the_grid_finishes(poly, tmp_pa
     trained = train_in_process(specs, store, poly)
     assert trained["status"].value_counts().to_dict() == {"finished": 2, "diverged": 1}
     assert set(trained["reason"]) == {"new"}
-    runs, history, layer_stats, distributions = collect(specs_table(specs), store)
+    runs, history, layer_stats, distributions, spectra = collect(specs_table(specs), store)
     status = dict(zip(runs["label"], runs["status"], strict=True))
     assert status[EXPLODING.label] == "diverged"
     assert runs.loc[runs["status"] == "diverged", "diverged_step"].notna().all()
     assert set(history["run_id"]) == {s.run_id for s in HEALTHY}  # no full epoch before blow-up
     assert set(layer_stats["run_id"]) == {s.run_id for s in specs}
     assert list(distributions.columns)[0] == "run_id"
+    # every run's spectrum at init, the one that diverges later included
+    assert set(spectra.query("phase == 'init'")["run_id"]) == {s.run_id for s in specs}
 
 
 def test_stored_results_are_reused_unless_forced(poly, tmp_path):

@@ -142,7 +142,8 @@ def _moments(activation: str, q: float) -> tuple[float, float]:
 
     def value_and_slope(z: float) -> tuple[float, float]:
         h = torch.tensor(math.sqrt(q) * z, dtype=torch.float64, requires_grad=True)
-        out = phi(h)
+        with torch.enable_grad():  # the oracle draws its weights under no_grad
+            out = phi(h)
         (slope,) = torch.autograd.grad(out, h)
         return out.item(), slope.item()
 

@@ -189,7 +189,7 @@ def test_report_pipeline_draws_a_grid_where_no_run_finished(outcome, tmp_path):
     assert set(trained["status"]) == {outcome}, trained
     study = Study(name="acts", question="Which?", axes={"activation": ("tanh", "relu")})
     table = expand(specs[0].model_copy(update={"seed": 0}), [study], seeds=(0,))
-    runs, history, layer_stats, distributions = collect(table, store)
+    runs, history, layer_stats, distributions, spectrum = collect(table, store)
     studies = pd.DataFrame({"study": ["acts"], "question": ["Which?"], "axes": ["activation"]})
     page, _ = _run_report(
         {

@@ -155,6 +155,15 @@ class DaskConfig(_Strict):
         return address
 
 
+class SpectrumConfig(_Strict):
+    """``params:train.spectrum``: the input–output Jacobian's singular values
+    (``gradlab.core.spectrum``), measured at init at the first ``points`` inputs of each run's
+    probe batch, and at its distribution checkpoints too with ``checkpoints``."""
+
+    points: int = Field(default=4, ge=0, le=64)  # 0: not measured
+    checkpoints: bool = False
+
+
 class TrainConfig(_Strict):
     """``params:train``: how the grid is executed, not what is trained (that is the run spec)."""
 
@@ -174,6 +183,7 @@ class TrainConfig(_Strict):
     max_replicas: int = Field(default=32, gt=0, le=1024)
     divergence_factor: float = Field(default=1e4, gt=1)
     probe_batch_size: int = Field(default=256, gt=0)
+    spectrum: SpectrumConfig = Field(default_factory=SpectrumConfig)
     store: str = Field(min_length=1)
     mlflow: bool = True  # False: no child run per run (the parquet tables hold everything)
     mlflow_layer_every: int = Field(default=4, gt=0)
@@ -196,6 +206,15 @@ class TrainConfig(_Strict):
         if device not in (choices := available_devices()):
             raise ValueError(f"not a device of this machine; expected one of {choices}")
         return device
+
+    @model_validator(mode="after")
+    def _spectrum_points_in_probe_batch(self) -> "TrainConfig":
+        if self.spectrum.points > self.probe_batch_size:
+            raise ValueError(
+                f"train.spectrum.points {self.spectrum.points} is more than the probe batch "
+                f"(train.probe_batch_size {self.probe_batch_size}) it takes its inputs from"
+            )
+        return self
 
     @property
     def n_workers(self) -> int:

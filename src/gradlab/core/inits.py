@@ -39,6 +39,10 @@ class Init:
             so a run may choose ``σ_w²`` by drawing with the gain ``√σ_w²`` in place of the
             activation's (the grid's ``sigma_w2``; Pennington et al. 2017 set orthogonal and
             Gaussian nets to any σ_w²).
+        weights: The ensemble its weight matrices belong to, for the free-probability theory of
+            the Jacobian's spectrum (``gradlab.core.spectrum_theory.WEIGHTS``): ``gaussian`` for
+            independent entries of any law (WᵀW's spectrum is Marchenko–Pastur whatever the
+            entries' distribution), ``orthogonal`` for a scaled orthogonal matrix.
     """
 
     name: str
@@ -48,6 +52,7 @@ class Init:
     torch_bias: bool = False
     zero_init: bool = False
     scalable: bool = False
+    weights: str = "gaussian"
 
 
 INITS: dict[str, Init] = {}
@@ -130,6 +135,7 @@ for _init in (
         lambda fan_in, fan_out, gain, std: (gain**2 * min(1.0, fan_in / fan_out), 0.0),
         paper="Saxe, McClelland & Ganguli 2014",
         scalable=True,
+        weights="orthogonal",
     ),
     # Var[W] = 1 / fan_in; with SELU it self-normalizes (Klambauer et al. 2017)
     Init(
@@ -163,6 +169,7 @@ for _init in (
         lambda w, gain, std, gen: nn.init.orthogonal_(w, gain=1.0, generator=gen),
         lambda fan_in, fan_out, gain, std: (math.nan, 0.0),
         paper="Mishkin & Matas 2015",
+        weights="orthogonal",  # each layer rescaled: still orthogonal
     ),
 ):
     register_init(_init)

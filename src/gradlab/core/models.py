@@ -140,7 +140,6 @@ class StackedNet(ABC):
             for name, t in self.tensors.items()
         }
 
-    @abstractmethod
     def forward(
         self,
         x: Tensor,
@@ -148,7 +147,20 @@ class StackedNet(ABC):
         on_hidden: Callable[[Tensor, Tensor], None] | None = None,
         on_stream: Callable[[Tensor], None] | None = None,
     ) -> Tensor:
-        """(K, B, d_in), or (B, d_in) shared by every replica, → (K, B, d_out)."""
+        """(K, B, d_in), or (B, d_in) shared by every replica, → (K, B, d_out): the head on
+        ``features`` (which takes the same arguments)."""
+        features = self.features(x, training, on_hidden, on_stream)
+        return linear(features, self.tensors["head.weight"], self.tensors["head.bias"])
+
+    @abstractmethod
+    def features(
+        self,
+        x: Tensor,
+        training: bool,
+        on_hidden: Callable[[Tensor, Tensor], None] | None = None,
+        on_stream: Callable[[Tensor], None] | None = None,
+    ) -> Tensor:
+        """(K, B, d_in), or (B, d_in) shared by every replica, → (K, B, width): the head's input."""
 
     def _normalize(self, prefix: str, h: Tensor, training: bool) -> Tensor:
         if self.norm.factory is None:
@@ -185,14 +197,14 @@ def _linear_order(model: nn.Module) -> list[str]:
 class StackedMLP(StackedNet):
     """K same-shape ``MLP``s as one model (``StackedNet``)."""
 
-    def forward(
+    def features(
         self,
         x: Tensor,
         training: bool,
         on_hidden: Callable[[Tensor, Tensor], None] | None = None,
         on_stream: Callable[[Tensor], None] | None = None,
     ) -> Tensor:
-        """(K, B, d_in), or (B, d_in) shared by every replica, → (K, B, d_out).
+        """(K, B, d_in), or (B, d_in) shared by every replica, → (K, B, width), the head's input.
 
         Args:
             x: The inputs.
@@ -213,7 +225,7 @@ class StackedMLP(StackedNet):
                 on_hidden(h, x)
             if self.norm.position == "post":
                 x = self._normalize(f"post_norms.{i}", x, training)
-        return linear(x, t["head.weight"], t["head.bias"])
+        return x
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

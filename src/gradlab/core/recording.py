@@ -20,10 +20,8 @@ from torch import Tensor
 
 from gradlab.core import probes, quantities, theory
 from gradlab.core.activations import Activation
-from gradlab.core.schema import empty_table, text_column
-
-# a layer_stats row's phase: a probe at init, one during training, the mean-field prediction
-PHASES = ("init", "train", "theory")
+from gradlab.core.schema import PHASES, empty_table, text_column
+from gradlab.core.spectrum import SpectrumLog
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +113,7 @@ class ProbeLog:
         # per call of keep_samples: phase, step, quantity (codes) and layer of each row, rows
         self.samples: list[tuple[str, int, list[int], list[int], Tensor]] = []
         self.generator = torch.Generator().manual_seed(seed)  # distribution samples only
+        self.spectrum = SpectrumLog()  # the Jacobian's singular values, where measured
 
     def add(self, phase: str, step: int, row: list[float]) -> None:
         """Keep one probe step: a row laid out as ``self.layout``."""

@@ -163,14 +163,14 @@ class StackedResMLP(StackedNet):
         super().__init__(models, activation, norm_layer)
         self.branch = models[0].branch
 
-    def forward(
+    def features(
         self,
         x: Tensor,
         training: bool,
         on_hidden: Callable[[Tensor, Tensor], None] | None = None,
         on_stream: Callable[[Tensor], None] | None = None,
     ) -> Tensor:
-        """(K, B, d_in), or (B, d_in) shared by every replica, → (K, B, d_out).
+        """(K, B, d_in), or (B, d_in) shared by every replica, → (K, B, width), the head's input.
 
         Args:
             x: The inputs.
@@ -199,4 +199,4 @@ class StackedResMLP(StackedNet):
             if on_hidden is not None:
                 on_hidden(h, a)
             x = x + alpha[:, i] * branch
-        return linear(x, t["head.weight"], t["head.bias"])
+        return x

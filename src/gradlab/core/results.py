@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 from torch import Tensor
 
-from gradlab.core import theory
+from gradlab.core import spectrum_theory, theory
 from gradlab.core.architectures import get_architecture
 from gradlab.core.grid import RunSpec
+from gradlab.core.inits import get_init
 from gradlab.core.recording import ProbeLog
 from gradlab.core.schema import HISTORY_COLUMNS, empty_table
 from gradlab.core.verdict import first_last_ratio, init_verdict, verdicts_of
@@ -31,6 +32,7 @@ class RunResult:
     history: pd.DataFrame  # epoch, metric, value
     layer_stats: pd.DataFrame  # phase, step, layer, quantity, value
     distributions: pd.DataFrame  # phase, step, layer, quantity, value
+    spectrum: pd.DataFrame  # phase, step, point, statistic, value
     state_dict: dict[str, Tensor] = field(repr=False)
 
 
@@ -66,6 +68,7 @@ def run_result(  # noqa: PLR0913, PLR0917
         "epoch_ended_at": ending.epoch_ended_at,
         "steps_per_epoch": ending.steps_per_epoch,
         **_theory_summary(spec, prediction, probe_log.last("init", profile)),
+        **{f"jacobian_{name}": value for name, value in probe_log.spectrum.at_init().items()},
     }
     return RunResult(
         spec.run_id,
@@ -74,17 +77,16 @@ def run_result(  # noqa: PLR0913, PLR0917
         pd.DataFrame(history, columns=list(HISTORY_COLUMNS)),
         probe_log.layer_stats(prediction, (profile, arch.signal)),
         probe_log.distributions(),
+        probe_log.spectrum.table(),
         state_dict,
     )
 
 
 def failed_result(spec: RunSpec, error: str, wall_s: float | None = None) -> RunResult:
     """The result of a run that raised: status ``failed``, the traceback, no tables."""
-    history, layer_stats, distributions = map(
-        empty_table, ("history", "layer_stats", "distributions")
-    )
+    tables = map(empty_table, ("history", "layer_stats", "distributions", "spectrum"))
     summary = {"error": error, "wall_s": wall_s, "ended_at": time.time()}
-    return RunResult(spec.run_id, "failed", summary, history, layer_stats, distributions, {})
+    return RunResult(spec.run_id, "failed", summary, *tables, {})
 
 
 def _summary(
@@ -142,12 +144,14 @@ def _theory_summary(
                 "chi_c",
                 "xi_c",
                 "xi_q",
+                "jacobian_mean_s2",
+                "jacobian_var_s2",
             ),
             math.nan,
         )
     else:
         sigma_w2, sigma_b2 = theory.init_variances(
-            spec.init, spec.activation, spec.width, spec.width, std=spec.init_std
+            spec.init, spec.activation, spec.width, spec.width, spec.init_std, spec.weight_gain
         )
         if spec.bias_std is not None:
             sigma_b2 = spec.bias_std**2
@@ -163,9 +167,25 @@ def _theory_summary(
             "chi_c": prediction.chi_c,
             "xi_c": prediction.xi_c,
             "xi_q": prediction.xi_q,
+            **_jacobian_moments(spec, prediction, sigma_w2),
         }
     return {
         "measured_log_slope": measured,
         **{f"theory_{key}": float(value) for key, value in predicted.items()},
         "theory_verdict": init_verdict(predicted["first_last_ratio"]),
     }
+
+
+def _jacobian_moments(
+    spec: RunSpec, prediction: theory.ProfilePrediction, sigma_w2: float
+) -> dict[str, float]:
+    """The free-probability mean and variance of s² over the spectrum of J = ∂x_L/∂x_1 (what
+    ``gradlab.core.spectrum`` measures), from the predicted q of layers 2 … L; NaN but for a
+    plain MLP of two or more layers, whose hidden layers all have ``sigma_w2``."""
+    if spec.arch != "mlp" or spec.norm_layer != "none" or spec.depth < 2:
+        return {"jacobian_mean_s2": math.nan, "jacobian_var_s2": math.nan}
+    q = prediction.q[1:]
+    moments = spectrum_theory.jacobian_moments(
+        spec.activation, q, np.full(len(q), sigma_w2), get_init(spec.init).weights
+    )
+    return {"jacobian_mean_s2": moments.mean_s2, "jacobian_var_s2": moments.var_s2}

@@ -28,6 +28,17 @@ LONG_COLUMNS = {
 }
 # distributions: the same columns, the sampled values in float32 as the tensors hold them
 DISTRIBUTION_COLUMNS = {**LONG_COLUMNS, "value": np.float32}
+# a long table row's phase: a probe at init, one during training, the mean-field prediction
+PHASES = ("init", "train", "theory")
+# spectrum: the input–output Jacobian's singular values (gradlab.core.spectrum), one row per
+# phase, step, input point and statistic, and one per value of the log10_s sample
+SPECTRUM_COLUMNS = {
+    "phase": str,
+    "step": np.int64,
+    "point": np.int64,
+    "statistic": str,
+    "value": np.float64,
+}
 
 # What each run's summary says of mean-field theory beside its measurement at init.
 THEORY_COLUMNS = (
@@ -43,7 +54,20 @@ THEORY_COLUMNS = (
     "theory_chi_c",
     "theory_xi_c",
     "theory_xi_q",
+    # the input–output Jacobian's mean s² and var(s²) over its spectrum, by free probability
+    # (gradlab.core.spectrum_theory)
+    "theory_jacobian_mean_s2",
+    "theory_jacobian_var_s2",
     "theory_verdict",
+)
+# The Jacobian's spectrum at init, each statistic of gradlab.core.spectrum averaged over the
+# measured input points
+JACOBIAN_COLUMNS = (
+    "jacobian_mean_s2",
+    "jacobian_var_s2",
+    "jacobian_s_max",
+    "jacobian_s_min",
+    "jacobian_frac_well_conditioned",
 )
 # The columns of the runs table that come from each run's stored summary (beside its spec).
 SUMMARY_COLUMNS = (
@@ -64,6 +88,7 @@ SUMMARY_COLUMNS = (
     "end_saturation",
     "end_dead_frac",
     *THEORY_COLUMNS,
+    *JACOBIAN_COLUMNS,
     "mlflow_run_id",
     "error",
 )
@@ -87,8 +112,10 @@ def text_column(labels: Sequence[str], codes: ArrayLike) -> pd.api.extensions.Ex
 
 def empty_table(name: str) -> pd.DataFrame:
     """A result table with no rows but its columns and dtypes: ``history``, ``distributions``,
-    else a long table."""
-    columns = {"history": HISTORY_COLUMNS, "distributions": DISTRIBUTION_COLUMNS}.get(
-        name, LONG_COLUMNS
-    )
+    ``spectrum``, else a long table."""
+    columns = {
+        "history": HISTORY_COLUMNS,
+        "distributions": DISTRIBUTION_COLUMNS,
+        "spectrum": SPECTRUM_COLUMNS,
+    }.get(name, LONG_COLUMNS)
     return pd.DataFrame({column: pd.Series(dtype=kind) for column, kind in columns.items()})

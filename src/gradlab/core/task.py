@@ -59,6 +59,10 @@ class RunOptions:
     probe_batch_size: int = 256
     distribution_size: int = 64  # values kept per layer and quantity at each checkpoint
     probe: bool = True  # False: the bare loop, for overhead benchmarks; no statistics at all
+    # the Jacobian's singular values (gradlab.core.spectrum) at this many of each run's probe
+    # inputs at init (0: none), and at the distribution checkpoints too when asked
+    spectrum_points: int = 4
+    spectrum_checkpoints: bool = False
 
     def identity(self) -> dict[str, Any]:
         """The options that change a run's numbers (the device by kind: cpu, cuda, mps)."""
@@ -68,6 +72,8 @@ class RunOptions:
             "probe_batch_size": self.probe_batch_size,
             "distribution_size": self.distribution_size,
             "probe": self.probe,
+            "spectrum_points": self.spectrum_points,
+            "spectrum_checkpoints": self.spectrum_checkpoints,
         }
 
 

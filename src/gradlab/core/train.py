@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gradlab.core import probes, recording, theory
+from gradlab.core import probes, recording, spectrum, theory
 from gradlab.core.activations import get_activation
 from gradlab.core.architectures import get_architecture
 from gradlab.core.divergence import DivergenceMonitor
@@ -177,6 +177,7 @@ def _train_stack(
         stack.losses[:, step] = loss.detach()
         if cap is not None:  # record, before clipping changes the gradients
             stats, before = _record(stack, cap, grads, loss, step)
+            _spectra_at_checkpoints(stack, x_train, step)
         if stack.clipping:  # clip
             _clip(grads, stack.clips)
         stack.optimizer.step(grads, stack.lrs[:, step], stack.momenta[:, step])  # step
@@ -206,6 +207,26 @@ def _record(
         samples = recording.sample_tensors(cap, weight_grads)
         recording.keep_samples(logs, at, "train", step, samples)
     return stats, probes.snapshot(model.weights())
+
+
+def _spectra_at_checkpoints(stack: "_Stack", x_train: Tensor, step: int) -> None:
+    """The Jacobian spectra of the replicas with a checkpoint at ``step`` (after init's), when
+    asked for, at their probe inputs."""
+    if not stack.spectrum_checkpoints or step == 0:  # step 0's weights are init's
+        return
+    at = [k for k, replica in enumerate(stack.replicas) if step in replica.checkpoints]
+    if at:
+        _measure_spectra(stack, x_train, at, ("train", step))
+
+
+def _measure_spectra(
+    stack: "_Stack", x_train: Tensor, at: list[int], when: tuple[str, int]
+) -> None:
+    """The Jacobian spectra of replicas ``at`` at the first inputs of their probe batches."""
+    rows = torch.stack([stack.replicas[k].probe_rows[: stack.spectrum_points] for k in at])
+    logs = [stack.replicas[k].probe_log.spectrum for k in at]
+    points = x_train[rows.to(x_train.device)]
+    spectrum.measure(stack.model, points, stack.stream, logs, when, at)
 
 
 def _log_probe_step(stack: "_Stack", stats: dict[str, Tensor], step: int) -> list[int]:
@@ -296,6 +317,8 @@ def _probe_at_init(stack: "_Stack", data: TaskData, x_train: Tensor, y_train: Te
     samples = recording.sample_tensors(cap, weight_grads)
     recording.keep_samples(logs, range(len(logs)), "init", 0, samples)
     _set_predictions(stack.replicas, data, [row[-1] for row in values])
+    if stack.spectrum_points:
+        _measure_spectra(stack, x_train, list(range(len(stack.replicas))), ("init", 0))
     with torch.no_grad():
         for name, saved in buffers.items():
             model.tensors[name].copy_(saved)
@@ -394,6 +417,7 @@ def _setup(spec: RunSpec, data: TaskData, options: RunOptions) -> tuple[_Replica
         generator,
         data_batch=data.x_train[probe_rows],
         bias_std=spec.bias_std,
+        gain=spec.weight_gain,
     )
     steps_per_epoch = math.ceil(n_train / spec.batch_size)
     total = spec.epochs * steps_per_epoch
@@ -449,8 +473,13 @@ class _Stack:
         self.n_train = n_train
         self.device = device = resolve_device(options.device)
         self.replicas = replicas
-        stacked = get_architecture(first.arch).stacked
-        self.model = stacked(models, first.activation, first.norm_layer).to(device)
+        arch = get_architecture(first.arch)
+        self.model = arch.stacked(models, first.activation, first.norm_layer).to(device)
+        self.stream = arch.stream
+        # the Jacobian's spectrum, where a sample's Jacobian is its own (no BatchNorm)
+        measured = options.probe and spectrum.measurable(first.norm_layer)
+        self.spectrum_points = options.spectrum_points if measured else 0
+        self.spectrum_checkpoints = options.spectrum_checkpoints and self.spectrum_points > 0
         self.probe = recording.Probe(get_activation(first.activation), probes.Workspace())
         self.layout = replicas[0].probe_log.layout
         self.size = len(replicas)  # at the start: the runs that shared each step's time

@@ -257,5 +257,6 @@ def theory_table(runs: pd.DataFrame, flow: pd.DataFrame) -> pd.DataFrame:
     table["slope_error"] = table["measured_log_slope"] - table["theory_log_slope"]
     columns = ["run_id", "label", "activation", "init_name", "depth", "width", "norm_layer"]
     columns += ["status", "verdict", *THEORY_COLUMNS[1:], "measured_log_slope"]
+    columns += ["jacobian_mean_s2", "jacobian_var_s2"]
     columns += ["measured_first_last_ratio", "measured_init_verdict", "slope_error"]
     return table[[c for c in columns if c in table.columns]]

@@ -38,14 +38,15 @@ def train_runs(
 
 def collect_results(
     run_specs: pd.DataFrame, trained_runs: pd.DataFrame, train: dict[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Gather the stored results of the grid's runs into the four output tables.
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Gather the stored results of the grid's runs into the five output tables.
 
     Args:
         run_specs: One row per run, as expanded by the grid stage.
         trained_runs: What the train node did (only orders this node after it).
         train: ``params:train`` (where the store is).
     Returns:
-        The runs table, and the long history, layer-statistics and distribution tables.
+        The runs table, and the long history, layer-statistics, distribution and Jacobian
+        spectrum tables.
     """
     return collect(run_specs, ResultStore(parse_train(train).store))

@@ -25,7 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "trained_runs": "trained_runs",
                     "train": "params:train",
                 },
-                outputs=["runs", "history", "layer_stats", "distributions"],
+                outputs=["runs", "history", "layer_stats", "distributions", "spectrum"],
                 name="collect_results_node",
             ),
         ],
