@@ -185,6 +185,25 @@ def test_mlflow_reads_well_for_a_newcomer(smoke, tmp_path):
         assert header[:8] == b"\x89PNG\r\n\x1a\n" and header[16:24] == struct.pack(">II", *size)
 
 
+def test_mlflow_child_has_the_jacobian_spectrum_and_its_theory(smoke):
+    mlflow = client(smoke)
+    runs = runs_table(smoke)
+    row = runs[(runs["status"] == "finished") & (runs["arch"] == "mlp")].iloc[0]
+    spectra = pd.read_parquet(smoke / "data/smoke/07_model_output/spectrum.parquet")
+    assert set(spectra["run_id"]) == set(runs["run_id"])  # every smoke run: no BatchNorm there
+    mine = spectra[(spectra["run_id"] == row["run_id"]) & (spectra["statistic"] == "mean_s2")]
+    stored = mine.groupby("step")["value"].mean()
+    assert set(mine["phase"]) == {"init", "train"}  # the smoke env asks for checkpoints
+    assert stored.index[0] == 0 and len(stored) >= 2
+    logged = mlflow.get_metric_history(row["mlflow_run_id"], "jacobian/mean_s2")
+    logged_values = pd.Series({m.step: m.value for m in logged}).sort_index()
+    pd.testing.assert_series_equal(logged_values, stored, check_names=False, check_index_type=False)
+    assert row["jacobian_mean_s2"] == pytest.approx(stored.loc[0])
+    (theory,) = mlflow.get_metric_history(row["mlflow_run_id"], "jacobian/theory_mean_s2")
+    assert (theory.step, theory.value) == (0, pytest.approx(row["theory_jacobian_mean_s2"]))
+    assert 0 < theory.value < 10  # a 3-layer xavier tanh net: near 1
+
+
 def test_a_residual_child_carries_its_arch_and_alpha_and_profiles_the_stream(smoke, tmp_path):
     mlflow = client(smoke)
     runs = runs_table(smoke)

@@ -5,8 +5,10 @@ Per epoch (step = epoch) ``train_loss``, ``val_loss``, ``val_r2``/``val_accuracy
 ``<quantity>/first`` and ``<quantity>/last`` (the first and last layer that has the quantity, see
 ``gradlab.core.probes``; ``<quantity>/layer_NN`` for every layer with ``layers="all"``),
 ``grad_ratio`` (∂L/∂h RMS, first hidden layer over last; a residual net's stream ∂L/∂x, first
-block over last), ``step_loss``, ``grad_global_norm``. A residual net's stem is weight layer 0,
-its ``<quantity>/first`` for a weight quantity.
+block over last), ``step_loss``, ``grad_global_norm``; ``jacobian/<statistic>`` at each step the
+Jacobian's spectrum was measured (step 0: init), and its free-probability prediction
+``jacobian/theory_mean_s2`` and ``jacobian/theory_var_s2`` (at step 0). A residual net's stem is
+weight layer 0, its ``<quantity>/first`` for a weight quantity.
 Each point carries the time the run got there: an epoch's end, a step's interpolated between
 epoch ends. The statistics at init and the mean-field prediction, one value per layer, are one
 table (``layer_profile``), not a one-point chart per layer and quantity.
@@ -23,9 +25,11 @@ import pandas as pd
 from mlflow.entities import Metric
 
 from gradlab.core import quantities
+from gradlab.core.spectrum import SAMPLE
 from gradlab.core.train import RunResult
 
 GRAD_RATIO = "grad_ratio"  # first/last ∂L/∂h RMS at each logged probe step
+JACOBIAN_PREFIX = "jacobian/"  # the input–output Jacobian's spectrum (gradlab.core.spectrum)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ def child_metrics(result: RunResult, choice: MetricChoice) -> list[Metric]:
     epochs = result.history
     keys = epochs["metric"].where(epochs["metric"] != "val_metric", metric_name)
     metrics = _points(keys, epochs["value"], at(epochs["epoch"], epoch=True), epochs["epoch"])
+    metrics += _spectrum_points(result, at)
     # at init and in theory a layer profile is one value per layer: the table artifact
     # (``layer_profile``), not a one-point chart per layer and quantity
     stats = _LongColumns.of(result.layer_stats, "train")
@@ -61,6 +66,23 @@ def child_metrics(result: RunResult, choice: MetricChoice) -> list[Metric]:
     keys, points = _layer_points(stats, choice.layers)
     metrics += _points(keys, points.value, at(points.step), points.step)
     metrics += _points(GRAD_RATIO, ratio, at(steps), steps)
+    return metrics
+
+
+def _spectrum_points(result: RunResult, at: Callable[..., np.ndarray]) -> list[Metric]:
+    """``jacobian/<statistic>`` (``gradlab.core.spectrum.STATISTICS``), the mean over the
+    measured points, at each step the spectrum was measured (0: init), and the free-probability
+    prediction ``jacobian/theory_mean_s2`` and ``/theory_var_s2`` at step 0 where there is one."""
+    table = result.spectrum
+    stats = table[table["statistic"] != SAMPLE]
+    means = stats.groupby(["phase", "step", "statistic"], sort=False)["value"].mean().reset_index()
+    steps = means["step"].to_numpy()
+    keys = JACOBIAN_PREFIX + means["statistic"].astype(object)
+    metrics = _points(keys, means["value"], at(steps), steps)
+    for name in ("mean_s2", "var_s2"):
+        predicted = result.summary.get(f"theory_jacobian_{name}")
+        if predicted is not None and math.isfinite(predicted) and len(means):
+            metrics += _points(f"{JACOBIAN_PREFIX}theory_{name}", [predicted], at([0]), [0])
     return metrics
 
 
