@@ -12,6 +12,9 @@ The table gives time / bare time, the metric points of one child run, and ``per 
 probing adds to a one-epoch run (probes − bare, 1 epoch, over the full bare time): the part of
 the overhead paid once per run (probe at init, mean-field prediction, distribution samples,
 result tables) rather than at each probe step; it includes the one-epoch run's 2 probe steps.
+``probes`` includes the Jacobian's spectrum at init as the default config measures it
+(``train.spectrum.points``); ``spectrum`` is its share (probes − probes without it, over bare)
+and ``spec ms``, its milliseconds per run (the stack's extra time over its runs).
 Then where a probe step's time goes: milliseconds of a bare stacked step beside those of each part
 a probe step adds, and the ratio those parts predict. Target: probes ≤ 1.10× at ``log_every=10``.
 
@@ -29,18 +32,20 @@ import mlflow
 import torch
 
 from _common import poly_task
-from gradlab.core import probes, recording
+from gradlab.core import probes, recording, spectrum
 from gradlab.core.activations import get_activation
-from gradlab.core.config import DEFAULT_MLFLOW_QUANTITIES, TrainConfig
+from gradlab.core.config import DEFAULT_MLFLOW_QUANTITIES, SpectrumConfig, TrainConfig
 from gradlab.core.grid import RunSpec
 from gradlab.core.inits import initialize
 from gradlab.core.models import MLP, StackedMLP
 from gradlab.core.recording import ProbeLog
 from gradlab.core.replica_optim import ReplicaOptimizer
-from gradlab.core.train import RunOptions, train_group
+from gradlab.core.spectrum import SpectrumLog
+from gradlab.core.train import RunOptions, RunResult, TaskData, train_group
 from gradlab.tracking import Child, Tracker
 
 LAYER_EVERY = TrainConfig.model_fields["mlflow_layer_every"].default
+POINTS = SpectrumConfig.model_fields["points"].default
 
 
 def main() -> None:
@@ -53,7 +58,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # as every gradlab worker runs
     data = poly_task(args.samples)
-    bare, probed = RunOptions(probe=False), RunOptions(probe=True)
+    options = {
+        "bare": RunOptions(probe=False),
+        "probes": RunOptions(probe=True, spectrum_points=POINTS),
+        "unmeasured": RunOptions(probe=True, spectrum_points=0),
+    }
 
     store = Path(tempfile.mkdtemp(prefix="gradlab-bench-"))
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
@@ -65,7 +74,7 @@ def main() -> None:
     )
     header = (
         f"{'depth':>5} {'width':>5} {'steps':>5} {'bare s':>7} {'probes':>7} "
-        f"{'+mlflow':>8} {'metrics':>8} {'per run':>8}"
+        f"{'+mlflow':>8} {'metrics':>8} {'per run':>8} {'spectrum':>8} {'spec ms':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -91,47 +100,62 @@ def main() -> None:
                 ]
                 for epochs in (args.epochs, 1)
             )
-            train_group(specs, data, bare)  # warm-up: allocator, kernels
-            times: dict[str, list[float]] = {
-                key: [] for key in ("bare", "probes", "mlflow", "bare 1", "probes 1")
-            }
-            n_metrics, statuses = 0, set()
-            for _ in range(args.repeats):
-                # one-epoch runs: what probing costs a run besides its probe steps
-                for key, options in (("bare 1", bare), ("probes 1", probed)):
-                    start = time.perf_counter()
-                    train_group(short, data, options)
-                    times[key].append(time.perf_counter() - start)
-
-                start = time.perf_counter()
-                train_group(specs, data, bare)
-                times["bare"].append(time.perf_counter() - start)
-
-                start = time.perf_counter()
-                train_group(specs, data, probed)
-                times["probes"].append(time.perf_counter() - start)
-
-                start = time.perf_counter()
-                results = train_group(specs, data, probed)
-                run_ids = [
-                    tracker.log_run(spec, result, Child("benchmark"))
-                    for spec, result in zip(specs, results, strict=True)
-                ]
-                times["mlflow"].append(time.perf_counter() - start)
-                statuses |= {result.status for result in results}
-                n_metrics = n_metrics or _metric_points(tracker, run_ids[0])
+            train_group(specs, data, options["bare"])  # warm-up: allocator, kernels
+            times, results, n_metrics = _time_variants(
+                specs, short, data, options, tracker, args.repeats
+            )
+            statuses = {result.status for result in results}
             base = statistics.median(times["bare"])
             ratio = {k: statistics.median(v) / base for k, v in times.items()}
             per_run = ratio["probes 1"] - ratio["bare 1"]
+            spectrum_share = ratio["probes"] - ratio["unmeasured"]
+            spectrum_ms = spectrum_share * base / args.replicas * 1000
             run_steps[depth, width] = results[0].summary["steps"]
             flag = "" if statuses == {"finished"} else f"  ({', '.join(sorted(statuses))}!)"
             print(
                 f"{depth:>5} {width:>5} {run_steps[depth, width]:>5} {base:>7.3f} "
                 f"{ratio['probes']:>6.3f}× {ratio['mlflow']:>7.3f}× {n_metrics:>8} "
-                f"{per_run:>7.3f}×{flag}",
+                f"{per_run:>7.3f}× {spectrum_share:>7.3f}× {spectrum_ms:>7.1f}{flag}",
                 flush=True,
             )
     print_breakdown(sizes, args.replicas, args.log_every, run_steps)
+
+
+# noqa reason: the two spec lists, their data, the variants, the tracker and the repeats
+def _time_variants(  # noqa: PLR0913, PLR0917
+    specs: list[RunSpec],
+    short: list[RunSpec],
+    data: TaskData,
+    options: dict[str, RunOptions],
+    tracker: Tracker,
+    repeats: int,
+) -> tuple[dict[str, list[float]], list[RunResult], int]:
+    """Seconds of each variant per repeat, interleaved (one-epoch runs too), the last results
+    and the metric points of one logged child run."""
+    times: dict[str, list[float]] = {
+        key: [] for key in ("bare", "probes", "unmeasured", "mlflow", "bare 1", "probes 1")
+    }
+    n_metrics = 0
+    for _ in range(repeats):
+        # one-epoch runs: what probing costs a run besides its probe steps
+        for key in ("bare", "probes"):
+            start = time.perf_counter()
+            train_group(short, data, options[key])
+            times[f"{key} 1"].append(time.perf_counter() - start)
+        for key in ("bare", "probes", "unmeasured"):
+            start = time.perf_counter()
+            train_group(specs, data, options[key])
+            times[key].append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        results = train_group(specs, data, options["probes"])
+        run_ids = [
+            tracker.log_run(spec, result, Child("benchmark"))
+            for spec, result in zip(specs, results, strict=True)
+        ]
+        times["mlflow"].append(time.perf_counter() - start)
+        n_metrics = n_metrics or _metric_points(tracker, run_ids[0])
+    return times, results, n_metrics
 
 
 def _metric_points(tracker: Tracker, run_id: str) -> int:
@@ -207,6 +231,8 @@ def breakdown(  # noqa: PLR0913, PLR0917
         for probe_log, row in zip(logs, values, strict=True):
             probe_log.add("train", 0, row[: probed.shape[1]])
 
+    points = torch.randn(replicas, POINTS, 2, generator=generator)
+    spectra = [SpectrumLog() for _ in range(replicas)]
     full = ProbeLog(depth, 64, 0)  # one replica's log of a whole run, for its result tables
     row = layout.row(stats)[0].tolist()
     for probe_step in range(0, run_steps, log_every):
@@ -223,6 +249,10 @@ def breakdown(  # noqa: PLR0913, PLR0917
         ),
         "sync + logs": _median_ms(bookkeeping),
         "tables/run": _median_ms(full.layer_stats, repeats=20) * replicas,
+        # every replica's Jacobian spectrum at init, once per run, at the default points
+        "spectrum/run": _median_ms(
+            lambda: spectrum.measure(stack, points, False, spectra, ("init", 0)), repeats=10
+        ),
     }
 
 
@@ -236,14 +266,16 @@ def print_breakdown(
     print("parts right of 'bare step' but 'hidden stats' and 'weight stats', which 'all stats'")
     print("(Probe.measure) includes; 'update ratio' = snapshot + update_ratios; 'sync + logs' =")
     print("the host sync and each replica's ProbeLog row; 'tables/run' = building every replica's")
-    print("layer_stats table once per run. est. = bare + (probe-step parts) / log_every + tables")
+    print("layer_stats table once per run; 'spectrum/run' = every replica's Jacobian spectrum at")
+    print("init, once per run. est. = bare + (probe-step parts) / log_every + (tables + spectrum)")
     print(f"per step, over bare (log_every={log_every}, the table's steps per run)")
     rows = {(d, w): breakdown(d, w, replicas, run_steps[d, w], log_every) for d, w in sizes}
     names = list(next(iter(rows.values())))
     print(f"{'depth':>5} {'width':>5} " + " ".join(f"{n:>12}" for n in names) + f" {'est.':>6}")
     for (depth, width), parts in rows.items():
         probe_step = sum(parts[n] for n in ("capture", "all stats", "update ratio", "sync + logs"))
-        per_step = probe_step / log_every + parts["tables/run"] / run_steps[depth, width]
+        once = parts["tables/run"] + parts["spectrum/run"]
+        per_step = probe_step / log_every + once / run_steps[depth, width]
         estimate = 1 + per_step / parts["bare step"]
         print(
             f"{depth:>5} {width:>5} "
