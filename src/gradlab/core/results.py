@@ -84,9 +84,13 @@ def run_result(  # noqa: PLR0913, PLR0917
 
 def failed_result(spec: RunSpec, error: str, wall_s: float | None = None) -> RunResult:
     """The result of a run that raised: status ``failed``, the traceback, no tables."""
-    tables = map(empty_table, ("history", "layer_stats", "distributions", "spectrum"))
+    history, layer_stats, distributions, spectrum = map(
+        empty_table, ("history", "layer_stats", "distributions", "spectrum")
+    )
     summary = {"error": error, "wall_s": wall_s, "ended_at": time.time()}
-    return RunResult(spec.run_id, "failed", summary, *tables, {})
+    return RunResult(
+        spec.run_id, "failed", summary, history, layer_stats, distributions, spectrum, {}
+    )
 
 
 def _summary(
@@ -188,4 +192,4 @@ def _jacobian_moments(
     moments = spectrum_theory.jacobian_moments(
         spec.activation, q, np.full(len(q), sigma_w2), get_init(spec.init).weights
     )
-    return {"jacobian_mean_s2": moments.mean_s2, "jacobian_var_s2": moments.var_s2}
+    return {"jacobian_mean_s2": float(moments.mean_s2), "jacobian_var_s2": float(moments.var_s2)}
