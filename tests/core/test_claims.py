@@ -20,7 +20,11 @@ from gradlab.core.claims import (
     grad_growth,
     init_grad_ratio,
     init_spread,
+    jacobian_frac_well_conditioned,
+    jacobian_spread,
+    jacobian_spread_ratio,
     select,
+    steps_to_loss,
     theory_gap,
     val_error_pct,
 )
@@ -245,6 +249,101 @@ def test_early_act_mean_takes_the_top_hidden_layer_over_the_early_steps():
     assert early_act_mean(given, layer=1).to_dict() == {ids[3]: 0.05}
 
 
+def _spectra(runs: pd.DataFrame) -> pd.DataFrame:
+    """Depth 8: s² of mean 0.5 and variance 2 (v = 8) against a theory v of 4; depth 16: v = 0.25
+    against 0.5 (theory's variance 2 at mean 2); depth 32: no theory."""
+    return runs.assign(
+        jacobian_mean_s2=[0.5, 2.0, 1.0],
+        jacobian_var_s2=[2.0, 1.0, 3.0],
+        jacobian_frac_well_conditioned=[0.25, 1.0, 0.5],
+        theory_jacobian_mean_s2=[1.0, 2.0, NAN],
+        theory_jacobian_var_s2=[4.0, 2.0, NAN],
+    )
+
+
+def test_jacobian_measures_read_the_spectrum_and_its_theory_from_the_runs_table():
+    runs = _spectra(make_runs(study(depth=[8, 16, 32])))
+    ids = ids_by(runs, "depth")
+    given = inputs(runs)
+    assert jacobian_frac_well_conditioned(given).to_dict() == {
+        ids[8]: 0.25,
+        ids[16]: 1.0,
+        ids[32]: 0.5,
+    }
+    assert jacobian_spread(given).to_dict() == {ids[8]: 8.0, ids[16]: 0.25, ids[32]: 3.0}
+    ratio = jacobian_spread_ratio(given)
+    assert ratio[ids[8]] == pytest.approx(2.0) and ratio[ids[16]] == pytest.approx(0.5)
+    assert math.isnan(ratio[ids[32]])  # no prediction: no ratio
+
+
+def test_jacobian_measures_are_nan_where_no_spectrum_was_measured():
+    runs = make_runs(study(depth=[8]))  # no jacobian_* columns at all
+    for measure in (jacobian_frac_well_conditioned, jacobian_spread, jacobian_spread_ratio):
+        assert measure(inputs(runs)).isna().all(), measure.__name__
+
+
+def test_a_spread_ratio_claim_fails_off_the_theory_line():
+    runs = _spectra(make_runs(study(depth=[8, 16, 32])))
+    fields = {"measure": "jacobian_spread_ratio", "check": "between", "low": 0.5, "high": 2.0}
+    assert check(runs, where={"depth": [8, 16]}, **fields)["result"] == "pass"
+    row = check(runs, where={"depth": 8}, **{**fields, "high": 1.5})
+    assert (row["result"], row["measured"]) == ("fail", "2")
+    row = check(runs, where={"depth": 32}, **fields)  # no theory: nothing to judge
+    assert (row["result"], row["measured"]) == ("fail", "n/a")
+
+
+def _losses(ids: dict) -> list:
+    return [
+        # depth 2 reaches 0.5 at step 20 (and again later)
+        *[(ids[2], "train", step, 0, "loss", v) for step, v in [(0, 2.3), (10, 0.9), (20, 0.5)]],
+        (ids[2], "train", 30, 0, "loss", 0.1),
+        (ids[2], "init", 0, 0, "loss", 0.01),  # not training
+        (ids[2], "train", 5, 1, "grad_preact_rms", 0.01),  # another quantity
+        # depth 4 never gets below 1; depth 8 diverges (NaN) after a step above the target
+        *[(ids[4], "train", step, 0, "loss", v) for step, v in [(0, 2.3), (10, 1.5), (20, 1.2)]],
+        *[(ids[8], "train", step, 0, "loss", v) for step, v in [(0, 2.3), (10, 40.0), (20, NAN)]],
+        # depth 16: no loss rows (the run failed)
+    ]
+
+
+def test_steps_to_loss_is_the_first_probe_step_at_or_below_the_target():
+    runs = make_runs(study(depth=[2, 4, 8, 16]))
+    ids = ids_by(runs, "depth")
+    given = inputs(runs, layer_stats=_losses(ids))
+    assert steps_to_loss(given).to_dict() == {ids[2]: 20, ids[4]: math.inf, ids[8]: math.inf}
+    assert steps_to_loss(given, target=1.2).to_dict() == {
+        ids[2]: 10,
+        ids[4]: 20,
+        ids[8]: math.inf,
+    }
+    assert steps_to_loss(given, target=3.0).to_dict() == {ids[2]: 0, ids[4]: 0, ids[8]: 0}
+
+
+def test_a_steps_to_loss_claim_fails_for_a_run_that_never_reaches_the_target():
+    runs = make_runs(study(depth=[2, 4, 8]))
+    ids = ids_by(runs, "depth")
+    measure = {"name": "steps_to_loss", "target": 0.5}
+    row = check(
+        runs,
+        layer_stats=_losses(ids),
+        measure=measure,
+        check="greater",
+        a={"depth": 4},
+        b={"depth": 2},
+    )
+    assert (row["result"], row["measured"]) == ("pass", "never vs 20")
+    assert row["rule"].startswith("steps_to_loss(target=0.5): ")
+    row = check(
+        runs,
+        layer_stats=_losses(ids),
+        measure=measure,
+        check="between",
+        where={"depth": 4},
+        high=100.0,
+    )
+    assert (row["result"], row["measured"]) == ("fail", "never")
+
+
 # -- checks ---------------------------------------------------------------------------------------
 
 
@@ -384,6 +483,9 @@ def test_first_layer_grad_weight_without_layer_one_rows_fails_the_claim():
         ({"name": "early_act_mean", "layer": 0}, "layer = 0; expected a hidden layer"),
         ({"name": "early_act_mean", "fraction": 1.5}, "fraction = 1.5; expected a share"),
         ({"name": "init_spread", "quantity": "act_stdd"}, "quantity = 'act_stdd'; expected a per-"),
+        ({"name": "steps_to_loss", "target": "low"}, "target must be float, not 'low'"),
+        ({"name": "steps_to_loss", "steps": 10}, "takes no 'steps'; it takes ['target']"),
+        ({"name": "jacobian_spread", "points": 4}, "takes no 'points'; it takes none"),
     ],
 )
 def test_a_measure_argument_is_checked_before_anything_runs(measure, reason):
@@ -457,6 +559,36 @@ def test_between_with_either_or_both_bounds(bounds, value, result, rule):
         f"{value:g}",
         f"final_val_metric: {rule}",
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "result"),
+    [
+        ({2: 1.0, 4: 1.5, 8: 0.8}, "pass"),
+        ({2: 1.0, 4: 2.5, 8: 0.8}, "fail"),  # one level outside fails the claim
+        ({2: 1.0, 4: 1.5, 8: NAN}, "fail"),  # as does one without a value
+    ],
+)
+def test_between_per_level_needs_every_level_within_the_bounds(values, result):
+    runs = make_runs(study(depth=[8, 2, 4])).pipe(with_values, "depth", values)
+    row = check(runs, check="between", low=0.5, high=2.0, per="depth")
+    assert row["result"] == result
+    shown = {d: "n/a" if math.isnan(v) else f"{v:g}" for d, v in values.items()}
+    assert row["measured"] == f"depth 2: {shown[2]}, depth 4: {shown[4]}, depth 8: {shown[8]}"
+    assert row["rule"] == "final_val_metric: 0.5 ≤ median ≤ 2, at every depth"
+
+
+def test_between_per_level_takes_the_median_over_seeds_within_where():
+    runs = make_runs(study(depth=[2, 4], init=["default", "xavier_uniform"]), seeds=(0, 1, 2))
+    values = {
+        ("default", 2): [0.1, 0.9, 0.8],
+        ("default", 4): [0.7, 0.0, 0.6],
+        ("xavier_uniform", 2): 5.0,
+        ("xavier_uniform", 4): 5.0,
+    }
+    runs = runs.pipe(with_values, ("init", "depth"), values)
+    row = check(runs, check="between", where={"init": "default"}, low=0.5, per="depth")
+    assert (row["result"], row["measured"]) == ("pass", "depth 2: 0.8, depth 4: 0.6")
 
 
 # -- medians over seeds, missing values ----------------------------------------------------------

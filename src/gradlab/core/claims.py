@@ -162,6 +162,54 @@ def early_act_mean(inputs: ClaimInputs, *, layer: int = -1, fraction: float = 0.
     return early.groupby("run_id")["value"].min()
 
 
+def _runs_column(inputs: ClaimInputs, column: str) -> pd.Series:
+    runs = inputs.runs.set_index("run_id")
+    return runs[column].astype(float) if column in runs else pd.Series(math.nan, runs.index)
+
+
+def jacobian_frac_well_conditioned(inputs: ClaimInputs) -> pd.Series:
+    """The share of the singular values s of the Jacobian J = ∂x_L/∂x_1 at init that lie within
+    a factor 10 of 1, s ∈ (0.1, 10) (``gradlab.core.spectrum``; mean over the measured input
+    points): 1 for a net in dynamical isometry (Pennington et al. 2017), falling as the spectrum
+    spreads over decades. NaN where no spectrum was measured (BatchNorm nets)."""
+    return _runs_column(inputs, "jacobian_frac_well_conditioned")
+
+
+def jacobian_spread(inputs: ClaimInputs) -> pd.Series:
+    """How widely J's squared singular values spread at init: the normalized variance
+    v = Var[s²] / E[s²]², from the runs' ``jacobian_var_s2`` and ``jacobian_mean_s2`` (each a mean
+    over the measured input points, so v is their ratio, not a mean of per-point ratios). 0 when
+    every s is the same (an orthogonal linear net); free probability gives v a sum over layers,
+    so at a fixed point it grows linearly with depth (``gradlab.core.spectrum_theory``)."""
+    mean = _runs_column(inputs, "jacobian_mean_s2")
+    return _runs_column(inputs, "jacobian_var_s2") / mean**2
+
+
+def jacobian_spread_ratio(inputs: ClaimInputs) -> pd.Series:
+    """Measured over predicted spread of J's squared singular values at init: ``jacobian_spread``
+    divided by free probability's v = ``theory_jacobian_var_s2`` / ``theory_jacobian_mean_s2``²
+    (1: on the theory line; NaN where theory predicts nothing, as for residual or normalized
+    nets). At width n expect departures of O(depth / n), and a spectrum with v ≫ 1 is carried by
+    its few largest s², whose sample variance over n values falls short of v
+    (``gradlab.core.spectrum_theory``)."""
+    mean = _runs_column(inputs, "theory_jacobian_mean_s2")
+    theory = _runs_column(inputs, "theory_jacobian_var_s2") / mean**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return jacobian_spread(inputs) / theory
+
+
+def steps_to_loss(inputs: ClaimInputs, *, target: float = 0.5) -> pd.Series:
+    """The first training probe step (every ``log_every`` steps, from step 0) whose training loss
+    on its batch (``layer_stats``' global quantity ``loss``) is at or below ``target``; ``inf``:
+    never, a diverged run's NaN loss included. One batch's loss is noisy, so a target well below
+    the plateau a run leaves tells more than one just under it."""
+    stats = inputs.layer_stats
+    rows = stats[(stats["phase"] == "train") & (stats["quantity"] == "loss")]
+    reached = rows[rows["value"] <= target].groupby("run_id")["step"].min().astype(float)
+    # a run without loss rows (it failed) never had the chance: no value, not "never"
+    return reached.reindex(rows["run_id"].unique()).fillna(math.inf)
+
+
 MEASURES: dict[str, Callable[..., pd.Series]] = {
     "final_val_metric": final_val_metric,
     "val_error_pct": val_error_pct,
@@ -172,6 +220,10 @@ MEASURES: dict[str, Callable[..., pd.Series]] = {
     "init_spread": init_spread,
     "epochs_to": epochs_to,
     "early_act_mean": early_act_mean,
+    "jacobian_frac_well_conditioned": jacobian_frac_well_conditioned,
+    "jacobian_spread": jacobian_spread,
+    "jacobian_spread_ratio": jacobian_spread_ratio,
+    "steps_to_loss": steps_to_loss,
 }
 
 
@@ -292,11 +344,13 @@ class Close(_TwoGroups):
 
 
 class Between(_Claim):
-    """The selection's median within [``low``, ``high``] (either bound may be left out)."""
+    """The selection's median within [``low``, ``high``] (either bound may be left out); with
+    ``per``, the median at every value of that axis."""
 
     check: Literal["between"]
     low: float | None = None
     high: float | None = None
+    per: Axis | None = None
 
     @model_validator(mode="after")
     def _a_bound(self) -> "Between":
@@ -444,17 +498,24 @@ def _close(claim: Close, median: _Median) -> Outcome:
 
 
 def _between(claim: Between, median: _Median) -> Outcome:
-    value = median(claim.where)
     low = -math.inf if claim.low is None else claim.low
     high = math.inf if claim.high is None else claim.high
-    passed = not math.isnan(value) and low <= value <= high
+    if claim.per is None:
+        values = {None: median(claim.where)}
+    else:
+        levels = sorted(select(median.runs, claim.where)[claim.per].unique())
+        values = {level: median({**claim.where, claim.per: level}) for level in levels}
+    passed = bool(values) and all(not math.isnan(v) and low <= v <= high for v in values.values())
     if claim.low is None:
         rule = f"median ≤ {claim.high:g}"
     elif claim.high is None:
         rule = f"median ≥ {claim.low:g}"
     else:
         rule = f"{claim.low:g} ≤ median ≤ {claim.high:g}"
-    return Outcome(_fmt(value), rule, passed)
+    if claim.per is None:
+        return Outcome(_fmt(values[None]), rule, passed)
+    measured = ", ".join(f"{claim.per} {level}: {_fmt(v)}" for level, v in values.items())
+    return Outcome(measured or "n/a", f"{rule}, at every {claim.per}", passed)
 
 
 _EVALUATE: dict[str, Callable[[Any, _Median], Outcome]] = {
