@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.patches import StepPatch
 from PIL import Image
 
 from gradlab.core import plots, report, theory
@@ -19,7 +20,9 @@ from gradlab.core.bn_theory import bn_gradient_growth
 from gradlab.core.plots import layer_steps
 from gradlab.core.plots.layer_steps import PANEL, layer_step_png
 from gradlab.core.plots.profile import _COLORS, HEIGHT, WIDTH, profile_png
+from gradlab.core.plots.spectra import plot_spectrum_density, plot_spectrum_spread
 from tests.helpers import architecture_results as arch
+from tests.helpers import spectrum_results
 from tests.helpers import theory_results as deep
 from tests.helpers.results import DEPTH, make_results
 from tests.helpers.step_results import diverging_midway
@@ -566,4 +569,76 @@ def test_plot_bn_growth_names_missing_columns():
             pd.DataFrame(columns=["activation", "batch_size", "init_name", "sigma_w2"]),
             pd.DataFrame(columns=["activation", "batch_size", "theory", "large_batch"]),
             "Which?",
+        )
+
+
+@pytest.fixture(scope="module")
+def spectra() -> dict[str, pd.DataFrame]:
+    return spectrum_results.make_spectrum_results()
+
+
+def test_plot_spectrum_density_draws_a_panel_per_activation_and_a_line_per_init(spectra):
+    samples, cells = report.density_frames(spectra["runs"], spectra["studies"], spectra["spectrum"])
+    fig = plot_spectrum_density(samples, cells)
+    _check(fig, "singular values")
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.has_data()]
+    assert [ax.get_title() for ax in panels] == ["sigmoid", "tanh", "relu"]
+    for ax in panels:
+        lines = [p for p in ax.patches if isinstance(p, StepPatch)]
+        assert len(lines) == 2, ax.get_title()  # default, xavier_uniform
+        zeros = spectrum_results.ZEROS.get(ax.get_title(), 0) / spectrum_results.SIZE
+        for line in lines:  # a line's area: its share of s drawn (numerically zero left out)
+            heights, edges, _ = line.get_data()
+            assert np.sum(heights * np.diff(edges)) == pytest.approx(1 - zeros)
+    tanh = " ".join(t.get_text() for t in panels[1].texts)
+    assert "50 %" in tanh and "25 %" in tanh, tanh
+    assert set(_legend_labels(fig)) >= {"default", "xavier_uniform", "s in (0.1, 10)", "s = 1"}
+    notes = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
+    assert "16 values below 1e-12" in notes, notes  # relu: 2 zeros × 2 points, seeds, inits
+
+
+def test_plot_spectrum_spread_draws_the_median_and_theory_per_activation(spectra):
+    points, lines = report.spread_frames(spectra["runs"], spectra["studies"], spectra["spectrum"])
+    fig = plot_spectrum_spread(points, lines)
+    _check(fig, "depth")
+    (ax,) = [ax for ax in fig.axes if ax.has_data()]
+    assert ax.get_title() == "xavier_uniform" and ax.get_yscale() == "log"
+    for style, column, slope in [
+        ("-", "measured", spectrum_results.SLOPE),
+        ("--", "theory", spectrum_results.THEORY_SLOPE),
+    ]:
+        drawn = sorted(
+            tuple(line.get_ydata()) for line in ax.get_lines() if line.get_linestyle() == style
+        )
+        expected = sorted(
+            tuple(slope[a] * d for d in (2, 4, 8)) for a in lines["activation"].unique()
+        )
+        assert np.allclose(drawn, expected), (column, drawn)
+    assert sum(len(c.get_offsets()) for c in ax.collections) == len(points)
+
+
+@pytest.mark.parametrize("figure", ["density", "spread"])
+def test_spectrum_figures_without_a_measured_spectrum_say_why(figure):
+    results = spectrum_results.make_spectrum_results()
+    runs = results["runs"].assign(jacobian_mean_s2=math.nan)  # e.g. every net BatchNorm
+    empty = spectrum_results.empty_spectrum()
+    if figure == "density":
+        fig = plot_spectrum_density(*report.density_frames(runs, results["studies"], empty))
+    else:
+        fig = plot_spectrum_spread(*report.spread_frames(runs, results["studies"], empty))
+    text = " ".join(t.get_text() for ax in fig.axes for t in ax.texts).replace("\n", " ")
+    assert "no run" in text or "no study" in text, text
+    assert _rendered(fig).startswith(PNG_SIGNATURE)
+
+
+def test_spectrum_figures_name_missing_columns():
+    with pytest.raises(ValueError, match=r"samples lacks columns \['zero'\]"):
+        plot_spectrum_density(
+            pd.DataFrame(columns=["activation", "init", "log10_s"]),
+            pd.DataFrame(columns=report.spectra.CELL_COLUMNS),
+        )
+    with pytest.raises(ValueError, match=r"lines lacks columns \['theory'\]"):
+        plot_spectrum_spread(
+            pd.DataFrame(columns=["activation", "init", "depth", "v"]),
+            pd.DataFrame(columns=["activation", "init", "depth", "measured"]),
         )

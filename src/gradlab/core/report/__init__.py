@@ -6,13 +6,16 @@ helpers they share), ``frames`` (the runs the figures at init compare and the ro
 draws, the profiles of a study of architectures and the layer × step maps among them),
 ``findings`` (every ``*_finding`` one-liner, and ``early_change``, the table the maps' finding
 reads), ``trainability`` (a study over σ_w² and depth: its cells, the 6 ξ_c curve, its finding),
-``bn_growth`` (a study's BatchNorm runs: measured growth of ∂L/∂h against theory, its finding) and
-``page`` (``Section``, the figure captions, ``build_html`` and ``build_report``).
+``bn_growth`` (a study's BatchNorm runs: measured growth of ∂L/∂h against theory, its finding),
+``spectra`` (the Jacobian's singular values at init: their density per activation × init, their
+spread against depth beside free-probability theory, and the findings) and ``page``
+(``Section``, the figure captions, ``build_html`` and ``build_report``).
 
 Everything here reads the stored result tables (``runs``, ``history``, ``layer_stats``,
-``distributions``, ``studies``; see ``gradlab.core.quantities`` for the quantities) and trains
-nothing. Final metrics are aggregated over the *finished* seeds of a setting: a diverged run's last
-metric is whatever the blow-up left, so it is counted, not averaged.
+``distributions``, ``spectrum``, ``studies``; see ``gradlab.core.quantities`` for the
+quantities) and trains nothing. Final metrics are aggregated over the *finished* seeds of a
+setting: a diverged run's last metric is whatever the blow-up left, so it is counted, not
+averaged.
 
 The log-slope of a gradient profile is ``gradlab.core.theory.log_slope``: the least-squares slope
 of ``ln RMS(∂L/∂h_l)`` against the layer l, positive when the gradient shrinks towards the input.
@@ -80,6 +83,14 @@ from gradlab.core.report.page import (
     build_report,
     overview,
 )
+from gradlab.core.report.spectra import (
+    SPECTRUM_FIGURES,
+    density_finding,
+    density_frames,
+    spectrum_selection,
+    spread_finding,
+    spread_frames,
+)
 from gradlab.core.report.tables import (
     LOSS_LABELS,
     METRIC_LABELS,
@@ -129,6 +140,7 @@ __all__ = [
     "PHASE_SIGMA_B2_MAX",
     "PHASE_SIGMA_W2",
     "REFERENCE_INIT",
+    "SPECTRUM_FIGURES",
     "STUDY_VIEW",
     "THEORY_FIGURES",
     "TRAINABILITY_CAPTION",
@@ -144,6 +156,8 @@ __all__ = [
     "build_html",
     "build_report",
     "claims_finding",
+    "density_finding",
+    "density_frames",
     "display_axes",
     "distribution_samples",
     "early_change",
@@ -165,6 +179,9 @@ __all__ = [
     "saturation_finding",
     "saturation_stats",
     "setting_label",
+    "spectrum_selection",
+    "spread_finding",
+    "spread_frames",
     "study_axes",
     "study_finding",
     "study_frames",

@@ -33,6 +33,13 @@ from gradlab.core.report.frames import (
     init_selection,
     varies_architecture,
 )
+from gradlab.core.report.spectra import (
+    SPECTRUM_FIGURES,
+    density_finding,
+    density_frames,
+    spread_finding,
+    spread_frames,
+)
 from gradlab.core.report.trainability import (
     TRAINABILITY_CAPTION,
     TRAINABILITY_FIGURE,
@@ -130,6 +137,20 @@ GLOSSARY = {
     "measured_first_last_ratio": "the measured init_grad_ratio",
     "measured_init_verdict": "the same rule applied to the measured ratio",
     "slope_error": "measured_log_slope − theory_log_slope",
+    "jacobian_mean_s2": "E[s²] over the singular values s of the Jacobian J = ∂x_L/∂x_1 (first "
+    "hidden layer's output to the head's input) at init, averaged over the measured input "
+    "points; not measured for BatchNorm nets (gradlab.core.spectrum)",
+    "jacobian_var_s2": "Var[s²] over J's singular values, averaged over the points; "
+    "jacobian_var_s2 / jacobian_mean_s2² is the normalized spread v (0: every s equal)",
+    "jacobian_s_max": "J's largest singular value, averaged over the points",
+    "jacobian_s_min": "J's smallest singular value, averaged over the points",
+    "jacobian_frac_well_conditioned": "share of J's singular values within (0.1, 10), "
+    "averaged over the points",
+    "theory_jacobian_mean_s2": "free-probability prediction of jacobian_mean_s2: Π_l σ_w² "
+    "E[φ′(h_l)²], the product of the layers' χ₁ (plain MLPs without normalization; "
+    "gradlab.core.spectrum_theory)",
+    "theory_jacobian_var_s2": "its prediction of jacobian_var_s2: mean² × Σ_l (E[φ′⁴] / "
+    "E[φ′²]² − 1 + v_W), v_W = 1 for iid weights, 0 for orthogonal ones (Pennington et al. 2017)",
     **{f"verdict_{name}": f"runs with the verdict {name}" for name in VERDICTS},
     "claim_id": "the claim's key in conf/<env>/parameters_claims.yml (and its MLflow tag)",
     "claim": "a statement of the paper or course this environment reproduces",
@@ -302,6 +323,25 @@ THEORY_FIGURE_FINDINGS: dict[str, Callable[[pd.DataFrame], str]] = {
 }
 
 
+def _spectrum_section(
+    runs: pd.DataFrame, studies: pd.DataFrame, spectrum: pd.DataFrame, figures: dict[str, bytes]
+) -> Section:
+    """The Jacobian's singular values at init: their density and their spread against depth."""
+    finding = " ".join(
+        [
+            density_finding(density_frames(runs, studies, spectrum)[1]),
+            spread_finding(spread_frames(runs, studies, spectrum)[1]),
+        ]
+    )
+    return Section(
+        "Jacobian spectrum at init",
+        "Do the singular values of the input–output Jacobian stay near 1 (dynamical isometry), "
+        "and does their spread grow with depth as free probability predicts?",
+        finding,
+        [(caption, figures[k]) for k, caption in SPECTRUM_FIGURES.items() if k in figures],
+    )
+
+
 def overview(runs: pd.DataFrame, studies: pd.DataFrame) -> str:
     """One paragraph: how many runs, how they ended, their verdicts."""
     status = runs["status"].value_counts()
@@ -326,9 +366,11 @@ def build_report(  # noqa: PLR0913, PLR0917
     claims: pd.DataFrame | None = None,
     layer_stats: pd.DataFrame | None = None,
     layer_step_changes: pd.DataFrame | None = None,
+    spectrum: pd.DataFrame | None = None,
 ) -> str:
     """The HTML report: the claims a reproduction checks (if any), gradient flow at init,
-    saturation during training, one section per study, theory against measurement.
+    saturation during training, one section per study, the Jacobian's spectrum at init (given
+    ``spectrum``), theory against measurement.
 
     A study over the architecture (``arch``, ``residual_scale``) shows its gradient
     profiles at init (``ARCHITECTURE_FIGURE``) above its study figure, and its finding is
@@ -353,6 +395,9 @@ def build_report(  # noqa: PLR0913, PLR0917
         layer_stats: The long per-layer statistics; none: every study gets ``study_finding``.
         layer_step_changes: ``early_change``'s rows with ``study``; a study's finding adds
             ``layer_step_finding`` of its rows (none: it does not).
+        spectrum: The long ``spectrum`` table; given, a section on the Jacobian's singular
+            values at init shows the ``SPECTRUM_FIGURES`` and their findings
+            (``gradlab.core.report.spectra``), which say why where no run was measured.
     Returns:
         The self-contained page.
     """
@@ -432,6 +477,8 @@ def build_report(  # noqa: PLR0913, PLR0917
                 [(f"{study.study}: per setting", rows[[c for c in STUDY_VIEW if c in rows]])],
             )
         )
+    if spectrum is not None:
+        sections.append(_spectrum_section(runs, studies, spectrum, figures))
     sections.append(
         Section(
             "Theory against measurement",
