@@ -17,7 +17,7 @@ from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
 
 from gradlab.core.grid import RunSpec, Study, expand
-from gradlab.core.report import FLOW_FIGURES, THEORY_FIGURES, TRAINING_FIGURES
+from gradlab.core.report import FLOW_FIGURES, SPECTRUM_FIGURES, THEORY_FIGURES, TRAINING_FIGURES
 from gradlab.grid_runner import collect
 from gradlab.pipelines.report import create_pipeline
 from gradlab.store import ResultStore
@@ -25,12 +25,16 @@ from tests.helpers.architecture_results import make_architecture_results
 from tests.helpers.projects import copy_project, run_kedro
 from tests.helpers.results import make_results
 from tests.helpers.servers import chromium
+from tests.helpers.spectrum_results import empty_spectrum, with_spectrum
 from tests.helpers.theory_results import make_theory_results
 from tests.helpers.training import SMALL, broken, task, train_in_process
 
-STORED = {"runs", "history", "layer_stats", "distributions", "studies"}
+STORED = {"runs", "history", "layer_stats", "distributions", "spectrum", "studies"}
 SMOKE_STUDIES = ("activation_depth", "optimizer", "residual")
-FIGURES = [f"figures/{key}.png" for key in (*FLOW_FIGURES, *TRAINING_FIGURES, *THEORY_FIGURES)]
+FIGURES = [
+    f"figures/{key}.png"
+    for key in (*FLOW_FIGURES, *TRAINING_FIGURES, *SPECTRUM_FIGURES, *THEORY_FIGURES)
+]
 # the residual study is over the architecture: its gradient profiles at init are a second figure;
 # every study has its layer × step maps
 STUDY_FIGURES = [
@@ -88,7 +92,9 @@ def test_report_pipeline_reads_stored_results_only_and_has_no_training_node():
 
 
 def _run_report(results: dict[str, pd.DataFrame], tmp_path: Path) -> tuple[str, list[str]]:
-    """The report pipeline on ``results`` with file-backed figures; the page and the PNGs."""
+    """The report pipeline on ``results`` (no ``spectrum``: none measured) with file-backed
+    figures; the page and the PNGs."""
+    results = {"spectrum": empty_spectrum(), **results}
     figures = tmp_path / "figures"
     png_load = {"fs_args": {"open_args_load": {"mode": "rb"}}}
     catalog = DataCatalog.from_config(
@@ -144,6 +150,19 @@ def test_report_pipeline_runs_on_hand_made_tables(tmp_path):
     assert written == sorted(expected), written
     assert page.count("data:image/png;base64,") == len(expected), page.count("data:image")
     assert "22 runs (20 finished, 1 diverged, 1 failed) in 3 studies" in page, page[:3000]
+    # no spectrum measured: the section's figures and finding say why
+    assert "No run's Jacobian spectrum was measured at init" in html.unescape(page)
+
+
+def test_report_pipeline_draws_the_jacobian_spectrum_with_its_findings(tmp_path):
+    """Hand-made spectra: the density at the act_init study's depth, and no spread (one depth)."""
+    results = make_results()
+    results["runs"], results["spectrum"] = with_spectrum(results["runs"])
+    page, written = _run_report(results, tmp_path)
+    assert {f"figures/{key}.png" for key in SPECTRUM_FIGURES} <= set(written), written
+    text = html.unescape(page)
+    assert "In study act_init at depth 4 (6 settings, 2 seeds each)" in text, text[-6000:]
+    assert "tanh·xavier_uniform 50 %" in text and "so there is no spread against depth" in text
 
 
 def test_report_pipeline_draws_the_profiles_of_a_study_of_architectures(tmp_path):
@@ -197,6 +216,7 @@ def test_report_pipeline_draws_a_grid_where_no_run_finished(outcome, tmp_path):
             "history": history,
             "layer_stats": layer_stats,
             "distributions": distributions,
+            "spectrum": spectrum,
             "studies": studies,
         },
         tmp_path,
@@ -232,8 +252,8 @@ def test_report_html_inlines_every_figure_and_asks_each_question(reported):
     studies = pd.read_parquet(project / "data" / "smoke" / "03_primary" / "studies.parquet")
     for question in studies["question"]:
         assert question in page, question
-    # claims, init, training, verdicts, one per study, theory
-    assert page.count('class="finding"') == 5 + len(SMOKE_STUDIES), page.count("finding")
+    # claims, init, training, verdicts, one per study, the Jacobian's spectrum, theory
+    assert page.count('class="finding"') == 6 + len(SMOKE_STUDIES), page.count("finding")
     headings = re.findall(r'<h2 id="[^"]*">([^<]*)</h2>', page)
     assert headings[:4] == [
         "Claims",

@@ -18,6 +18,7 @@ from gradlab.core import report as core
 from gradlab.core.claims import ClaimInputs
 from gradlab.core.claims import check_claims as measure_claims
 from gradlab.core.config import parse_claims, parse_report
+from gradlab.core.plots.spectra import plot_spectrum_density, plot_spectrum_spread
 from gradlab.core.verdict import judge
 
 
@@ -297,6 +298,38 @@ def draw_phase_diagram(runs: pd.DataFrame, report: dict[str, Any]) -> Figure:
     return plots.plot_phase_diagram(grid, points, core.PHASE_ACTIVATION)
 
 
+def draw_jacobian_density(
+    runs: pd.DataFrame, studies: pd.DataFrame, spectrum: pd.DataFrame
+) -> Figure:
+    """Density of the Jacobian's log₁₀ singular values at init, per activation × init, at the
+    depth of the study that compares most of them.
+
+    Args:
+        runs: One row per run.
+        studies: One row per study.
+        spectrum: The long spectrum table (the ``log10_s`` sample per run and point).
+    Returns:
+        The figure (one that says why, where no run was measured).
+    """
+    return plot_spectrum_density(*core.density_frames(runs, studies, spectrum))
+
+
+def draw_jacobian_spread(
+    runs: pd.DataFrame, studies: pd.DataFrame, spectrum: pd.DataFrame
+) -> Figure:
+    """Spread v = Var[s²]/E[s²]² of the Jacobian's squared singular values against depth, with
+    free-probability theory.
+
+    Args:
+        runs: One row per run (``theory_jacobian_*``).
+        studies: One row per study.
+        spectrum: The long spectrum table (``mean_s2``, ``var_s2`` per run and point).
+    Returns:
+        The figure (one that says why, where no setting was measured at two depths).
+    """
+    return plot_spectrum_spread(*core.spread_frames(runs, studies, spectrum))
+
+
 # noqa reason: a Kedro node takes one argument per dataset it reads
 def build_report(  # noqa: PLR0913, PLR0917
     runs: pd.DataFrame,
@@ -307,6 +340,7 @@ def build_report(  # noqa: PLR0913, PLR0917
     theory: pd.DataFrame,
     layer_stats: pd.DataFrame,
     layer_step_changes: pd.DataFrame,
+    spectrum: pd.DataFrame,
     study_pngs: Mapping[str, Callable[[], bytes]],
     layer_step_pngs: Mapping[str, Callable[[], bytes]],
     **figure_pngs: bytes,
@@ -323,11 +357,12 @@ def build_report(  # noqa: PLR0913, PLR0917
         layer_stats: The long per-layer statistics (a study of architectures' finding).
         layer_step_changes: Each study's early change of the profile per setting and layer
             (``draw_layer_step_maps``): the layer × step maps' finding.
+        spectrum: The long spectrum table (the Jacobian section's findings).
         study_pngs: The saved study figures, a loader per file name without ``.png`` (a
             partitioned dataset): the study's, and ``<study>.profiles`` where it has one.
         layer_step_pngs: The saved layer × step maps, a loader per study name.
         **figure_pngs: The saved fixed figures' PNG bytes, by ``core.FLOW_FIGURES``,
-            ``core.TRAINING_FIGURES`` and ``core.THEORY_FIGURES`` key.
+            ``core.TRAINING_FIGURES``, ``core.SPECTRUM_FIGURES`` and ``core.THEORY_FIGURES`` key.
     Returns:
         The page's HTML.
     """
@@ -346,4 +381,5 @@ def build_report(  # noqa: PLR0913, PLR0917
         claims,
         layer_stats,
         layer_step_changes,
+        spectrum,
     )

@@ -13,7 +13,7 @@ from kedro.pipeline import Node, Pipeline
 
 from gradlab.pipelines.report import nodes
 
-# figure key (gradlab.core.report.FLOW_/TRAINING_/THEORY_FIGURES) → its drawing node, inputs
+# figure key (gradlab.core.report.FLOW_/TRAINING_/SPECTRUM_/THEORY_FIGURES) → its node, inputs
 _FIGURES: dict[str, tuple[Callable[..., Any], list[str]]] = {
     "grad_flow": (nodes.draw_gradient_flow, ["runs", "studies", "layer_stats"]),
     "weight_grad_violins": (
@@ -25,6 +25,8 @@ _FIGURES: dict[str, tuple[Callable[..., Any], list[str]]] = {
     "theory_slopes": (nodes.draw_theory_slopes, ["theory"]),
     "theory_profiles": (nodes.draw_theory_profiles, ["runs", "studies", "layer_stats"]),
     "phase_diagram": (nodes.draw_phase_diagram, ["runs", "report"]),
+    "jacobian_density": (nodes.draw_jacobian_density, ["runs", "studies", "spectrum"]),
+    "jacobian_spread": (nodes.draw_jacobian_spread, ["runs", "studies", "spectrum"]),
 }
 # catalog name of a node input where it differs from the argument's name
 _DATASETS = {"theory": "theory_table", "runs": "judged_runs", "report": "params:report"}
@@ -107,6 +109,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             "theory": "theory_table",
             "layer_stats": "layer_stats",
             "layer_step_changes": "layer_step_changes",
+            "spectrum": "spectrum",
             # the saved files read back (transcoding): the runner orders this node after them
             "study_pngs": "study_plots@png",
             "layer_step_pngs": "layer_step_plots",  # PNG bytes already: saved, then loaded
