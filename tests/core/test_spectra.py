@@ -99,6 +99,12 @@ def test_density_finding_follows_the_numbers(shares, zeros, expected):
     assert ("tanh xavier_uniform 1 %" in text) == (zeros[0] >= 0.05), text
 
 
+def test_density_finding_of_one_seed_says_so():
+    results = spec.make_spectrum_results(seeds=(0,))
+    cells = report.density_frames(results["runs"], results["studies"], results["spectrum"])[1]
+    assert "(6 settings, 1 seed each)" in report.density_finding(cells)
+
+
 def test_spread_frames_and_finding_read_v_against_depth_beside_theory(tables):
     points, lines = report.spread_frames(tables["runs"], tables["studies"], tables["spectrum"])
     assert set(lines["study"]) == {"act_depth"}

@@ -224,7 +224,9 @@ def density_finding(cells: pd.DataFrame) -> str:
     ranked = cells.sort_values("frac_well_conditioned", ascending=False, kind="stable")
     some = ranked[ranked["frac_well_conditioned"] > 0]
     seeds = cells["n_runs"].unique()
-    each = f"{seeds[0]} seeds each" if len(seeds) == 1 else "medians over seeds"
+    each = "medians over seeds"
+    if len(seeds) == 1:
+        each = f"{seeds[0]} seed{'s' if seeds[0] > 1 else ''} each"
     text = (
         f"In study {cells['study'].iloc[0]} at depth {int(cells['depth'].iloc[0])} "
         f"({len(cells)} settings, {each}), the share of the Jacobian's singular values within "
