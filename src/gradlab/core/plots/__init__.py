@@ -7,7 +7,9 @@ gradient flow, weight-gradient violins, activation histograms, saturation), ``st
 against residual nets, their gradient profiles at init and how they ended), ``theory``
 (theory against measurement: slopes, profiles, the phase diagram), ``trainability``
 (``plot_trainability``: the outcome over σ_w² and depth with 6 ξ_c on it), ``bn_growth``
-(``plot_bn_growth``: BatchNorm's gradient growth over batch size against theory), and two drawn
+(``plot_bn_growth``: BatchNorm's gradient growth over batch size against theory), ``spectra``
+(the Jacobian's singular values at init: their density, their spread against depth beside free
+probability), and two drawn
 with Pillow
 for speed, returning PNG bytes: ``profile`` (one run's layer profile, for its MLflow child) and
 ``layer_steps`` (layer × step maps: a study's, a map per setting, and one run's).
@@ -49,6 +51,7 @@ from gradlab.core.plots.flow import (
     plot_weight_grad_violins,
 )
 from gradlab.core.plots.layer_steps import layer_step_maps_png, layer_step_png
+from gradlab.core.plots.spectra import plot_spectrum_density, plot_spectrum_spread
 from gradlab.core.plots.studies import METRIC_FLOOR, plot_study
 from gradlab.core.plots.theory import plot_phase_diagram, plot_theory_profiles, plot_theory_slopes
 from gradlab.core.plots.trainability import plot_trainability
@@ -62,13 +65,15 @@ __all__ = [
     "layer_step_maps_png",
     "layer_step_png",
     "pick_layers",
-    "plot_architecture_study",
     "plot_activation_histograms",
+    "plot_architecture_study",
     "plot_bn_growth",
     "plot_gradient_flow",
     "plot_message",
     "plot_phase_diagram",
     "plot_saturation",
+    "plot_spectrum_density",
+    "plot_spectrum_spread",
     "plot_study",
     "plot_theory_profiles",
     "plot_theory_slopes",

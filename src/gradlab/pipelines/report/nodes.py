@@ -18,7 +18,6 @@ from gradlab.core import report as core
 from gradlab.core.claims import ClaimInputs
 from gradlab.core.claims import check_claims as measure_claims
 from gradlab.core.config import parse_claims, parse_report
-from gradlab.core.plots.spectra import plot_spectrum_density, plot_spectrum_spread
 from gradlab.core.verdict import judge
 
 
@@ -311,7 +310,7 @@ def draw_jacobian_density(
     Returns:
         The figure (one that says why, where no run was measured).
     """
-    return plot_spectrum_density(*core.density_frames(runs, studies, spectrum))
+    return plots.plot_spectrum_density(*core.density_frames(runs, studies, spectrum))
 
 
 def draw_jacobian_spread(
@@ -327,7 +326,7 @@ def draw_jacobian_spread(
     Returns:
         The figure (one that says why, where no setting was measured at two depths).
     """
-    return plot_spectrum_spread(*core.spread_frames(runs, studies, spectrum))
+    return plots.plot_spectrum_spread(*core.spread_frames(runs, studies, spectrum))
 
 
 # noqa reason: a Kedro node takes one argument per dataset it reads
