@@ -17,7 +17,15 @@ from tests.helpers.projects import REPO, make_project, run_kedro
 
 pytestmark = pytest.mark.slow  # every test reads a real kedro run
 
-ENVIRONMENTS = ("seed_course", "glorot2010", "he2015", "resnet_depth", "yang2019", "schoenholz2017")
+ENVIRONMENTS = (
+    "seed_course",
+    "glorot2010",
+    "he2015",
+    "resnet_depth",
+    "yang2019",
+    "schoenholz2017",
+    "pennington2017",
+)
 
 
 def _shrink(project: Path, env: str) -> str:
