@@ -139,8 +139,8 @@ def test_unknown_environment_is_named(smoke):
     output = _refused(run_kedro(smoke, "run", "--env", "smok"))
     assert "unknown environment 'smok'" in output, output
     assert (
-        "expected one of ['base', 'glorot2010', 'he2015', 'local', 'resnet_depth', "
-        "'schoenholz2017', 'seed_course', 'smoke', 'yang2019']" in output
+        "expected one of ['base', 'glorot2010', 'he2015', 'local', 'pennington2017', "
+        "'resnet_depth', 'schoenholz2017', 'seed_course', 'smoke', 'yang2019']" in output
     )
 
 
