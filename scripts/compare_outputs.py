@@ -2,12 +2,14 @@
 that changes no number leaves them identical, wall-clock columns aside.
 
     .venv/bin/python scripts/compare_outputs.py /path/to/before /path/to/after [--env base]
+        [--added-columns]
 
 Reads ``runs``, ``layer_stats``, ``history`` and ``distributions`` under each copy's
 ``data/07_model_output`` (``data/<env>/07_model_output`` for another environment), sorts them by
 their keys, and compares every column exactly but ``wall_s``, ``steps_per_s``, ``ended_at`` and
 ``mlflow_run_id``; then says whether the rows are in the same order too. Exits 1 at the first
-difference.
+difference. With ``--added-columns`` a change that adds columns (a new measurement) passes when
+every column the before copy has is unchanged; the added ones are named.
 """
 
 import argparse
@@ -26,6 +28,7 @@ def main() -> int:
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     parser.add_argument("--env", default="base")
+    parser.add_argument("--added-columns", action="store_true")
     args = parser.parse_args()
     folder = Path("data") if args.env == "base" else Path("data") / args.env
     for name in TABLES:
@@ -33,6 +36,10 @@ def main() -> int:
             pd.read_parquet(root / folder / "07_model_output" / f"{name}.parquet")
             for root in (args.before, args.after)
         )
+        added = [column for column in after.columns if column not in before.columns]
+        if args.added_columns and added and set(before.columns) <= set(after.columns):
+            print(f"{name}: columns added: {added}")
+            after = after[list(before.columns)]
         if list(before.columns) != list(after.columns):
             print(f"{name}: columns differ: {sorted(set(before.columns) ^ set(after.columns))}")
             return 1

@@ -23,8 +23,8 @@ def _write(root: Path, value: float, wall_s: float) -> None:
     pd.DataFrame(history).to_parquet(folder / "history.parquet")
 
 
-def _compare(before: Path, after: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(SCRIPT), str(before), str(after)]
+def _compare(before: Path, after: Path, *options: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(SCRIPT), str(before), str(after), *options]
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
@@ -42,3 +42,16 @@ def test_a_moved_value_fails_and_is_named(tmp_path):
     done = _compare(tmp_path / "before", tmp_path / "after")
     assert done.returncode == 1
     assert 'layer_stats: DataFrame.iloc[:, 5] (column name="value") are different' in done.stdout
+
+
+def test_added_columns_pass_only_when_asked_and_the_old_ones_hold(tmp_path):
+    _write(tmp_path / "before", 0.25, wall_s=1.0)
+    _write(tmp_path / "after", 0.25, wall_s=1.0)
+    runs = tmp_path / "after" / "data" / "07_model_output" / "runs.parquet"
+    pd.read_parquet(runs).assign(jacobian_mean_s2=[0.9]).to_parquet(runs)
+    assert _compare(tmp_path / "before", tmp_path / "after").returncode == 1
+    done = _compare(tmp_path / "before", tmp_path / "after", "--added-columns")
+    assert done.returncode == 0, done.stdout
+    assert "runs: columns added: ['jacobian_mean_s2']" in done.stdout
+    pd.read_parquet(runs).assign(status=["diverged"]).to_parquet(runs)
+    assert _compare(tmp_path / "before", tmp_path / "after", "--added-columns").returncode == 1
