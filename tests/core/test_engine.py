@@ -47,7 +47,8 @@ def theory_rows(spec: RunSpec, data, q_in: float) -> pd.DataFrame:
             q_in,
             std=spec.init_std,
             sigma_b2=bias,
-            gain=weight_gain(spec),  # the oracle's own σ_w², 'critical' solved on its own
+            # the oracle's own σ_w², 'critical' solved on its own
+            gain=None if spec.sigma_w2 is None else weight_gain(spec),
         )
     if p is not None:
         for quantity, values in [

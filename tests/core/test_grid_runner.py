@@ -208,8 +208,10 @@ def test_tracker_logs_the_layers_asked_for(poly, tmp_path):
             forward = Tracker(quantities=["act_std"]).log_run(spec, result, Child("s"))
         client = MlflowClient()
         keys = set(client.get_run(ends).data.metrics)
-        per_layer = {key for key in keys if "/" in key}
+        per_layer = {key for key in keys if "/" in key and not key.startswith("jacobian/")}
         assert per_layer == {f"{q}/{end}" for q in quantities[:2] for end in ("first", "last")}
+        # the Jacobian's spectrum at init, whatever the layers asked for
+        assert {"jacobian/mean_s2", "jacobian/frac_well_conditioned"} <= keys
         assert {"step_loss", "grad_ratio", "train_loss"} <= keys
         assert "grad_weight_norm/first" not in keys  # not among the quantities asked for
         ratio = client.get_metric_history(ends, "grad_ratio")
@@ -221,7 +223,7 @@ def test_tracker_logs_the_layers_asked_for(poly, tmp_path):
         assert [m.value for m in ratio] == pytest.approx(expected.tolist(), rel=1e-12)
 
         keys = set(client.get_run(every).data.metrics)
-        per_layer = {key for key in keys if "/" in key}
+        per_layer = {key for key in keys if "/" in key and not key.startswith("jacobian/")}
         assert per_layer == {f"{q}/layer_{n:02d}" for q in quantities[:2] for n in (1, 2, 3)}
         assert len(client.get_metric_history(every, "act_std/layer_02")) == len(steps)
         assert len(client.get_metric_history(every, "grad_ratio")) == len(steps)

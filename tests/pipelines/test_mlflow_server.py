@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import requests
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from gradlab.tracking import relocate_artifacts
+from gradlab.tracking.maintenance import server_unreachable
 from tests.helpers.projects import copy_project, make_project, run_kedro
 from tests.helpers.servers import group_members, start_mlflow_server, stop_group
 
@@ -120,3 +123,17 @@ def test_relocate_artifacts_moves_mlruns_locations_and_leaves_others(tmp_path, m
     assert back[run_id] == f"{moved}/{ours}/{run_id}/artifacts"
     assert relocate_artifacts(db, str(moved)) == 0
     assert {key: back[key] for key in others} == others
+
+
+def test_a_server_gone_mid_response_counts_as_unreachable():
+    # killed while it sends a response, a server breaks the body's read (ChunkedEncodingError),
+    # not the connection: that too is "does not answer", not an error to print a traceback for
+    broken = requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead")
+    try:
+        try:
+            raise broken
+        except requests.RequestException as error:
+            raise MlflowException("API request to /api/2.0/mlflow/runs/create failed") from error
+    except MlflowException as wrapped:
+        assert server_unreachable(wrapped) is broken
+    assert server_unreachable(requests.HTTPError("500 Server Error")) is None

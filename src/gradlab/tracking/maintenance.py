@@ -123,12 +123,17 @@ def tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+# a server killed while it sends a response breaks the body's read, not the connection
+_UNANSWERED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
 def server_unreachable(error: BaseException) -> BaseException | None:
     """The connection error or time-out behind ``error`` when a tracking server did not answer
-    (refused, reset, timed out), else None. MLflow wraps it in an ``MlflowException``."""
+    (refused, reset, timed out, or gone while it sent a response), else None. MLflow wraps it in
+    an ``MlflowException``."""
     cause: BaseException | None = error
     while cause is not None:
-        if isinstance(cause, (requests.ConnectionError, requests.Timeout)):
+        if isinstance(cause, _UNANSWERED):
             return cause
         cause = cause.__cause__ or cause.__context__
     return None
