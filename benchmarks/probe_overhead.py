@@ -13,8 +13,8 @@ probing adds to a one-epoch run (probes − bare, 1 epoch, over the full bare ti
 the overhead paid once per run (probe at init, mean-field prediction, distribution samples,
 result tables) rather than at each probe step; it includes the one-epoch run's 2 probe steps.
 ``probes`` includes the Jacobian's spectrum at init as the default config measures it
-(``train.spectrum.points``); ``spectrum`` is its share (probes − probes without it, over bare)
-and ``spec ms``, its milliseconds per run (the stack's extra time over its runs).
+(``train.spectrum.points``); the breakdown times it alone (``spectrum/run``, and ``spec/run`` per
+replica), as the difference of two whole runs is lost in their noise at width 64.
 Then where a probe step's time goes: milliseconds of a bare stacked step beside those of each part
 a probe step adds, and the ratio those parts predict. Target: probes ≤ 1.10× at ``log_every=10``.
 
@@ -58,11 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # as every gradlab worker runs
     data = poly_task(args.samples)
-    options = {
-        "bare": RunOptions(probe=False),
-        "probes": RunOptions(probe=True, spectrum_points=POINTS),
-        "unmeasured": RunOptions(probe=True, spectrum_points=0),
-    }
+    options = {"bare": RunOptions(probe=False), "probes": RunOptions(spectrum_points=POINTS)}
 
     store = Path(tempfile.mkdtemp(prefix="gradlab-bench-"))
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
@@ -74,7 +70,7 @@ def main() -> None:
     )
     header = (
         f"{'depth':>5} {'width':>5} {'steps':>5} {'bare s':>7} {'probes':>7} "
-        f"{'+mlflow':>8} {'metrics':>8} {'per run':>8} {'spectrum':>8} {'spec ms':>7}"
+        f"{'+mlflow':>8} {'metrics':>8} {'per run':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -108,14 +104,12 @@ def main() -> None:
             base = statistics.median(times["bare"])
             ratio = {k: statistics.median(v) / base for k, v in times.items()}
             per_run = ratio["probes 1"] - ratio["bare 1"]
-            spectrum_share = ratio["probes"] - ratio["unmeasured"]
-            spectrum_ms = spectrum_share * base / args.replicas * 1000
             run_steps[depth, width] = results[0].summary["steps"]
             flag = "" if statuses == {"finished"} else f"  ({', '.join(sorted(statuses))}!)"
             print(
                 f"{depth:>5} {width:>5} {run_steps[depth, width]:>5} {base:>7.3f} "
                 f"{ratio['probes']:>6.3f}× {ratio['mlflow']:>7.3f}× {n_metrics:>8} "
-                f"{per_run:>7.3f}× {spectrum_share:>7.3f}× {spectrum_ms:>7.1f}{flag}",
+                f"{per_run:>7.3f}×{flag}",
                 flush=True,
             )
     print_breakdown(sizes, args.replicas, args.log_every, run_steps)
@@ -133,7 +127,7 @@ def _time_variants(  # noqa: PLR0913, PLR0917
     """Seconds of each variant per repeat, interleaved (one-epoch runs too), the last results
     and the metric points of one logged child run."""
     times: dict[str, list[float]] = {
-        key: [] for key in ("bare", "probes", "unmeasured", "mlflow", "bare 1", "probes 1")
+        key: [] for key in ("bare", "probes", "mlflow", "bare 1", "probes 1")
     }
     n_metrics = 0
     for _ in range(repeats):
@@ -142,7 +136,7 @@ def _time_variants(  # noqa: PLR0913, PLR0917
             start = time.perf_counter()
             train_group(short, data, options[key])
             times[f"{key} 1"].append(time.perf_counter() - start)
-        for key in ("bare", "probes", "unmeasured"):
+        for key in ("bare", "probes"):
             start = time.perf_counter()
             train_group(specs, data, options[key])
             times[key].append(time.perf_counter() - start)
@@ -238,6 +232,9 @@ def breakdown(  # noqa: PLR0913, PLR0917
     for probe_step in range(0, run_steps, log_every):
         full.add("train", probe_step, row)
     bare_ms = statistics.median(bare[30:]) * 1e3
+    spectrum_ms = _median_ms(
+        lambda: spectrum.measure(stack, points, False, spectra, ("init", 0)), repeats=10
+    )
     return {
         "bare step": bare_ms,
         "capture": statistics.median(captured[30:]) * 1e3 - bare_ms,
@@ -250,9 +247,8 @@ def breakdown(  # noqa: PLR0913, PLR0917
         "sync + logs": _median_ms(bookkeeping),
         "tables/run": _median_ms(full.layer_stats, repeats=20) * replicas,
         # every replica's Jacobian spectrum at init, once per run, at the default points
-        "spectrum/run": _median_ms(
-            lambda: spectrum.measure(stack, points, False, spectra, ("init", 0)), repeats=10
-        ),
+        "spectrum/run": spectrum_ms,
+        "spec/run": spectrum_ms / replicas,
     }
 
 
@@ -267,8 +263,9 @@ def print_breakdown(
     print("(Probe.measure) includes; 'update ratio' = snapshot + update_ratios; 'sync + logs' =")
     print("the host sync and each replica's ProbeLog row; 'tables/run' = building every replica's")
     print("layer_stats table once per run; 'spectrum/run' = every replica's Jacobian spectrum at")
-    print("init, once per run. est. = bare + (probe-step parts) / log_every + (tables + spectrum)")
-    print(f"per step, over bare (log_every={log_every}, the table's steps per run)")
+    print("init, once per run ('spec/run': per replica). est. = bare + (probe-step parts) /")
+    print("log_every + (tables + spectrum) per step")
+    print(f"over bare (log_every={log_every}, the table's steps per run)")
     rows = {(d, w): breakdown(d, w, replicas, run_steps[d, w], log_every) for d, w in sizes}
     names = list(next(iter(rows.values())))
     print(f"{'depth':>5} {'width':>5} " + " ".join(f"{n:>12}" for n in names) + f" {'est.':>6}")
