@@ -73,6 +73,21 @@ def test_other_data_or_options_retrain_and_say_why(poly, tmp_path):
     assert reasons == ["stale: divergence_factor 10000.0 → 100.0"] * 2, reasons
 
 
+def test_a_result_stored_before_the_spectrum_is_stale_not_damaged(poly, tmp_path):
+    # as gradlab stored it before the Jacobian's spectrum: no table, no spectrum options
+    store = ResultStore(tmp_path / "runs")
+    train_in_process(HEALTHY[:1], store, poly)
+    run_id = HEALTHY[0].run_id
+    (store.path(run_id) / "spectrum.parquet").unlink()
+    identity = store.summary(run_id)["identity"]
+    for option in ("spectrum_points", "spectrum_checkpoints"):
+        del identity[option]
+    store.update_summary(run_id, identity=identity)
+    reasons = list(train_in_process(HEALTHY[:1], store, poly)["reason"])
+    assert reasons == ["stale: spectrum_checkpoints None → False, spectrum_points None → 4"]
+    assert not store.table(run_id, "spectrum").empty
+
+
 def test_a_failed_run_is_retried_and_never_replaces_a_good_result(poly, tmp_path):
     store = ResultStore(tmp_path / "runs")
     failed = train_in_process(HEALTHY[:1], store, broken(poly))
