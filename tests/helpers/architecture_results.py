@@ -9,7 +9,8 @@ import pandas as pd
 
 from gradlab.core import theory
 from gradlab.core.grid import RunSpec, Study, expand
-from gradlab.core.verdict import init_verdict, judge
+from gradlab.core.verdict import init_verdict
+from tests.helpers.results import result_tables
 
 DEPTH = 4
 STUDY = Study(
@@ -136,17 +137,4 @@ def make_architecture_results(  # noqa: C901, PLR0912, PLR0915
                     (run["run_id"], "init", 0, layer, "act", v)
                     for v in np.maximum(rng.normal(0, 1, 16), 0)
                 ]
-    long = ["run_id", "phase", "step", "layer", "quantity", "value"]
-    return {
-        "runs": judge(runs.merge(pd.DataFrame(summaries), on="run_id")),
-        "history": pd.DataFrame(history, columns=["run_id", "epoch", "metric", "value"]),
-        "layer_stats": pd.DataFrame(stats, columns=long),
-        "distributions": pd.DataFrame(samples, columns=long),
-        "studies": pd.DataFrame(
-            {
-                "study": [STUDY.name],
-                "question": [STUDY.question],
-                "axes": [",".join(STUDY.axes)],
-            }
-        ),
-    }
+    return result_tables(runs, summaries, history, stats, samples, (STUDY,))

@@ -2,6 +2,7 @@
 metrics and outcomes are known exactly, for the report's and the plots' tests."""
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -138,6 +139,20 @@ def make_results(  # noqa: C901, PLR0912
                     (run["run_id"], "init", 0, layer, "act", v)
                     for v in np.tanh(rng.normal(0, 1, 16))
                 ]
+    return result_tables(runs, summaries, history, stats, samples, STUDIES)
+
+
+# noqa reason: the five lists a fake grid builds, and its studies
+def result_tables(  # noqa: PLR0913, PLR0917
+    runs: pd.DataFrame,
+    summaries: list[dict],
+    history: list[tuple],
+    stats: list[tuple],
+    samples: list[tuple],
+    studies: Sequence[Study],
+) -> dict[str, pd.DataFrame]:
+    """The report's inputs from a fake grid's rows: ``runs`` judged with their summaries, the
+    long tables, and the studies table."""
     long = ["run_id", "phase", "step", "layer", "quantity", "value"]
     return {
         "runs": judge(runs.merge(pd.DataFrame(summaries), on="run_id")),
@@ -146,9 +161,9 @@ def make_results(  # noqa: C901, PLR0912
         "distributions": pd.DataFrame(samples, columns=long),
         "studies": pd.DataFrame(
             {
-                "study": [s.name for s in STUDIES],
-                "question": [s.question for s in STUDIES],
-                "axes": [",".join(s.axes) for s in STUDIES],
+                "study": [s.name for s in studies],
+                "question": [s.question for s in studies],
+                "axes": [",".join(s.axes) for s in studies],
             }
         ),
     }

@@ -17,7 +17,7 @@ import pandas as pd
 
 from gradlab.core.bn_theory import bn_gradient_growth
 from gradlab.core.grid import RunSpec, Study, expand
-from gradlab.core.verdict import judge
+from tests.helpers.results import result_tables
 
 WIDTH = 8
 SIGMA_B2 = 0.05
@@ -191,17 +191,4 @@ def make_theory_results(
                 (run["run_id"], "init", 0, layer, "grad_weight", v) for v in (-0.01, 0.0, 0.01)
             ]
             samples += [(run["run_id"], "init", 0, layer, "act", v) for v in (-0.5, 0.0, 0.5)]
-    long = ["run_id", "phase", "step", "layer", "quantity", "value"]
-    return {
-        "runs": judge(runs.merge(pd.DataFrame(summaries), on="run_id")),
-        "history": pd.DataFrame(history, columns=["run_id", "epoch", "metric", "value"]),
-        "layer_stats": pd.DataFrame(stats, columns=long),
-        "distributions": pd.DataFrame(samples, columns=long),
-        "studies": pd.DataFrame(
-            {
-                "study": [s.name for s in studies],
-                "question": [s.question for s in studies],
-                "axes": [",".join(s.axes) for s in studies],
-            }
-        ),
-    }
+    return result_tables(runs, summaries, history, stats, samples, studies)
