@@ -20,12 +20,14 @@ class NormLayer:
 
     position: str  # "pre": normalizes h before the activation; "post": normalizes φ(h)
     factory: Callable[[int], nn.Module] | None
+    # it normalizes by statistics over the batch, so a sample's output depends on the others
+    mixes_batch: bool = False
 
 
 NORM_LAYERS: dict[str, NormLayer] = {
     "none": NormLayer("pre", None),
-    "batchnorm_pre": NormLayer("pre", nn.BatchNorm1d),
-    "batchnorm_post": NormLayer("post", nn.BatchNorm1d),
+    "batchnorm_pre": NormLayer("pre", nn.BatchNorm1d, mixes_batch=True),
+    "batchnorm_post": NormLayer("post", nn.BatchNorm1d, mixes_batch=True),
     "layernorm": NormLayer("pre", nn.LayerNorm),
 }
 

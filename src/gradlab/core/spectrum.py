@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from gradlab.core.models import StackedNet
+from gradlab.core.models import NORM_LAYERS, StackedNet
+from gradlab.core.registry import lookup
 from gradlab.core.schema import PHASES, empty_table, text_column
 
 # What each measured point leaves in the ``spectrum`` table (``SAMPLE``: a sample of log₁₀ s)
@@ -43,7 +44,7 @@ _MAX_ELEMENTS = 2**24
 
 def measurable(norm_layer: str) -> bool:
     """Whether a net's Jacobian at a point is its own: BatchNorm mixes the rows of a batch."""
-    return not norm_layer.startswith("batchnorm")
+    return not lookup(NORM_LAYERS, norm_layer, "norm_layer").mixes_batch
 
 
 def jacobians(
